@@ -1,0 +1,46 @@
+"""flaxtrain: ktrain's few-lines NLP workflow on a JAX/Flax core.
+
+    import flaxtrain, flaxtrain.text
+    data = flaxtrain.text.load_data('rotten_tomatoes', train=True)
+    model = flaxtrain.get_model('textcnn', train_data=data)
+    model.fit(epochs=3)
+
+Importing this package is cheap: the public names below load their modules on first use, and
+TensorFlow loads only when an input pipeline is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from flaxtrain.errors import FlaxtrainError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "get_model": "flaxtrain.api.model",
+    "Model": "flaxtrain.api.model",
+    "get_learner": "flaxtrain.api.learner",
+    "Learner": "flaxtrain.api.learner",
+    "get_predictor": "flaxtrain.api.predictor",
+    "load_predictor": "flaxtrain.api.predictor",
+    "Predictor": "flaxtrain.api.predictor",
+}
+_SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "train", "cli")
+
+__all__ = ["FlaxtrainError", "__version__", *_LAZY, "text"]
+
+if TYPE_CHECKING:
+    from flaxtrain import text
+    from flaxtrain.api.learner import Learner, get_learner
+    from flaxtrain.api.model import Model, get_model
+    from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"flaxtrain.{name}")
+    raise AttributeError(f"module 'flaxtrain' has no attribute {name!r}")

@@ -1,0 +1,7 @@
+"""The ktrain-like front end: get_model, Learner, Predictor, and config-driven runs."""
+
+from flaxtrain.api.learner import Learner, get_learner
+from flaxtrain.api.model import Model, get_model, text_classifier
+from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
+
+__all__ = ["Learner", "get_learner", "Model", "get_model", "text_classifier", "Predictor", "get_predictor", "load_predictor"]

@@ -1,0 +1,132 @@
+"""Learner: trains a Model on a train set and reports on a validation set (ktrain's vocabulary).
+
+The Learner coordinates train/ functions; it holds only the train state and the history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxtrain.api.model import Model
+from flaxtrain.data import TextDataset, make_batches
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.eval import classification_report
+from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, set_hyperparams
+
+
+class Learner:
+    """Trains `model` on `train_data`, validating on `val_data` after every epoch.
+
+    Attributes:
+      model: the Model; its params are updated at the end of every fit call.
+      history: one dict per finished epoch (loss, acc, val_loss, val_acc).
+    """
+
+    def __init__(self, model: Model, train_data: TextDataset, val_data: TextDataset | None = None, *,
+                 batch_size: int = 32, eval_batch_size: int | None = None, weight_decay: float = 0.0,
+                 clip_norm: float | None = None, seed: int = 0):
+        if not isinstance(train_data, TextDataset):
+            raise FlaxtrainError(
+                f"train_data must be a dataset from a flaxtrain.text loader, not {type(train_data).__name__}"
+            )
+        if len(train_data) == 0:
+            raise FlaxtrainError("train_data is empty: pass at least one text per class")
+        if train_data.labels is None:
+            raise FlaxtrainError("train_data has no labels: build it with preproc.preprocess_train(texts, labels)")
+        if val_data is not None and val_data.labels is None:
+            raise FlaxtrainError("val_data has no labels: build it with preproc.preprocess_test(texts, labels)")
+        for name, data in (("train_data", train_data), ("val_data", val_data)):
+            if data is not None and data.preproc.class_names != model.preproc.class_names:
+                raise FlaxtrainError(
+                    f"{name} has classes {data.preproc.class_names} but the model predicts {model.preproc.class_names}: "
+                    "encode it with the model's preprocessor"
+                )
+        self.model = model
+        self.train_data = train_data
+        self.val_data = val_data
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.seed = seed
+        self.history: list[dict[str, float]] = []
+        self._tx = make_optimizer(model.default_lr, weight_decay=weight_decay, clip_norm=clip_norm)
+        self._state: TrainState | None = None
+        self._epochs_done = 0
+
+    def _batches(self, data: TextDataset, *, train: bool, epoch: int = 0) -> tuple[Any, int]:
+        return make_batches(
+            data.input_ids, data.labels, batch_size=self.batch_size if train else self.eval_batch_size,
+            buckets=self.model.preproc.buckets, shuffle=train, seed=self.seed, epoch=epoch,
+            pad_id=self.model.preproc.pad_id,
+        )
+
+    def _train_state(self) -> TrainState:
+        if self._state is None:
+            # The state owns a copy: the step donates its buffers, and model.params must stay valid.
+            params = jax.tree.map(jnp.copy, self.model.params)
+            self._state = create_train_state(self.model.module, params, self._tx)
+        return self._state
+
+    def fit(self, lr: float, epochs: int, *, verbose: int = 1) -> list[dict[str, float]]:
+        """Trains `epochs` epochs at constant learning rate `lr` (Adam); returns this call's history.
+
+        Repeated calls continue from the current weights and optimizer state.
+        """
+        if epochs < 1:
+            raise FlaxtrainError(f"epochs must be at least 1, got {epochs}")
+        if not lr > 0:
+            raise FlaxtrainError(f"lr must be positive, got {lr}")
+        state = self._train_state()
+        state = state.replace(opt_state=set_hyperparams(state.opt_state, learning_rate=lr))
+        self._state = None  # donated to the step from here on
+        val = self.val_data
+        state, history, stop = loop.fit(
+            state,
+            epochs=epochs,
+            train_batches=lambda epoch: self._batches(self.train_data, train=True, epoch=epoch),
+            val_batches=None if val is None else (lambda: self._batches(val, train=False)),
+            steps=self.model.steps,
+            rng=jax.random.key(self.seed),
+            start_epoch=self._epochs_done,
+            verbose=bool(verbose),
+        )
+        self._state = state
+        self._epochs_done += len(history)
+        self.history.extend(history)
+        self.model.params = jax.tree.map(jnp.copy, state.params)
+        if stop:
+            raise FlaxtrainError(stop)
+        return history
+
+    def validate(self, val_data: TextDataset | None = None, class_names: list[Any] | None = None,
+                 print_report: bool = True) -> np.ndarray:
+        """Prints a per-class precision/recall/F1 report; returns the confusion matrix (rows true)."""
+        from flaxtrain.api.predictor import get_predictor
+
+        data = val_data or self.val_data
+        if data is None or data.labels is None:
+            raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
+        log_probs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
+        names = class_names or self.model.preproc.class_names
+        if len(names) != self.model.preproc.num_classes:
+            raise FlaxtrainError(f"class_names has {len(names)} names but the model has {self.model.preproc.num_classes} classes")
+        report, matrix = classification_report(data.labels, log_probs.argmax(-1), names)
+        if print_report:
+            print(report)
+            print("confusion matrix (rows: true class, columns: predicted):")
+            print(matrix)
+        return matrix
+
+
+def get_learner(model: Model, train_data: TextDataset | None = None, val_data: TextDataset | None = None,
+                batch_size: int = 32, eval_batch_size: int | None = None, **kwargs: Any) -> Learner:
+    """ktrain's `get_learner(model, train_data, val_data, batch_size)`."""
+    if not isinstance(model, Model):
+        raise FlaxtrainError(f"get_learner needs a flaxtrain model (from get_model or text_classifier), not {type(model).__name__}")
+    train_data = train_data if train_data is not None else model.train_data
+    if train_data is None:
+        raise FlaxtrainError("no training data: pass train_data to get_learner")
+    return Learner(model, train_data, val_data, batch_size=batch_size, eval_batch_size=eval_batch_size, **kwargs)

@@ -1,0 +1,148 @@
+"""Model: a registered network, its params and preprocessor; `get_model` builds one from training data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxtrain import models
+from flaxtrain.data import LoadedData, TextDataset, TextPreprocessor
+from flaxtrain.data.loaders import MAX_FEATURES, MAXLEN
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.train import CompiledSteps, compile_steps, init_params
+
+
+class Model:
+    """A network with its params and preprocessor; the seed's `fit / evaluate / predict` live here.
+
+    Attributes:
+      name: registry name ('textcnn', 'fasttext').
+      config: the model's frozen config dataclass.
+      module: the linen module.
+      params: current params (updated by every fit).
+      preproc: the TextPreprocessor that encodes its inputs.
+      train_data, val_data: the data `get_model` was given (used by `fit`).
+    """
+
+    def __init__(self, name: str, config: Any, params: Any, preproc: TextPreprocessor, *,
+                 train_data: TextDataset | None = None, val_data: TextDataset | None = None):
+        self.name = name
+        self.config = config
+        self.module = models.build_model(name, config)
+        self.params = params
+        self.preproc = preproc
+        self.train_data = train_data
+        self.val_data = val_data
+        self._steps: CompiledSteps | None = None
+        self._learner: Any = None
+
+    @property
+    def steps(self) -> CompiledSteps:
+        """The jitted train/eval/predict steps, compiled once per model."""
+        if self._steps is None:
+            self._steps = compile_steps(self.module.apply)
+        return self._steps
+
+    @property
+    def default_lr(self) -> float:
+        return models.get_entry(self.name).default_lr
+
+    def num_params(self) -> int:
+        return int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.params)))
+
+    # The seed's vocabulary: model.fit / model.evaluate / model.predict.
+    def fit(self, epochs: int = 1, lr: float | None = None, batch_size: int = 32, verbose: int = 1) -> list[dict[str, float]]:
+        """Trains on the data given to `get_model` (validating on its held-out part); returns the history."""
+        from flaxtrain.api.learner import get_learner
+
+        if self.train_data is None:
+            raise FlaxtrainError("this model has no training data: use flaxtrain.get_learner(model, train_data=...)")
+        if self._learner is None or self._learner.batch_size != batch_size:
+            self._learner = get_learner(self, self.train_data, self.val_data, batch_size=batch_size)
+        return self._learner.fit(lr or self.default_lr, epochs, verbose=verbose)
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 32) -> tuple[float, dict[str, float]]:
+        """(loss, {'acc', 'precision', 'recall', 'f1'}) on raw texts and labels."""
+        from flaxtrain.api.predictor import get_predictor
+
+        return get_predictor(self, batch_size=batch_size).evaluate(x, y)
+
+    def predict(self, texts: str | list[str]) -> Any:
+        """Class name of one text, or a list of class names for a list of texts."""
+        from flaxtrain.api.predictor import get_predictor
+
+        return get_predictor(self).predict(texts)
+
+    def predict_proba(self, texts: str | list[str]) -> np.ndarray:
+        """Class probabilities [c] of one text or [n, c] of a list."""
+        from flaxtrain.api.predictor import get_predictor
+
+        return get_predictor(self).predict_proba(texts)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, {self.num_params():,} params, {self.preproc!r})"
+
+
+def init_model_params(module: Any, seed: int) -> Any:
+    """Params of a token-id classifier initialised from `seed`."""
+    sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
+    return jax.jit(lambda rng: init_params(module, sample, rng))(jax.random.key(seed))
+
+
+def get_model(
+    name: str,
+    train_data: LoadedData | TextDataset | None = None,
+    val_data: TextDataset | None = None,
+    *,
+    preproc: TextPreprocessor | None = None,
+    params: dict[str, Any] | None = None,
+    maxlen: int = MAXLEN,
+    max_features: int = MAX_FEATURES,
+    seed: int = 0,
+) -> Model:
+    """Builds model `name` sized from its training data.
+
+    Args:
+      name: a registered model ('textcnn', 'fasttext').
+      train_data: a `load_data` result (raw texts: a tokenizer is trained on them) or the train set
+        of a `texts_from_*` loader.
+      val_data: validation set (default: the held-out part of a `load_data` result).
+      preproc: the preprocessor (default: the one of `train_data`).
+      params: model config overrides, e.g. {'dropout': 0.5, 'embed_dim': 300}.
+      maxlen: longest token sequence kept (for `load_data` input).
+      max_features: vocabulary size (for `load_data` input).
+      seed: initialisation seed.
+    """
+    models.get_entry(name)  # an unknown name fails before any data work
+    if isinstance(train_data, LoadedData):
+        if not train_data.train_x:
+            raise FlaxtrainError(f"{train_data.name} was loaded with train=False: pass load_data(..., train=True) to get_model")
+        preproc = preproc or TextPreprocessor.fit(train_data.train_x, train_data.train_y, class_names=train_data.class_names,
+                                                  maxlen=maxlen, max_features=max_features)
+        train_set = preproc.preprocess_train(train_data.train_x, train_data.train_y)
+        if val_data is None and train_data.val_x:
+            val_data = preproc.preprocess_test(train_data.val_x, train_data.val_y)
+    elif isinstance(train_data, TextDataset):
+        train_set = train_data
+        preproc = preproc or train_data.preproc
+    elif train_data is None and preproc is not None:
+        train_set = None
+    else:
+        raise FlaxtrainError(
+            f"train_data must come from flaxtrain.text.load_data or a texts_from_* loader, not {type(train_data).__name__}"
+        )
+    config = models.make_config(name, vocab_size=preproc.vocab_size, num_classes=preproc.num_classes, **(params or {}))
+    module = models.build_model(name, config)
+    return Model(name, config, init_model_params(module, seed), preproc, train_data=train_set, val_data=val_data)
+
+
+def text_classifier(name: str, train_data: TextDataset, preproc: TextPreprocessor | None = None, *,
+                    params: dict[str, Any] | None = None, seed: int = 0, verbose: int = 1) -> Model:
+    """ktrain's `text_classifier(name, train_data, preproc)`: a classifier sized for this data."""
+    model = get_model(name, train_data, preproc=preproc, params=params, seed=seed)
+    if verbose:
+        print(f"{name}: {model.num_params():,} params, {model.preproc.num_classes} classes")
+    return model

@@ -1,0 +1,158 @@
+"""Predictor: raw text in, class names and probabilities out; saved as Orbax params + JSON + tokenizer.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+import flaxtrain
+from flaxtrain import models
+from flaxtrain.api.model import Model, init_model_params
+from flaxtrain.data import TextPreprocessor, make_batches
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.eval import classification_metrics
+from flaxtrain.train import loop
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+FORMAT = "flaxtrain.predictor"
+FORMAT_VERSION = 1
+
+
+class Predictor:
+    """Predicts class names of raw texts with a Model and its preprocessor."""
+
+    def __init__(self, model: Model, preproc: TextPreprocessor | None = None, batch_size: int = 32):
+        self.model = model
+        self.preproc = preproc or model.preproc
+        self.batch_size = batch_size
+        if self.preproc.class_names != model.preproc.class_names:
+            raise FlaxtrainError(
+                f"preproc has classes {self.preproc.class_names} but the model predicts {model.preproc.class_names}: "
+                "pass the preprocessor the model was trained with"
+            )
+
+    def log_probs(self, input_ids: list[np.ndarray]) -> np.ndarray:
+        """Float32 log-probabilities [n, c] of encoded texts, in their order."""
+        batches, count = make_batches(input_ids, batch_size=self.batch_size, buckets=self.preproc.buckets,
+                                      pad_id=self.preproc.pad_id)
+        return loop.predict(self.model.params, batches, steps=self.model.steps, num_examples=len(input_ids),
+                            num_batches=count)
+
+    def predict_proba(self, texts: str | list[str]) -> np.ndarray:
+        """Class probabilities: [c] for one text, [n, c] for a list."""
+        single = isinstance(texts, str)
+        probs = np.exp(self.log_probs(self.preproc.encode([texts] if single else texts)))
+        return probs[0] if single else probs
+
+    def predict(self, texts: str | list[str], return_proba: bool = False) -> Any:
+        """Class name of one text (or a list of names); with return_proba, (names, probabilities)."""
+        probs = self.predict_proba(texts)
+        labels = self.preproc.decode_labels(np.atleast_2d(probs).argmax(-1))
+        result = labels[0] if isinstance(texts, str) else labels
+        return (result, probs) if return_proba else result
+
+    def evaluate(self, texts: list[str], labels: Any) -> tuple[float, dict[str, float]]:
+        """(mean loss, {'acc', 'precision', 'recall', 'f1'}) on raw texts and their labels.
+
+        F1 and friends are of the positive class (index 1) for two classes, macro averages otherwise.
+        """
+        data = self.preproc.preprocess_test(texts, labels)
+        if len(data) == 0:
+            raise FlaxtrainError("no texts to evaluate: pass at least one labelled text")
+        log_probs = self.log_probs(data.input_ids)
+        loss = float(-np.mean(log_probs[np.arange(len(data)), data.labels]))
+        return loss, classification_metrics(data.labels, log_probs.argmax(-1), self.preproc.num_classes)
+
+    def save(self, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+        """Writes config.json, tokenizer.json and Orbax params to `directory`, atomically.
+
+        The files go to a temporary sibling folder that replaces `directory` only when complete, so a
+        crash mid-save never leaves a half-written predictor or loses the previous one.
+        """
+        import orbax.checkpoint as ocp
+
+        target = Path(directory).absolute()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            config = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "flaxtrain_version": flaxtrain.__version__,
+                "task": models.get_entry(self.model.name).task,
+                "model": {"name": self.model.name, "config": models.config_to_dict(self.model.config)},
+                "preprocessor": self.preproc.save(staging),
+                **(extra or {}),
+            }
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save(staging / PARAMS_DIR, self.model.params)
+            checkpointer.wait_until_finished()
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            if target.exists():
+                target.rename(retired)
+            staging.rename(target)
+            shutil.rmtree(retired, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def get_predictor(model: Model, preproc: TextPreprocessor | None = None, batch_size: int = 32) -> Predictor:
+    """ktrain's `get_predictor(model, preproc)`."""
+    if not isinstance(model, Model):
+        raise FlaxtrainError(f"get_predictor needs a flaxtrain model, not {type(model).__name__}")
+    return Predictor(model, preproc, batch_size)
+
+
+def read_predictor_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed config.json of a saved predictor, with one-line errors for every way it can be wrong."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise FlaxtrainError(f"predictor directory {path} does not exist: save one with predictor.save({str(path)!r})")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise FlaxtrainError(f"{path} has no {CONFIG_FILE}: it is not a saved flaxtrain predictor (or the save was cut short)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FlaxtrainError(f"{config_path} is corrupt ({err}): save the predictor again") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise FlaxtrainError(f"{config_path} is not a flaxtrain predictor config: save the predictor again")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise FlaxtrainError(f"{path} was saved by a newer flaxtrain ({config.get('flaxtrain_version')}): upgrade flaxtrain")
+    for key in ("model", "preprocessor"):
+        if key not in config:
+            raise FlaxtrainError(f"{config_path} lacks the {key!r} section: save the predictor again")
+    return config
+
+
+def load_predictor(directory: str | os.PathLike, batch_size: int = 32) -> Predictor:
+    """Loads a predictor saved by `Predictor.save`; needs no network and no pickle."""
+    import orbax.checkpoint as ocp
+
+    path = Path(directory).absolute()
+    config = read_predictor_config(path)
+    preproc = TextPreprocessor.load(path, config["preprocessor"])
+    name = config["model"].get("name", "?")
+    model_config = models.make_config(name, **config["model"].get("config", {}))
+    module = models.build_model(name, model_config)
+    abstract = jax.eval_shape(lambda: init_model_params(module, 0))
+    params_dir = path / PARAMS_DIR
+    if not params_dir.is_dir():
+        raise FlaxtrainError(f"{path} has no {PARAMS_DIR}/ folder: the predictor's weights are missing; save it again")
+    try:
+        params = ocp.StandardCheckpointer().restore(params_dir, abstract)
+    except Exception as err:  # Orbax and TensorStore raise many types for unreadable files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FlaxtrainError(f"the weights in {params_dir} are unreadable ({first[:200]}): save the predictor again") from None
+    return Predictor(Model(name, model_config, params, preproc), preproc, batch_size)

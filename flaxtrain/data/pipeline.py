@@ -1,0 +1,108 @@
+"""tf.data input pipeline: seeded shuffle -> length buckets padded to static shapes -> batches of numpy.
+
+Every batch has one of a few shapes ([batch_size, L] for L in the bucket lengths), so the jitted step
+compiles once per bucket and never per batch. The last batch of each bucket is filled up with rows
+of weight 0, so no example is dropped and none is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from flaxtrain.errors import FlaxtrainError
+
+Batch = dict[str, np.ndarray]
+
+
+def _tensorflow():
+    import tensorflow as tf
+
+    # The pipeline only runs on the host: keep TensorFlow off any accelerator JAX is using.
+    tf.config.set_visible_devices([], "GPU")
+    return tf
+
+
+def num_batches(lengths: np.ndarray, *, batch_size: int, buckets: Sequence[int]) -> int:
+    """How many batches `make_batches` yields for sequences of these lengths."""
+    index = np.searchsorted(np.asarray(buckets), np.minimum(lengths, buckets[-1]), side="left")
+    counts = np.bincount(index, minlength=len(buckets))
+    return int(np.sum(-(-counts // batch_size)))
+
+
+def make_batches(
+    input_ids: Sequence[np.ndarray],
+    labels: np.ndarray | None = None,
+    *,
+    batch_size: int,
+    buckets: Sequence[int],
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    pad_id: int = 0,
+) -> tuple[Iterator[Batch], int]:
+    """Batches of {'input_ids' [b, L] int32, 'label' [b] int32, 'index' [b] int64, 'weight' [b] float32}.
+
+    Args:
+      input_ids: one int32 array of token ids per example, each no longer than buckets[-1].
+      labels: [n] int32 class indices, or None (then 'label' is all zeros).
+      batch_size: rows per batch b.
+      buckets: increasing padded lengths L; a sequence goes to the smallest that holds it.
+      shuffle: shuffle examples (seeded by seed and epoch, so each epoch is reproducible).
+      seed: shuffle seed.
+      epoch: epoch number, mixed into the shuffle seed.
+      pad_id: token id for padding.
+
+    Returns:
+      (iterator over batches, number of batches).
+    """
+    n = len(input_ids)
+    if n == 0:
+        raise FlaxtrainError("no examples to batch: pass a non-empty dataset")
+    if batch_size < 1:
+        raise FlaxtrainError(f"batch_size must be positive, got {batch_size}")
+    lengths = np.fromiter((len(x) for x in input_ids), np.int64, count=n)
+    if lengths.max() > buckets[-1]:
+        raise FlaxtrainError(f"a sequence of {lengths.max()} tokens exceeds the longest bucket {buckets[-1]}: truncate to maxlen")
+    labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32)
+    total = num_batches(lengths, batch_size=batch_size, buckets=buckets)
+
+    tf = _tensorflow()
+    padded = np.full((n, max(int(lengths.max()), 1)), pad_id, np.int32)
+    for row, ids in enumerate(input_ids):
+        padded[row, : len(ids)] = ids
+    ds = tf.data.Dataset.from_tensor_slices(
+        {"input_ids": padded, "length": lengths, "label": labels, "index": np.arange(n, dtype=np.int64)}
+    )
+    if shuffle:
+        ds = ds.shuffle(n, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+    ds = ds.map(lambda ex: {"input_ids": ex["input_ids"][: ex["length"]], "label": ex["label"], "index": ex["index"]})
+    ds = ds.bucket_by_sequence_length(
+        lambda example: tf.shape(example["input_ids"])[0],
+        bucket_boundaries=[length + 1 for length in buckets],  # lengths < boundary go to that bucket
+        bucket_batch_sizes=[batch_size] * (len(buckets) + 1),
+        padding_values={
+            "input_ids": tf.constant(pad_id, tf.int32),
+            "label": tf.constant(0, tf.int32),
+            "index": tf.constant(0, tf.int64),
+        },
+        pad_to_bucket_boundary=True,
+    )
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return _fill_batches(ds.as_numpy_iterator(), batch_size, pad_id), total
+
+
+def _fill_batches(batches: Iterator[Batch], batch_size: int, pad_id: int) -> Iterator[Batch]:
+    for batch in batches:
+        rows = len(batch["label"])
+        batch["weight"] = np.ones(rows, np.float32)
+        if rows < batch_size:
+            fill = {"input_ids": pad_id}
+            batch = {
+                k: np.concatenate([v, np.full((batch_size - rows, *v.shape[1:]), fill.get(k, 0), v.dtype)])
+                for k, v in batch.items()
+            }
+        yield batch

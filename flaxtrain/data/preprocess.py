@@ -1,0 +1,173 @@
+"""TextPreprocessor: turns raw texts and labels into token ids and class indices, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from flaxtrain.data.dataset import TextDataset
+from flaxtrain.data.tokenizer import load_tokenizer, train_word_tokenizer
+from flaxtrain.errors import FlaxtrainError
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def bucket_lengths(maxlen: int, smallest: int = 16) -> tuple[int, ...]:
+    """Static padded lengths: powers of two from `smallest` below maxlen, then maxlen."""
+    lengths = []
+    size = smallest
+    while size < maxlen:
+        lengths.append(size)
+        size *= 2
+    return (*lengths, maxlen)
+
+
+def _to_python(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def infer_class_names(labels: Any) -> list[Any]:
+    """Sorted distinct labels (ints or strings) of a 1-D label list; class names of one-hot rows are 0..c-1."""
+    array = np.asarray(labels)
+    if array.ndim == 2:
+        return list(range(array.shape[1]))
+    return sorted({_to_python(v) for v in array.tolist()}, key=lambda v: (str(type(v)), v))
+
+
+def check_texts(texts: Any, what: str) -> list[str]:
+    """Validates a sequence of strings and returns it as a list."""
+    if isinstance(texts, str):
+        raise FlaxtrainError(f"{what} is a single string: pass a list of texts")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise FlaxtrainError(f"{what}[{bad}] is a {type(texts[bad]).__name__}, not a string: pass texts as str")
+    return texts
+
+
+class TextPreprocessor:
+    """Tokenizer, maximum length and class names of a text classifier.
+
+    Attributes:
+      tokenizer: the Hugging Face `tokenizers.Tokenizer`.
+      maxlen: longest token sequence kept (texts are truncated).
+      class_names: label values in class-index order.
+      pad_id: token id used for padding.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, maxlen: int, class_names: Sequence[Any], pad_id: int = 0):
+        if maxlen < 1:
+            raise FlaxtrainError(f"maxlen must be positive, got {maxlen}")
+        self.tokenizer = tokenizer
+        self.maxlen = int(maxlen)
+        self.class_names = [_to_python(c) for c in class_names]
+        self.pad_id = pad_id
+        self._index = {c: i for i, c in enumerate(self.class_names)}
+
+    @classmethod
+    def fit(
+        cls, texts: Sequence[str], labels: Any, *, class_names: Sequence[Any] | None = None, maxlen: int = 400,
+        max_features: int = 20_000, min_frequency: int = 1,
+    ) -> TextPreprocessor:
+        """Trains a word tokenizer on `texts` and fixes the class names from `labels` (or `class_names`)."""
+        texts = check_texts(texts, "training texts")
+        if not texts:
+            raise FlaxtrainError("the training set is empty: pass at least one text per class")
+        names = list(class_names) if class_names is not None else infer_class_names(labels)
+        if len(names) < 2:
+            raise FlaxtrainError(f"the training labels hold a single class ({names[0]!r}): a classifier needs two or more")
+        return cls(train_word_tokenizer(texts, vocab_size=max_features, min_frequency=min_frequency), maxlen=maxlen,
+                   class_names=names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def buckets(self) -> tuple[int, ...]:
+        return bucket_lengths(self.maxlen)
+
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of each text (int32, at most maxlen); batched in the Rust tokenizer."""
+        texts = check_texts(texts, "texts")
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids[: self.maxlen], np.int32) for e in encodings]
+
+    def encode_labels(self, labels: Any, num_texts: int) -> np.ndarray:
+        """Class indices [n] int32 of labels given as class names, or as one-hot / probability rows."""
+        array = np.asarray(labels)
+        if array.ndim == 0 or len(array) != num_texts:
+            got = "a scalar" if array.ndim == 0 else f"{len(array)} labels"
+            raise FlaxtrainError(f"{num_texts} texts but {got}: pass one label per text")
+        if array.ndim == 2:
+            if array.shape[1] != self.num_classes:
+                raise FlaxtrainError(
+                    f"label rows have {array.shape[1]} columns but there are {self.num_classes} classes: "
+                    "pass one column per class"
+                )
+            return np.argmax(array, axis=1).astype(np.int32)
+        out = np.empty(num_texts, np.int32)
+        for i, value in enumerate(array.tolist()):
+            index = self._index.get(_to_python(value))
+            if index is None:
+                raise FlaxtrainError(
+                    f"label {value!r} (example {i}) is not one of the classes {self.class_names}: "
+                    "fix the label or pass class_names"
+                )
+            out[i] = index
+        return out
+
+    def _dataset(self, texts: Any, labels: Any | None) -> TextDataset:
+        texts = check_texts(texts, "texts")
+        encoded = None if labels is None else self.encode_labels(labels, len(texts))
+        return TextDataset(texts=texts, input_ids=self.encode(texts), labels=encoded, preproc=self)
+
+    def preprocess_train(self, texts: Any, labels: Any) -> TextDataset:
+        """Encodes a labelled training set."""
+        dataset = self._dataset(texts, labels)
+        if len(dataset) == 0:
+            raise FlaxtrainError("the training set is empty: pass at least one text per class")
+        present = np.unique(dataset.labels)
+        if len(present) < 2:
+            raise FlaxtrainError(
+                f"the training labels hold a single class ({self.class_names[present[0]]!r}): a classifier needs two or more"
+            )
+        return dataset
+
+    def preprocess_test(self, texts: Any, labels: Any | None = None) -> TextDataset:
+        """Encodes an evaluation or prediction set (labels optional)."""
+        return self._dataset(texts, labels)
+
+    def decode_labels(self, indices: np.ndarray) -> list[Any]:
+        """Class names of class indices."""
+        return [self.class_names[int(i)] for i in indices]
+
+    # Persistence: the tokenizer's own file plus a JSON section; no pickle.
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": "text", "maxlen": self.maxlen, "class_names": self.class_names, "pad_id": self.pad_id}
+
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        """Writes `tokenizer.json` into `directory` and returns the JSON config section."""
+        self.tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
+        return self.to_config()
+
+    @classmethod
+    def load(cls, directory: str | Path, config: dict[str, Any]) -> TextPreprocessor:
+        """Rebuilds a preprocessor from `directory`'s tokenizer.json and its config section."""
+        try:
+            return cls(load_tokenizer(Path(directory) / TOKENIZER_FILE), maxlen=config["maxlen"],
+                       class_names=config["class_names"], pad_id=config.get("pad_id", 0))
+        except KeyError as err:
+            raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None
+
+    def __repr__(self) -> str:
+        return f"TextPreprocessor(vocab_size={self.vocab_size}, maxlen={self.maxlen}, classes={self.class_names})"
+

@@ -1,0 +1,7 @@
+"""Flax linen building blocks that own params and call ops/."""
+
+from flaxtrain.layers import axes
+from flaxtrain.layers.embed import Embed
+from flaxtrain.layers.dense import Dense
+
+__all__ = ["axes", "Embed", "Dense"]

@@ -1,0 +1,17 @@
+"""Networks built from layers/, and the registry of model names."""
+
+from flaxtrain.models.fasttext import FastText, FastTextConfig
+from flaxtrain.models.registry import MODELS, build_model, config_to_dict, get_entry, make_config
+from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
+
+__all__ = [
+    "FastText",
+    "FastTextConfig",
+    "TextCNN",
+    "TextCNNConfig",
+    "MODELS",
+    "build_model",
+    "config_to_dict",
+    "get_entry",
+    "make_config",
+]

@@ -1,0 +1,74 @@
+"""Model names -> (module, config dataclass): the one place where config becomes a model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+
+from flaxtrain.errors import FlaxtrainError, nearest
+from flaxtrain.models.fasttext import FastText, FastTextConfig
+from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
+
+
+class ModelEntry(NamedTuple):
+    module: type[nn.Module]
+    config: type
+    default_lr: float  # learning rate that trains it well with Adam
+    task: str  # the task family whose data and loss it takes
+
+
+MODELS: dict[str, ModelEntry] = {
+    "textcnn": ModelEntry(TextCNN, TextCNNConfig, 1e-3, "text_classification"),
+    "fasttext": ModelEntry(FastText, FastTextConfig, 5e-3, "text_classification"),
+}
+
+# ktrain spellings accepted from users' code, mapped to flaxtrain's names.
+_ALIASES = {"dropout": "dropout_rate", "embedding_dim": "embed_dim", "filters": "num_filters"}
+
+
+def get_entry(name: str) -> ModelEntry:
+    """Returns the registry entry of `name`, or a one-line error naming the valid choices."""
+    if name not in MODELS:
+        raise FlaxtrainError(f"unknown model {name!r}{nearest(name, MODELS)}")
+    return MODELS[name]
+
+
+def make_config(name: str, **kwargs: Any) -> Any:
+    """Builds the frozen config dataclass of model `name`, checking every key.
+
+    Args:
+      name: a registered model name, e.g. 'textcnn'.
+      **kwargs: config fields (ktrain aliases such as `dropout` accepted).
+
+    Returns:
+      The model's config dataclass.
+    """
+    entry = get_entry(name)
+    fields = {f.name: f for f in dataclasses.fields(entry.config)}
+    values: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        key = _ALIASES.get(key, key)
+        if key not in fields:
+            raise FlaxtrainError(f"unknown {name} config key {key!r}{nearest(key, fields)}")
+        if isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    missing = [f for f, spec in fields.items() if f not in values and spec.default is dataclasses.MISSING]
+    if missing:
+        raise FlaxtrainError(f"{name} config lacks {', '.join(missing)}: pass them or build the model from training data")
+    return entry.config(**values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def build_model(name: str, config: Any | Mapping[str, Any]) -> nn.Module:
+    """Returns the linen module of `name` for a config dataclass or a dict of its fields."""
+    if isinstance(config, Mapping):
+        config = make_config(name, **config)
+    return get_entry(name).module(config)

@@ -1,0 +1,20 @@
+"""Training: state, pure steps, optimizer, compiled steps and the loop."""
+
+from flaxtrain.train.optim import make_optimizer, set_hyperparams
+from flaxtrain.train.partition import CompiledSteps, compile_steps
+from flaxtrain.train.state import TrainState, create_train_state, init_params
+from flaxtrain.train.step import classification_loss, eval_step, predict_step, train_step
+
+__all__ = [
+    "make_optimizer",
+    "set_hyperparams",
+    "CompiledSteps",
+    "compile_steps",
+    "TrainState",
+    "create_train_state",
+    "init_params",
+    "classification_loss",
+    "eval_step",
+    "predict_step",
+    "train_step",
+]

@@ -1,0 +1,162 @@
+"""The training loop: the only place with control flow, progress bars, logging and eval cadence."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.train.partition import CompiledSteps
+from flaxtrain.train.state import TrainState
+
+
+def _progress(iterable: Iterable, *, total: int | None, desc: str, verbose: bool) -> Iterable:
+    # Bars only on a terminal: logs and CI stay free of carriage-return noise.
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not (verbose and sys.stderr.isatty()))
+
+
+def _add(total: dict[str, jax.Array] | None, sums: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+
+
+def summarize(sums: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Host-side means from device sums: loss and acc (when present) per counted example."""
+    host = {k: float(v) for k, v in jax.device_get(sums).items()}
+    count = max(host.get("count", 0.0), 1.0)
+    out = {f"{prefix}loss": host["loss_sum"] / count}
+    if "correct" in host:
+        out[f"{prefix}acc"] = host["correct"] / count
+    return out
+
+
+def _nonfinite_message(sums: dict[str, jax.Array], *, step: int, epoch: int) -> str | None:
+    loss_sum = float(sums["loss_sum"])
+    if math.isfinite(loss_sum):
+        return None
+    return (
+        f"training loss became {loss_sum} by step {step} (epoch {epoch + 1}): lower the learning rate "
+        "or set clip_norm, and check the inputs for bad values"
+    )
+
+
+def train_epoch(
+    state: TrainState,
+    batches: Iterator[dict[str, np.ndarray]],
+    *,
+    steps: CompiledSteps,
+    rng: jax.Array,
+    epoch: int,
+    num_batches: int | None = None,
+    check_every: int = 50,
+    verbose: bool = True,
+) -> tuple[TrainState, dict[str, jax.Array], str | None]:
+    """Runs the train step over one epoch of batches.
+
+    Metrics stay on device between checks, so the host reads them once every `check_every` steps.
+
+    Returns:
+      (state, the epoch's metric sums, None or why training must stop: a non-finite loss or an
+      interrupt). The state is always the last one computed, so no finished step is lost.
+    """
+    total = None
+    bar = _progress(batches, total=num_batches, desc=f"epoch {epoch + 1}", verbose=verbose)
+    try:
+        for i, batch in enumerate(bar):
+            state, sums = steps.train(state, batch, rng)
+            total = _add(total, sums)
+            if (i + 1) % check_every == 0:
+                stop = _nonfinite_message(total, step=int(state.step), epoch=epoch)
+                if stop:
+                    return state, total, stop
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(summarize(total))
+    except KeyboardInterrupt:
+        return state, total, f"interrupted at step {int(state.step)} (epoch {epoch + 1})"
+    if total is None:
+        raise FlaxtrainError("the training data gave no batches: pass a non-empty training set")
+    return state, total, _nonfinite_message(total, step=int(state.step), epoch=epoch)
+
+
+def evaluate(
+    state: TrainState, batches: Iterable[dict[str, np.ndarray]], *, steps: CompiledSteps, num_batches: int | None = None,
+    verbose: bool = True,
+) -> dict[str, jax.Array]:
+    """Sums of the eval step over all batches (on device until read)."""
+    total = None
+    for batch in _progress(batches, total=num_batches, desc="evaluate", verbose=verbose):
+        total = _add(total, steps.eval(state, batch))
+    if total is None:
+        raise FlaxtrainError("the evaluation data gave no batches: pass a non-empty evaluation set")
+    return total
+
+
+def predict(
+    params: Any, batches: Iterable[dict[str, np.ndarray]], *, steps: CompiledSteps, num_examples: int,
+    num_batches: int | None = None, verbose: bool = False,
+) -> np.ndarray:
+    """Stacks the predict step's outputs back into example order using each batch's 'index'."""
+    out: np.ndarray | None = None
+    pending = []
+    for batch in _progress(batches, total=num_batches, desc="predict", verbose=verbose):
+        pending.append((batch["index"], batch["weight"], steps.predict(params, batch)))
+    for index, weight, result in pending:  # read back after dispatching all batches
+        result = np.asarray(result)
+        if out is None:
+            out = np.zeros((num_examples, *result.shape[1:]), result.dtype)
+        keep = weight > 0
+        out[index[keep]] = result[keep]
+    if out is None:
+        raise FlaxtrainError("nothing to predict: pass at least one text")
+    return out
+
+
+def fit(
+    state: TrainState,
+    *,
+    epochs: int,
+    train_batches: Callable[[int], tuple[Iterator[dict[str, np.ndarray]], int]],
+    val_batches: Callable[[], tuple[Iterator[dict[str, np.ndarray]], int]] | None,
+    steps: CompiledSteps,
+    rng: jax.Array,
+    start_epoch: int = 0,
+    verbose: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[TrainState, list[dict[str, float]], str | None]:
+    """Trains for `epochs` epochs, validating after each.
+
+    Args:
+      state: the TrainState (donated to the step: do not reuse the one passed in).
+      epochs: epochs to run.
+      train_batches: epoch -> (batch iterator, number of batches); reshuffles by epoch.
+      val_batches: () -> (batch iterator, number of batches), or None to skip validation.
+      steps: the compiled steps.
+      rng: the run's base key.
+      start_epoch: index of the first epoch (continues the shuffling of earlier fit calls).
+      verbose: print a line per epoch and show progress bars on a terminal.
+      log: where epoch lines go.
+
+    Returns:
+      (last state, per-epoch history, None or why training stopped early).
+    """
+    history: list[dict[str, float]] = []
+    for epoch in range(start_epoch, start_epoch + epochs):
+        batches, num_batches = train_batches(epoch)
+        state, sums, stop = train_epoch(
+            state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose
+        )
+        if stop:
+            return state, history, stop
+        record = {"epoch": epoch + 1, **summarize(sums)}
+        if val_batches is not None:
+            batches, num_batches = val_batches()
+            record.update(summarize(evaluate(state, batches, steps=steps, num_batches=num_batches, verbose=verbose), "val_"))
+        history.append(record)
+        if verbose:
+            log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+    return state, history, None

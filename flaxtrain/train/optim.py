@@ -1,0 +1,49 @@
+"""The Optax optimizer chain built from a few knobs; its learning rate can be changed between fits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import optax
+
+
+def _adamw_chain(
+    learning_rate: float, weight_decay: float, b1: float, b2: float, eps: float, clip_norm: float | None
+) -> optax.GradientTransformation:
+    parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
+    parts.append(optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+    return optax.chain(*parts)
+
+
+def make_optimizer(
+    learning_rate: float | optax.Schedule,
+    *,
+    weight_decay: float = 0.0,
+    clip_norm: float | None = None,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
+    """AdamW (Loshchilov & Hutter 2019), optionally after global-norm clipping, with injected hyperparams.
+
+    The learning rate and Adam's betas live in the optimizer state (`optax.inject_hyperparams`), so
+    `set_hyperparams` changes them between fit calls without recompiling the step.
+
+    Args:
+      learning_rate: a constant or an Optax schedule of the step.
+      weight_decay: decoupled weight decay; 0 gives Adam.
+      clip_norm: clip the global gradient norm to this value when set.
+      b1, b2, eps: Adam's moment decay rates and epsilon.
+    """
+    return optax.inject_hyperparams(_adamw_chain, static_args=("clip_norm",))(
+        learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2, eps=eps, clip_norm=clip_norm
+    )
+
+
+def set_hyperparams(opt_state: Any, **values: float) -> Any:
+    """A copy of `opt_state` with injected hyperparams (e.g. learning_rate=3e-4) replaced, as float32 scalars."""
+    hyperparams = dict(opt_state.hyperparams)
+    for name, value in values.items():
+        hyperparams[name] = jnp.asarray(value, jnp.float32)
+    return opt_state._replace(hyperparams=hyperparams)

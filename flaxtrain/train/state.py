@@ -1,0 +1,23 @@
+"""TrainState: step, params and optimizer state, and how to create one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import optax
+from flax.training import train_state
+
+TrainState = train_state.TrainState
+
+
+def init_params(module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax.Array) -> Any:
+    """Initialises `module` on `sample_inputs` and returns its params without partitioning boxes."""
+    variables = module.init({"params": rng, "dropout": rng}, **sample_inputs, deterministic=True)
+    return nn.meta.unbox(variables["params"])
+
+
+def create_train_state(module: nn.Module, params: Any, tx: optax.GradientTransformation) -> TrainState:
+    """A TrainState at step 0 for `params`, with a fresh optimizer state."""
+    return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
