@@ -44,6 +44,9 @@ class TextCNN(nn.Module):
         x = x * mask[:, :, None].astype(x.dtype)
         pooled = []
         for width in cfg.kernel_sizes:
+            # Zeros after the text give every token a window that starts on it (t windows in all), so
+            # the output does not depend on how much padding follows.
+            padded = jnp.pad(x, ((0, 0), (0, width - 1), (0, 0)))  # [b, t + width - 1, m]
             h = nn.Conv(
                 cfg.num_filters,
                 kernel_size=(width,),
@@ -55,10 +58,10 @@ class TextCNN(nn.Module):
                 ),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes.MLP,)),
                 name=f"conv{width}",
-            )(x)  # [b, t - width + 1, f]
+            )(padded)  # [b, t, f]
             h = nn.relu(h)
-            # A window counts if it starts on a real token; short texts keep their first window.
-            starts = mask[:, : h.shape[1]] | (jnp.arange(h.shape[1]) == 0)[None, :]
+            # A window counts if it starts on a real token; an empty text keeps its first window.
+            starts = mask | (jnp.arange(h.shape[1]) == 0)[None, :]
             pooled.append(ops.masked_max_over_time(h, starts))
         features = jnp.concatenate(pooled, axis=-1)  # [b, f * len(kernel_sizes)]
         features = nn.Dropout(cfg.dropout_rate)(features, deterministic=deterministic)

@@ -1,0 +1,60 @@
+"""TextCNN (Kim 2014) sentiment classifier on rotten_tomatoes: the default job of `flaxtrain train`.
+
+Run:
+  flaxtrain train                                            # this file's default variant
+  flaxtrain train --config configs/textcnn_rotten_tomatoes.py:tiny
+  flaxtrain train --config configs/textcnn_rotten_tomatoes.py --config.optim.lr=5e-4
+
+Variants: `default` (the reported run) and `tiny` (2 small conv widths, width 32, batch 4, 200
+examples, a few steps; for tests and smoke runs).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = arg or "default"
+    if variant not in ("default", "tiny"):
+        raise ValueError(f"unknown variant {variant!r} of textcnn_rotten_tomatoes: use 'default' or 'tiny'")
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "textcnn"  # registered model name (flaxtrain.models.MODELS)
+    config.model.embed_dim = 128  # word vector width
+    config.model.num_filters = 100  # feature maps per kernel width
+    config.model.kernel_sizes = (3, 4, 5)  # convolution widths, in tokens
+    config.model.dropout_rate = 0.5  # dropout probability on the pooled features
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "rotten_tomatoes"  # named dataset (flaxtrain.text.load_data)
+    config.data.data_dir = config_dict.placeholder(str)  # TFDS data_dir for TFDS-backed sets
+    config.data.maxlen = 64  # tokens kept per text (the longest snippet has 53 words)
+    config.data.max_features = 20_000  # vocabulary size, special tokens included
+    config.data.val_pct = 0.1  # fraction of the training split held out for validation
+    config.data.max_examples = 0  # use only this many training texts (0: all)
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 1e-3  # Adam learning rate (constant)
+    config.optim.weight_decay = 0.0  # decoupled weight decay (AdamW)
+    config.optim.clip_norm = config_dict.placeholder(float)  # global gradient-norm clip (None: off)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.epochs = 3  # passes over the training set
+    config.train.batch_size = 50  # examples per step (Kim 2014 used 50)
+    config.train.seed = 0  # seeds init, shuffling and dropout
+    config.train.workdir = "runs/textcnn_rotten_tomatoes"  # where the predictor is saved
+
+    if variant == "tiny":
+        config.model.embed_dim = 32
+        config.model.num_filters = 8
+        config.model.kernel_sizes = (3, 5)
+        config.data.max_features = 2_000
+        config.data.max_examples = 200
+        config.train.epochs = 2
+        config.train.batch_size = 4
+        config.train.workdir = "runs/textcnn_rotten_tomatoes_tiny"
+    config.lock()
+    return config

@@ -1,0 +1,74 @@
+"""A whole run from a config: load data, build the model, fit, evaluate on the test split, save."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from flaxtrain import models
+from flaxtrain.api.learner import get_learner
+from flaxtrain.api.model import get_model
+from flaxtrain.api.predictor import Predictor, get_predictor
+from flaxtrain.data import load_data
+from flaxtrain.errors import FlaxtrainError, nearest
+
+# Keys each config section may hold (the model section is checked against the model's config dataclass).
+SECTION_KEYS = {
+    "data": {"name", "data_dir", "maxlen", "max_features", "val_pct", "max_examples"},
+    "optim": {"lr", "weight_decay", "clip_norm"},
+    "train": {"epochs", "batch_size", "seed", "workdir"},
+}
+
+
+def check_config(config: Any) -> None:
+    """Fails with a one-line message naming any unknown section or key, and the nearest valid one."""
+    sections = {"model", *SECTION_KEYS}
+    for section in config.keys():
+        if section not in sections:
+            raise FlaxtrainError(f"unknown config section {section!r}{nearest(section, sections)}")
+    for section, keys in SECTION_KEYS.items():
+        if section not in config:
+            raise FlaxtrainError(f"config lacks the {section!r} section")
+        for key in config[section].keys():
+            if key not in keys:
+                raise FlaxtrainError(f"unknown config key {section}.{key}{nearest(key, keys)}")
+    if "name" not in config.model:
+        raise FlaxtrainError("config lacks model.name: name a registered model, e.g. 'textcnn'")
+    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    models.make_config(config.model.name, vocab_size=1, num_classes=2, **model_kwargs)
+
+
+def _limit(data: Any, count: int) -> Any:
+    if count <= 0:
+        return data
+    return dataclasses.replace(data, train_x=data.train_x[:count], train_y=data.train_y[:count])
+
+
+def train_from_config(config: Any, *, verbose: bool = True) -> tuple[Predictor, dict[str, float], Path]:
+    """Trains the config's model on its dataset, reports test metrics and saves a predictor.
+
+    Returns:
+      (predictor, test metrics with 'loss', path of the saved predictor).
+    """
+    check_config(config)
+    log = print if verbose else (lambda *_: None)
+    data = _limit(load_data(config.data.name, train=True, data_dir=config.data.data_dir, val_pct=config.data.val_pct),
+                  config.data.max_examples)
+    test = load_data(config.data.name, train=False, data_dir=config.data.data_dir)
+    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    model = get_model(config.model.name, train_data=data, params=model_kwargs, maxlen=config.data.maxlen,
+                      max_features=config.data.max_features, seed=config.train.seed)
+    log(f"{config.data.name}: {len(data.train_x)} train / {len(data.val_x)} validation / {len(test.val_x)} test texts")
+    log(repr(model))
+    learner = get_learner(model, model.train_data, model.val_data, batch_size=config.train.batch_size,
+                          weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm, seed=config.train.seed)
+    learner.fit(config.optim.lr, config.train.epochs, verbose=verbose)
+    predictor = get_predictor(model, batch_size=max(config.train.batch_size, 32))
+    loss, metrics = predictor.evaluate(test.val_x, test.val_y)
+    metrics = {"loss": loss, **metrics}
+    log("test  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    path = predictor.save(Path(config.train.workdir) / "predictor",
+                          extra={"data": {"name": config.data.name}, "test_metrics": metrics})
+    log(f"saved predictor to {path}")
+    return predictor, metrics, path

@@ -1,0 +1,137 @@
+"""`flaxtrain train | evaluate | predict`: the command line over the public API.
+
+  flaxtrain train [--config configs/x.py[:variant]] [--config.section.key=value ...]
+  flaxtrain evaluate --model DIR [--data NAME] [--data_dir DIR]
+  flaxtrain predict --model DIR "text" ["text" ...]
+
+Bad input ends with one line on stderr (`error: ...`) and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from flaxtrain.errors import FlaxtrainError
+
+DEFAULT_CONFIG = "textcnn_rotten_tomatoes.py"
+
+
+def default_config_path() -> Path:
+    """configs/textcnn_rotten_tomatoes.py of the source tree this package runs from."""
+    path = Path(__file__).resolve().parents[1] / "configs" / DEFAULT_CONFIG
+    if not path.is_file():
+        raise FlaxtrainError(f"default config {path} not found: pass --config path/to/config.py")
+    return path
+
+
+def _parse_config(argv: list[str]):
+    """Parses --config FILE[:variant] and --config.x=y overrides with ml_collections' config flags."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    given = next((argv[i + 1] if a == "--config" and i + 1 < len(argv) else a[len("--config="):]
+                  for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")), None)
+    if given is not None and not Path(given.split(":", 1)[0]).is_file():
+        raise FlaxtrainError(f"config file {given.split(':', 1)[0]} does not exist: pass --config path/to/config.py[:variant]")
+    flag_values = flags.FlagValues()
+    sys_argv = ["flaxtrain train", *argv]
+    try:
+        # config_flags applies the --config.x=y overrides while the flag is defined and parsed.
+        config_flags.DEFINE_config_file(
+            "config", None if given else str(default_config_path()), "experiment config file, FILE[:variant]",
+            flag_values=flag_values, lock_config=True, sys_argv=sys_argv,
+        )
+        flag_values(sys_argv)
+        config = flag_values.config
+        config.keys()  # loads the file now, so its errors surface here
+        return config
+    except (flags.Error, KeyError, AttributeError, ValueError, TypeError, OSError) as err:
+        raise FlaxtrainError(_config_error(err, argv)) from None
+
+
+def _one_line(err: Exception) -> str:
+    """The message of an error raised inside absl/ml_collections, reduced to its last meaningful line."""
+    raw = str(err).replace("\\n", "\n").replace("\\'", "'")
+    suggestion = re.search(r"'(\w+)'\W*Did you mean \"(\w+)\"", raw)
+    if suggestion:  # ml_collections' KeyError for an unknown field
+        return f"unknown key {suggestion[1]!r} (did you mean {suggestion[2]!r}?)"
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    text = lines[-1] if any("Traceback" in line for line in lines) else " ".join(lines)
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" and text.count(text[0]) == 2:
+        text = text[1:-1]
+    return text[:300]
+
+
+def _config_error(err: Exception, argv: list[str]) -> str:
+    message = _one_line(err)
+    overrides = [a for a in argv if a.startswith("--config.")]
+    culprit = next((a for a in overrides if a[len("--config."):].split("=", 1)[0].split(".")[-1] in message), None)
+    if culprit:
+        return f"bad config override {culprit}: {message}"
+    return f"bad config: {message}"
+
+
+def _train(argv: list[str]) -> int:
+    from flaxtrain.api.experiment import train_from_config
+
+    config = _parse_config(argv)
+    train_from_config(config)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from flaxtrain.api.predictor import load_predictor, read_predictor_config
+    from flaxtrain.data import load_data
+
+    saved = read_predictor_config(args.model)
+    name = args.data or saved.get("data", {}).get("name")
+    if not name:
+        raise FlaxtrainError(f"{args.model} does not record its dataset: pass --data NAME")
+    predictor = load_predictor(args.model)
+    test = load_data(name, train=False, data_dir=args.data_dir)
+    loss, metrics = predictor.evaluate(test.val_x, test.val_y)
+    print(f"{name} test ({len(test.val_x)} texts)  loss {loss:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from flaxtrain.api.predictor import load_predictor
+
+    predictor = load_predictor(args.model)
+    texts = args.texts if args.texts else [line.rstrip("\n") for line in sys.stdin]
+    labels, probs = predictor.predict(texts, return_proba=True)
+    for text, label, row in zip(texts, labels, probs):
+        print(f"{label}\t{row.max():.4f}\t{text}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="flaxtrain", description="Train, evaluate and use flaxtrain text models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="train from a config (default: TextCNN on rotten_tomatoes)", add_help=False)
+    evaluate = commands.add_parser("evaluate", help="evaluate a saved predictor on its dataset's test split")
+    evaluate.add_argument("--model", required=True, help="saved predictor directory")
+    evaluate.add_argument("--data", help="dataset name (default: the one it was trained on)")
+    evaluate.add_argument("--data_dir", help="TensorFlow Datasets data_dir")
+    predict = commands.add_parser("predict", help="print label and probability of each text")
+    predict.add_argument("--model", required=True, help="saved predictor directory")
+    predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")
+    try:
+        if argv and argv[0] == "train":
+            if any(a in ("-h", "--help") for a in argv[1:]):
+                print(__doc__)
+                return 0
+            return _train(argv[1:])
+        args = parser.parse_args(argv)
+        return _evaluate(args) if args.command == "evaluate" else _predict(args)
+    except FlaxtrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Test-wide settings: strict dtype and rank promotion, and small learnable text data."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+_POSITIVE = ["wonderful", "moving", "brilliant", "funny", "charming", "superb", "delightful", "gripping"]
+_NEGATIVE = ["dull", "tedious", "awful", "clumsy", "boring", "lifeless", "muddled", "dreary"]
+_FILLER = ["the", "film", "is", "a", "story", "and", "its", "cast", "plot", "feels", "quite", "with", "ending"]
+
+
+def make_sentiment_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Short texts whose label is given by which word list their opinion words come from."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        words = list(rng.choice(_FILLER, size=int(rng.integers(3, 20))))
+        opinion = _POSITIVE if label == "pos" else _NEGATIVE
+        for _ in range(int(rng.integers(1, 3))):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(opinion)))
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="session")
+def sentiment_texts() -> tuple[list[str], list[str]]:
+    return make_sentiment_texts(240)
+
+
+@pytest.fixture(scope="session")
+def tiny_split(sentiment_texts):
+    """(train, val, preproc) of the synthetic sentiment texts, with small buckets."""
+    from flaxtrain.text import texts_from_array
+
+    texts, labels = sentiment_texts
+    return texts_from_array(texts[:200], labels[:200], texts[200:], labels[200:], maxlen=24, max_features=100, verbose=0)

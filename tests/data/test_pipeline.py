@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from flaxtrain.data.pipeline import make_batches, num_batches
+from flaxtrain.data.preprocess import bucket_lengths
+from flaxtrain.errors import FlaxtrainError
+
+BUCKETS = (5, 11, 13)
+
+
+def _examples(n: int = 23, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 14, size=n)
+    return [rng.integers(1, 50, size=k).astype(np.int32) for k in lengths], rng.integers(0, 3, size=n).astype(np.int32)
+
+
+def test_static_shapes_and_each_example_exactly_once():
+    ids, labels = _examples()
+    batches, count = make_batches(ids, labels, batch_size=3, buckets=BUCKETS, shuffle=True, seed=7)
+    batches = list(batches)
+    assert len(batches) == count == num_batches(np.array([len(x) for x in ids]), batch_size=3, buckets=BUCKETS)
+    seen = []
+    for batch in batches:
+        assert batch["input_ids"].shape in {(3, 5), (3, 11), (3, 13)}
+        assert batch["input_ids"].dtype == np.int32 and batch["weight"].dtype == np.float32
+        for row in np.flatnonzero(batch["weight"]):
+            index = int(batch["index"][row])
+            seen.append(index)
+            n = len(ids[index])
+            np.testing.assert_array_equal(batch["input_ids"][row, :n], ids[index])
+            assert (batch["input_ids"][row, n:] == 0).all()
+            assert batch["label"][row] == labels[index]
+    assert sorted(seen) == list(range(len(ids)))
+
+
+def test_shuffle_is_seeded_per_epoch():
+    ids, labels = _examples()
+    order = lambda **kw: [tuple(b["index"]) for b in make_batches(ids, labels, batch_size=4, buckets=BUCKETS, **kw)[0]]  # noqa: E731
+    assert order(shuffle=True, seed=1, epoch=0) == order(shuffle=True, seed=1, epoch=0)
+    assert order(shuffle=True, seed=1, epoch=0) != order(shuffle=True, seed=1, epoch=1)
+    assert order(shuffle=False) == order(shuffle=False)
+
+
+def test_bad_input():
+    with pytest.raises(FlaxtrainError, match="no examples"):
+        make_batches([], None, batch_size=2, buckets=BUCKETS)
+    with pytest.raises(FlaxtrainError, match="exceeds the longest bucket"):
+        make_batches([np.ones(20, np.int32)], None, batch_size=2, buckets=BUCKETS)
+
+
+def test_bucket_lengths():
+    assert bucket_lengths(64) == (16, 32, 64)
+    assert bucket_lengths(400) == (16, 32, 64, 128, 256, 400)
+    assert bucket_lengths(10) == (10,)
