@@ -44,7 +44,11 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_fn: Loss
         return loss_sum / jnp.maximum(sums["count"], 1.0), sums
 
     grads, sums = jax.grad(mean_loss, has_aux=True)(state.params)
-    return state.apply_gradients(grads=grads), sums
+    # Optax's Adam raises a Python float to its int32 step count, which strict dtype promotion
+    # (on in flaxtrain's tests) rejects; its maths is Optax's own, so it runs under standard rules.
+    with jax.numpy_dtype_promotion("standard"):
+        state = state.apply_gradients(grads=grads)
+    return state, sums
 
 
 def eval_step(state: TrainState, batch: Batch, *, loss_fn: LossFn) -> dict[str, jax.Array]:

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxtrain import models
+from flaxtrain.data import make_batches
+from flaxtrain.train import compile_steps, create_train_state, init_params, loop, make_optimizer
+
+
+def _setup(tiny_split, lr=1e-2):
+    train, _, preproc = tiny_split
+    config = models.make_config("textcnn", vocab_size=preproc.vocab_size, num_classes=2, embed_dim=16, num_filters=8,
+                                kernel_sizes=(3, 5))
+    module = models.build_model("textcnn", config)
+    params = init_params(module, {"input_ids": jnp.zeros((1, 8), jnp.int32)}, jax.random.key(0))
+    state = create_train_state(module, params, make_optimizer(lr))
+    return train, preproc, module, state, compile_steps(module.apply)
+
+
+def test_loss_falls_and_state_advances(tiny_split):
+    train, preproc, _, state, steps = _setup(tiny_split)
+    rng = jax.random.key(0)
+    losses = []
+    for epoch in range(4):
+        batches, _ = make_batches(train.input_ids, train.labels, batch_size=8, buckets=preproc.buckets, shuffle=True, epoch=epoch)
+        state, sums, stop = loop.train_epoch(state, batches, steps=steps, rng=rng, epoch=epoch, verbose=False)
+        assert stop is None
+        losses.append(loop.summarize(sums)["loss"])
+    assert int(state.step) == 4 * 25
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_eval_sums_are_exact_weighted_means(tiny_split):
+    train, preproc, module, state, steps = _setup(tiny_split)
+    batches, _ = make_batches(train.input_ids, train.labels, batch_size=7, buckets=preproc.buckets)  # ragged last batches
+    sums = jax.device_get(loop.evaluate(state, batches, steps=steps, verbose=False))
+    assert float(sums["count"]) == len(train)
+    # The same loss computed example by example with no batch padding.
+    total = 0.0
+    for ids, label in zip(train.input_ids, train.labels):
+        logits = module.apply({"params": state.params}, jnp.asarray(np.pad(ids, (0, 24 - len(ids)))[None]), deterministic=True)
+        total += float(-jax.nn.log_softmax(logits)[0, label])
+    np.testing.assert_allclose(float(sums["loss_sum"]), total, rtol=1e-4)
+
+
+def test_predict_returns_examples_in_order(tiny_split):
+    train, preproc, _, state, steps = _setup(tiny_split)
+    batches, count = make_batches(train.input_ids, batch_size=16, buckets=preproc.buckets)
+    log_probs = loop.predict(state.params, batches, steps=steps, num_examples=len(train), num_batches=count)
+    assert log_probs.shape == (len(train), 2)
+    np.testing.assert_allclose(np.exp(log_probs).sum(-1), 1.0, rtol=1e-5)
+    single, _ = make_batches([train.input_ids[17]], batch_size=16, buckets=preproc.buckets)
+    alone = loop.predict(state.params, single, steps=steps, num_examples=1)
+    np.testing.assert_allclose(alone[0], log_probs[17], rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_loss_stops_with_a_message(tiny_split):
+    train, preproc, _, state, steps = _setup(tiny_split)
+    state = state.replace(params=jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), state.params))
+    batches, _ = make_batches(train.input_ids, train.labels, batch_size=8, buckets=preproc.buckets)
+    state, _, stop = loop.train_epoch(state, batches, steps=steps, rng=jax.random.key(0), epoch=0, verbose=False)
+    assert stop is not None and "loss became nan" in stop and "lower the learning rate" in stop
+
+
+def test_dropout_keys_differ_per_step(tiny_split):
+    train, preproc, _, state, steps = _setup(tiny_split, lr=0.0)
+    batch = next(make_batches(train.input_ids, train.labels, batch_size=8, buckets=preproc.buckets)[0])
+    rng = jax.random.key(0)
+    state, first = steps.train(state, batch, rng)
+    state, second = steps.train(state, batch, rng)  # lr 0: same params, new dropout mask
+    assert float(first["loss_sum"]) != float(second["loss_sum"])
