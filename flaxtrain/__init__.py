@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from flaxtrain.errors import FlaxtrainError
 
-__version__ = "0.1.0"
+from flaxtrain._version import __version__
 
 _LAZY = {
     "get_model": "flaxtrain.api.model",

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-import flaxtrain
+from flaxtrain._version import __version__
 from flaxtrain import models
 from flaxtrain.api.model import Model, init_model_params
 from flaxtrain.data import TextPreprocessor, make_batches
@@ -87,7 +87,7 @@ class Predictor:
             config = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
-                "flaxtrain_version": flaxtrain.__version__,
+                "flaxtrain_version": __version__,
                 "task": models.get_entry(self.model.name).task,
                 "model": {"name": self.model.name, "config": models.config_to_dict(self.model.config)},
                 "preprocessor": self.preproc.save(staging),

@@ -22,6 +22,7 @@ class TextCNNConfig:
     num_filters: int = 100  # feature maps per kernel width
     kernel_sizes: tuple[int, ...] = (3, 4, 5)  # convolution widths in tokens (Kim 2014, section 3.1)
     dropout_rate: float = 0.5  # dropout on the pooled features
+    word_dropout_rate: float = 0.0  # drops whole word vectors while training (Iyyer et al. 2015, section 3.2)
     pad_id: int = 0  # token id of padding
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter storage dtype
@@ -42,6 +43,7 @@ class TextCNN(nn.Module):
         )
         # Padding is a zero vector, as in Kim 2014, so a learned pad row cannot leak into the windows.
         x = x * mask[:, :, None].astype(x.dtype)
+        x = nn.Dropout(cfg.word_dropout_rate, broadcast_dims=(2,))(x, deterministic=deterministic)
         pooled = []
         for width in cfg.kernel_sizes:
             # Zeros after the text give every token a window that starts on it (t windows in all), so
