@@ -17,7 +17,7 @@ from flaxtrain.errors import FlaxtrainError, nearest
 SECTION_KEYS = {
     "data": {"name", "data_dir", "maxlen", "max_features", "val_pct", "max_examples"},
     "optim": {"lr", "weight_decay", "clip_norm"},
-    "train": {"epochs", "batch_size", "seed", "workdir"},
+    "train": {"epochs", "batch_size", "swa_from", "seed", "workdir"},
 }
 
 
@@ -35,7 +35,7 @@ def check_config(config: Any) -> None:
                 raise FlaxtrainError(f"unknown config key {section}.{key}{nearest(key, keys)}")
     if "name" not in config.model:
         raise FlaxtrainError("config lacks model.name: name a registered model, e.g. 'textcnn'")
-    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    model_kwargs = {k: v for k, v in config.model.items() if k not in ("name", "word_vectors")}
     models.make_config(config.model.name, vocab_size=1, num_classes=2, **model_kwargs)
 
 
@@ -56,14 +56,17 @@ def train_from_config(config: Any, *, verbose: bool = True) -> tuple[Predictor, 
     data = _limit(load_data(config.data.name, train=True, data_dir=config.data.data_dir, val_pct=config.data.val_pct),
                   config.data.max_examples)
     test = load_data(config.data.name, train=False, data_dir=config.data.data_dir)
-    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    word_vectors = config.model.get("word_vectors")
+    model_kwargs = {k: v for k, v in config.model.items() if k not in ("name", "word_vectors")}
+    if word_vectors:
+        model_kwargs.pop("embed_dim", None)  # the vectors' width
     model = get_model(config.model.name, train_data=data, params=model_kwargs, maxlen=config.data.maxlen,
-                      max_features=config.data.max_features, seed=config.train.seed)
+                      max_features=config.data.max_features, word_vectors=word_vectors, seed=config.train.seed)
     log(f"{config.data.name}: {len(data.train_x)} train / {len(data.val_x)} validation / {len(test.val_x)} test texts")
     log(repr(model))
     learner = get_learner(model, model.train_data, model.val_data, batch_size=config.train.batch_size,
                           weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm, seed=config.train.seed)
-    learner.fit(config.optim.lr, config.train.epochs, verbose=verbose)
+    learner.fit(config.optim.lr, config.train.epochs, swa_from=config.train.get("swa_from") or None, verbose=verbose)
     predictor = get_predictor(model, batch_size=max(config.train.batch_size, 32))
     loss, metrics = predictor.evaluate(test.val_x, test.val_y)
     metrics = {"loss": loss, **metrics}

@@ -15,7 +15,7 @@ from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import classification_report
-from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, set_hyperparams
+from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, set_hyperparams, update_average
 
 
 class Learner:
@@ -70,18 +70,40 @@ class Learner:
             self._state = create_train_state(self.model.module, params, self._tx)
         return self._state
 
-    def fit(self, lr: float, epochs: int, *, verbose: int = 1) -> list[dict[str, float]]:
+    def fit(self, lr: float, epochs: int, *, swa_from: int | None = None, verbose: int = 1) -> list[dict[str, float]]:
         """Trains `epochs` epochs at constant learning rate `lr` (Adam); returns this call's history.
 
         Repeated calls continue from the current weights and optimizer state.
+
+        Args:
+          lr: learning rate.
+          epochs: epochs to run.
+          swa_from: when set, the model keeps the average of the weights at the end of epochs
+            swa_from..epochs of this call (1-based), i.e. stochastic weight averaging (Izmailov et
+            al. 2018); training itself continues from the last weights.
+          verbose: print a line per epoch.
         """
         if epochs < 1:
             raise FlaxtrainError(f"epochs must be at least 1, got {epochs}")
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
+        if swa_from is not None and not 1 <= swa_from <= epochs:
+            raise FlaxtrainError(f"swa_from must lie between 1 and epochs ({epochs}), got {swa_from}")
         state = self._train_state()
         state = state.replace(opt_state=set_hyperparams(state.opt_state, learning_rate=lr))
         self._state = None  # donated to the step from here on
+        first_epoch = self._epochs_done
+        average: dict[str, Any] = {"params": None, "count": 0}
+
+        def accumulate(epoch: int, current: TrainState) -> None:
+            if swa_from is None or epoch - first_epoch + 1 < swa_from:
+                return
+            if average["params"] is None:
+                average["params"] = jax.tree.map(jnp.copy, current.params)
+            else:
+                average["params"] = update_average(average["params"], current.params, jnp.asarray(average["count"]))
+            average["count"] += 1
+
         val = self.val_data
         state, history, stop = loop.fit(
             state,
@@ -90,15 +112,29 @@ class Learner:
             val_batches=None if val is None else (lambda: self._batches(val, train=False)),
             steps=self.model.steps,
             rng=jax.random.key(self.seed),
-            start_epoch=self._epochs_done,
+            start_epoch=first_epoch,
             verbose=bool(verbose),
+            on_epoch_end=accumulate,
         )
         self._state = state
         self._epochs_done += len(history)
         self.history.extend(history)
-        self.model.params = jax.tree.map(jnp.copy, state.params)
         if stop:
+            self.model.params = jax.tree.map(jnp.copy, state.params)
             raise FlaxtrainError(stop)
+        if average["params"] is not None:
+            self.model.params = average["params"]
+            if val is not None:
+                batches, count = self._batches(val, train=False)
+                swa_state = state.replace(params=average["params"])
+                record = loop.summarize(loop.evaluate(swa_state, batches, steps=self.model.steps, num_batches=count,
+                                                      verbose=bool(verbose)), "val_")
+                history[-1].update({f"swa_{k}": v for k, v in record.items()})
+                if verbose:
+                    print(f"weights averaged over epochs {first_epoch + swa_from}-{first_epoch + epochs}:  "
+                          + "  ".join(f"{k} {v:.4f}" for k, v in record.items()))
+        else:
+            self.model.params = jax.tree.map(jnp.copy, state.params)
         return history
 
     def validate(self, val_data: TextDataset | None = None, class_names: list[Any] | None = None,
@@ -126,7 +162,8 @@ def get_learner(model: Model, train_data: TextDataset | None = None, val_data: T
     """ktrain's `get_learner(model, train_data, val_data, batch_size)`."""
     if not isinstance(model, Model):
         raise FlaxtrainError(f"get_learner needs a flaxtrain model (from get_model or text_classifier), not {type(model).__name__}")
-    train_data = train_data if train_data is not None else model.train_data
+    if train_data is None:  # the data get_model was given
+        train_data, val_data = model.train_data, val_data if val_data is not None else model.val_data
     if train_data is None:
         raise FlaxtrainError("no training data: pass train_data to get_learner")
     return Learner(model, train_data, val_data, batch_size=batch_size, eval_batch_size=eval_batch_size, **kwargs)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxtrain import models
+from flaxtrain import hub, models
 from flaxtrain.data import LoadedData, TextDataset, TextPreprocessor
 from flaxtrain.data.loaders import MAX_FEATURES, MAXLEN
 from flaxtrain.errors import FlaxtrainError
@@ -101,6 +101,7 @@ def get_model(
     params: dict[str, Any] | None = None,
     maxlen: int = MAXLEN,
     max_features: int = MAX_FEATURES,
+    word_vectors: str | None = None,
     seed: int = 0,
 ) -> Model:
     """Builds model `name` sized from its training data.
@@ -114,9 +115,28 @@ def get_model(
       params: model config overrides, e.g. {'dropout': 0.5, 'embed_dim': 300}.
       maxlen: longest token sequence kept (for `load_data` input).
       max_features: vocabulary size (for `load_data` input).
+      word_vectors: a pretrained checkpoint ('minilm' or a local Hugging Face-format folder) whose
+        word-piece embeddings initialise the model's embedding table; its tokenizer then encodes
+        the texts (Kim 2014's "non-static" variant: the vectors are fine-tuned).
       seed: initialisation seed.
     """
     models.get_entry(name)  # an unknown name fails before any data work
+    table = None
+    if word_vectors is not None:
+        table = hub.load_word_embeddings(word_vectors)
+        tokenizer = hub.load_tokenizer(word_vectors)
+        if preproc is None and isinstance(train_data, LoadedData):
+            preproc = TextPreprocessor(tokenizer, maxlen=maxlen, class_names=train_data.class_names)
+        own = preproc or getattr(train_data, "preproc", None)
+        if own is None or own.tokenizer.get_vocab() != tokenizer.get_vocab() or own.vocab_size != table.shape[0]:
+            raise FlaxtrainError(
+                f"word_vectors {word_vectors!r} need texts encoded by their own tokenizer: pass load_data output, "
+                "or a preprocessor built with TextPreprocessor(flaxtrain.hub.load_tokenizer(...), ...)"
+            )
+        asked = (params or {}).get("embed_dim", table.shape[1])
+        if asked != table.shape[1]:
+            raise FlaxtrainError(f"embed_dim {asked} differs from the {table.shape[1]}-wide word_vectors: drop embed_dim")
+        params = {**(params or {}), "embed_dim": table.shape[1]}
     if isinstance(train_data, LoadedData):
         if not train_data.train_x:
             raise FlaxtrainError(f"{train_data.name} was loaded with train=False: pass load_data(..., train=True) to get_model")
@@ -136,7 +156,10 @@ def get_model(
         )
     config = models.make_config(name, vocab_size=preproc.vocab_size, num_classes=preproc.num_classes, **(params or {}))
     module = models.build_model(name, config)
-    return Model(name, config, init_model_params(module, seed), preproc, train_data=train_set, val_data=val_data)
+    weights = init_model_params(module, seed)
+    if table is not None:
+        weights = {**weights, "embed": {**weights["embed"], "embedding": jnp.asarray(table, weights["embed"]["embedding"].dtype)}}
+    return Model(name, config, weights, preproc, train_data=train_set, val_data=val_data)
 
 
 def text_classifier(name: str, train_data: TextDataset, preproc: TextPreprocessor | None = None, *,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from flaxtrain.data.assets import find_asset
+from flaxtrain.assets import find_asset
 from flaxtrain.errors import FlaxtrainError, nearest
 
 

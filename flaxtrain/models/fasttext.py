@@ -60,7 +60,7 @@ class FastText(nn.Module):
                 ngram_mask = mask & jnp.pad(mask[:, : -(n - 1)], ((0, 0), (n - 1, 0)))
                 pieces.append(ops.masked_mean_over_time(buckets(hash_ngram_ids(input_ids, n, cfg.num_buckets)), ngram_mask))
         features = sum(pieces[1:], pieces[0]) / len(pieces)  # [b, m]
-        features = nn.Dropout(cfg.dropout_rate)(features, deterministic=deterministic)
+        features = nn.Dropout(cfg.dropout_rate, name="dropout")(features, deterministic=deterministic)
         return Dense(cfg.num_classes, (axes.EMBED, axes.CLASSES), dtype=dtype, param_dtype=param_dtype, name="head")(
             features
         )

@@ -43,7 +43,7 @@ class TextCNN(nn.Module):
         )
         # Padding is a zero vector, as in Kim 2014, so a learned pad row cannot leak into the windows.
         x = x * mask[:, :, None].astype(x.dtype)
-        x = nn.Dropout(cfg.word_dropout_rate, broadcast_dims=(2,))(x, deterministic=deterministic)
+        x = nn.Dropout(cfg.word_dropout_rate, broadcast_dims=(2,), name="word_dropout")(x, deterministic=deterministic)
         pooled = []
         for width in cfg.kernel_sizes:
             # Zeros after the text give every token a window that starts on it (t windows in all), so
@@ -66,7 +66,7 @@ class TextCNN(nn.Module):
             starts = mask | (jnp.arange(h.shape[1]) == 0)[None, :]
             pooled.append(ops.masked_max_over_time(h, starts))
         features = jnp.concatenate(pooled, axis=-1)  # [b, f * len(kernel_sizes)]
-        features = nn.Dropout(cfg.dropout_rate)(features, deterministic=deterministic)
+        features = nn.Dropout(cfg.dropout_rate, name="dropout")(features, deterministic=deterministic)
         return Dense(cfg.num_classes, (axes.MLP, axes.CLASSES), dtype=dtype, param_dtype=param_dtype, name="head")(
             features
         )

@@ -127,6 +127,7 @@ def fit(
     start_epoch: int = 0,
     verbose: bool = True,
     log: Callable[[str], None] = print,
+    on_epoch_end: Callable[[int, TrainState], None] | None = None,
 ) -> tuple[TrainState, list[dict[str, float]], str | None]:
     """Trains for `epochs` epochs, validating after each.
 
@@ -140,6 +141,7 @@ def fit(
       start_epoch: index of the first epoch (continues the shuffling of earlier fit calls).
       verbose: print a line per epoch and show progress bars on a terminal.
       log: where epoch lines go.
+      on_epoch_end: called with (epoch, state) after each finished epoch, before validation.
 
     Returns:
       (last state, per-epoch history, None or why training stopped early).
@@ -152,6 +154,8 @@ def fit(
         )
         if stop:
             return state, history, stop
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, state)
         record = {"epoch": epoch + 1, **summarize(sums)}
         if val_batches is not None:
             batches, num_batches = val_batches()

@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
@@ -21,3 +22,13 @@ def init_params(module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax
 def create_train_state(module: nn.Module, params: Any, tx: optax.GradientTransformation) -> TrainState:
     """A TrainState at step 0 for `params`, with a fresh optimizer state."""
     return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+
+
+@jax.jit
+def update_average(average: Any, params: Any, count: jax.Array) -> Any:
+    """Running mean of params after `count` earlier ones: average + (params - average) / (count + 1).
+
+    Stochastic weight averaging (Izmailov et al. 2018, equation 2) of per-epoch weights.
+    """
+    weight = 1.0 / (count.astype(jnp.float32) + 1.0)
+    return jax.tree.map(lambda a, p: a + (p - a) * weight.astype(a.dtype), average, params)

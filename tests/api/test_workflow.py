@@ -141,3 +141,26 @@ def test_fasttext_trains_through_the_same_learner(tiny_split):
     model = flaxtrain.text.text_classifier("fasttext", train, preproc, params={"embed_dim": 16, "num_buckets": 97}, verbose=0)
     history = flaxtrain.get_learner(model, train, val, batch_size=8).fit(2e-2, 3, verbose=0)
     assert history[-1]["val_acc"] >= 0.9
+
+
+def test_swa_keeps_the_mean_of_epoch_weights(tiny_split):
+    import jax
+
+    train, val, preproc = tiny_split
+    params = {"embed_dim": 8, "num_filters": 4, "kernel_sizes": (3,)}
+
+    def run(epochs, **kwargs):
+        model = flaxtrain.text.text_classifier("textcnn", train, preproc, params=params, verbose=0)
+        learner = flaxtrain.get_learner(model, train, val, batch_size=16)
+        history = learner.fit(1e-2, epochs, verbose=0, **kwargs)
+        return model, learner, history
+
+    one, _, _ = run(1)
+    model, learner, history = run(2, swa_from=1)
+    last = learner._state.params
+    expected = jax.tree.map(lambda a, b: (a + b) / 2, one.params, last)
+    for got, want in zip(jax.tree.leaves(model.params), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert "swa_val_acc" in history[-1]
+    with pytest.raises(FlaxtrainError, match="swa_from must lie between 1 and epochs"):
+        learner.fit(1e-2, 2, swa_from=3)

@@ -69,3 +69,14 @@ def test_dropout_keys_differ_per_step(tiny_split):
     state, first = steps.train(state, batch, rng)
     state, second = steps.train(state, batch, rng)  # lr 0: same params, new dropout mask
     assert float(first["loss_sum"]) != float(second["loss_sum"])
+
+
+def test_update_average_is_the_running_mean():
+    from flaxtrain.train import update_average
+
+    trees = [{"w": jnp.full((3, 5), float(i)), "b": jnp.arange(7, dtype=jnp.float32) * i} for i in (1, 4, 10)]
+    average = trees[0]
+    for count, tree in enumerate(trees[1:], start=1):
+        average = update_average(average, tree, jnp.asarray(count))
+    np.testing.assert_allclose(average["w"], 5.0)
+    np.testing.assert_allclose(average["b"], np.arange(7) * 5.0, rtol=1e-6)
