@@ -1,6 +1,18 @@
-"""Pure jnp maths with no parameters: losses, masks, pooling."""
+"""Pure jnp maths with no parameters: attention, masks, losses, pooling."""
 
+from flaxtrain.ops.attention import dot_product_attention
 from flaxtrain.ops.losses import classification_sums, softmax_cross_entropy
+from flaxtrain.ops.masks import combine_masks, make_causal_mask, make_key_padding_mask, make_padding_mask
 from flaxtrain.ops.pooling import masked_max_over_time, masked_mean_over_time
 
-__all__ = ["classification_sums", "softmax_cross_entropy", "masked_max_over_time", "masked_mean_over_time"]
+__all__ = [
+    "dot_product_attention",
+    "classification_sums",
+    "softmax_cross_entropy",
+    "combine_masks",
+    "make_causal_mask",
+    "make_key_padding_mask",
+    "make_padding_mask",
+    "masked_max_over_time",
+    "masked_mean_over_time",
+]
