@@ -1,7 +1,8 @@
 """Flax linen building blocks that own params and call ops/."""
 
 from flaxtrain.layers import axes
+from flaxtrain.layers.attention import MultiHeadAttention
 from flaxtrain.layers.embed import Embed
 from flaxtrain.layers.dense import Dense
 
-__all__ = ["axes", "Embed", "Dense"]
+__all__ = ["axes", "Embed", "Dense", "MultiHeadAttention"]
