@@ -38,14 +38,6 @@ class LoadedData:
     val_y: list[Any]
     class_names: list[Any]
 
-    @property
-    def x(self) -> list[str]:
-        return self.train_x or self.val_x
-
-    @property
-    def y(self) -> list[Any]:
-        return self.train_y or self.val_y
-
 
 def load_data(name: str, train: bool = True, *, data_dir: str | None = None, val_pct: float = 0.1,
               random_state: int = DEFAULT_SEED) -> LoadedData:
