@@ -27,11 +27,3 @@ class TextDataset:
     def class_names(self) -> list[Any]:
         return self.preproc.class_names
 
-    # ktrain's names for the same data.
-    @property
-    def x(self) -> list[str]:
-        return self.texts
-
-    @property
-    def y(self) -> np.ndarray | None:
-        return self.labels

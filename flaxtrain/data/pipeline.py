@@ -16,10 +16,10 @@ from flaxtrain.errors import FlaxtrainError
 Batch = dict[str, np.ndarray]
 
 
-def _tensorflow():
+def import_tensorflow():
+    """TensorFlow, imported on first use and kept off the accelerators: input work runs on the host."""
     import tensorflow as tf
 
-    # The pipeline only runs on the host: keep TensorFlow off any accelerator JAX is using.
     tf.config.set_visible_devices([], "GPU")
     return tf
 
@@ -68,7 +68,7 @@ def make_batches(
     labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32)
     total = num_batches(lengths, batch_size=batch_size, buckets=buckets)
 
-    tf = _tensorflow()
+    tf = import_tensorflow()
     padded = np.full((n, max(int(lengths.max()), 1)), pad_id, np.int32)
     for row, ids in enumerate(input_ids):
         padded[row, : len(ids)] = ids

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from flaxtrain.assets import find_asset
+from flaxtrain.data.pipeline import import_tensorflow
 from flaxtrain.errors import FlaxtrainError, nearest
 
 
@@ -54,10 +55,9 @@ def rotten_tomatoes(split: str, data_dir: str | None = None) -> LabelledTexts:
 
 def imdb(split: str, data_dir: str | None = None) -> LabelledTexts:
     """The 50k IMDB movie reviews (neg/pos) through TensorFlow Datasets' `imdb_reviews`."""
-    import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    tf.config.set_visible_devices([], "GPU")
+    import_tensorflow()
     try:
         ds, info = tfds.load("imdb_reviews", split=split, data_dir=data_dir, as_supervised=True, with_info=True)
     except Exception as err:  # TFDS raises many types (download, missing files) for one cause
