@@ -4,5 +4,7 @@ from flaxtrain.layers import axes
 from flaxtrain.layers.attention import MultiHeadAttention
 from flaxtrain.layers.embed import Embed
 from flaxtrain.layers.dense import Dense
+from flaxtrain.layers.mlp import MLP
+from flaxtrain.layers.norm import LayerNorm
 
-__all__ = ["axes", "Embed", "Dense", "MultiHeadAttention"]
+__all__ = ["axes", "Embed", "Dense", "LayerNorm", "MLP", "MultiHeadAttention"]

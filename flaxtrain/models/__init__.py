@@ -1,10 +1,14 @@
 """Networks built from layers/, and the registry of model names."""
 
+from flaxtrain.models.encoder import Encoder, EncoderConfig, EncoderLayer
 from flaxtrain.models.fasttext import FastText, FastTextConfig
 from flaxtrain.models.registry import MODELS, build_model, config_to_dict, get_entry, make_config
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
 
 __all__ = [
+    "Encoder",
+    "EncoderConfig",
+    "EncoderLayer",
     "FastText",
     "FastTextConfig",
     "TextCNN",

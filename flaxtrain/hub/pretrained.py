@@ -1,0 +1,80 @@
+"""`load_pretrained(path)`: a local Hugging Face-format folder -> (config, params, tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.hub import bert
+from flaxtrain.hub.local import load_tokenizer, resolve_checkpoint
+from flaxtrain.models.encoder import Encoder
+
+# model_type in config.json -> (config converter, weights converter)
+FAMILIES = {"bert": (bert.config_from_hf, bert.params_from_hf)}
+
+
+def read_hf_config(path: Path) -> dict[str, Any]:
+    """The checkpoint's config.json as a dict."""
+    file = path / "config.json"
+    if not file.is_file():
+        raise FlaxtrainError(f"{path} has no config.json: not a Hugging Face-format checkpoint folder")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise FlaxtrainError(f"{file} is not valid JSON ({err})") from None
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of model.safetensors (or its shards) as numpy arrays."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    files = sorted(path.glob("model*.safetensors"))
+    if not files:
+        raise FlaxtrainError(f"{path} has no model.safetensors: convert the weights to safetensors")
+    weights: dict[str, np.ndarray] = {}
+    for file in files:
+        try:
+            weights.update(load_file(str(file)))
+        except SafetensorError as err:
+            raise FlaxtrainError(f"{file} is not a readable safetensors file ({err})") from None
+    return weights
+
+
+def check_shapes(params: Any, expected: Any) -> None:
+    """Fails naming the first param whose shape differs from the config's, with both shapes."""
+    got = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    want = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+    for key, shape in want.items():
+        if key not in got:
+            raise FlaxtrainError(f"converted weights lack {key} (expected shape {shape})")
+        if got[key] != shape:
+            raise FlaxtrainError(f"weight {key} has shape {got[key]} but the config needs {shape}: config.json and weights disagree")
+
+
+def load_pretrained(name_or_path: str | Path) -> tuple[Any, Any, Any]:
+    """Reads a named ('minilm') or local Hugging Face-format encoder checkpoint.
+
+    Returns:
+      (EncoderConfig, params as float32 jax arrays, tokenizers.Tokenizer).
+    """
+    path = resolve_checkpoint(name_or_path)
+    hf = read_hf_config(path)
+    model_type = hf.get("model_type")
+    if model_type not in FAMILIES:
+        raise FlaxtrainError(f"model_type {model_type!r} in {path}/config.json is not supported (supported: {', '.join(FAMILIES)})")
+    make_config, make_params = FAMILIES[model_type]
+    config = make_config(hf)
+    params = make_params(read_safetensors(path), config)
+    expected = jax.eval_shape(
+        lambda: Encoder(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]
+    )
+    check_shapes(params, jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, expected,
+                                      is_leaf=lambda x: hasattr(x, "value")))
+    return config, jax.tree.map(jnp.asarray, params), load_tokenizer(path)
