@@ -11,12 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.hub import bert
+from flaxtrain.hub import encoders
 from flaxtrain.hub.local import load_tokenizer, resolve_checkpoint
 from flaxtrain.models.encoder import Encoder
 
-# model_type in config.json -> (config converter, weights converter)
-FAMILIES = {"bert": (bert.config_from_hf, bert.params_from_hf)}
+FAMILIES = tuple(encoders.LAYER_NAMES)  # model_type values of config.json that load as an Encoder
 
 
 def read_hf_config(path: Path) -> dict[str, Any]:
@@ -69,9 +68,8 @@ def load_pretrained(name_or_path: str | Path) -> tuple[Any, Any, Any]:
     model_type = hf.get("model_type")
     if model_type not in FAMILIES:
         raise FlaxtrainError(f"model_type {model_type!r} in {path}/config.json is not supported (supported: {', '.join(FAMILIES)})")
-    make_config, make_params = FAMILIES[model_type]
-    config = make_config(hf)
-    params = make_params(read_safetensors(path), config)
+    config = encoders.config_from_hf(hf)
+    params = encoders.params_from_hf(read_safetensors(path), config, model_type)
     expected = jax.eval_shape(
         lambda: Encoder(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]
     )

@@ -1,4 +1,9 @@
-"""Transformer encoder in the BERT layout (Devlin et al. 2019): embeddings, post-LN blocks, pooler."""
+"""Transformer encoder in the BERT layout (Devlin et al. 2019): embeddings, post-LN blocks, pooler.
+
+One stack covers the BERT family through its config: DistilBERT (no token types, no pooler),
+RoBERTa and XLM-R (positions counted from pad_id + 1 over real tokens), ALBERT (factorised
+embeddings of width embedding_dim projected to the model width, one block shared by all layers).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ class EncoderConfig:
     dropout_rate: float = 0.1  # dropout on embeddings and block outputs
     activation: str = "gelu"  # feed-forward activation (layers.mlp.ACTIVATIONS)
     pad_id: int = 0  # token id of padding
+    embedding_dim: int | None = None  # ALBERT: embedding width E, projected to hidden_size (None: hidden_size)
+    share_layers: bool = False  # ALBERT: one block's params used by every layer
+    roberta_positions: bool = False  # RoBERTa/XLM-R: position of a real token = pad_id + its 1-based index
+    use_pooler: bool = True  # tanh(dense(first token)); DistilBERT has none and returns the first token
     attention: str = "einsum"  # ops.dot_product_attention implementation: 'einsum' or 'xla'
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter storage dtype
@@ -72,17 +81,31 @@ class Encoder(nn.Module):
     ) -> tuple[Float[Array, "b t m"], Float[Array, "b m"]]:
         cfg = self.config
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        valid = (input_ids != cfg.pad_id) if attention_mask is None else attention_mask.astype(bool)
-        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-        token_types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        embed = lambda n, size: Embed(n, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype, name=size)  # noqa: E731
+        is_token = input_ids != cfg.pad_id
+        valid = is_token if attention_mask is None else attention_mask.astype(bool)
+        if cfg.roberta_positions:
+            # fairseq's numbering (as in Hugging Face's create_position_ids_from_input_ids).
+            counted = is_token.astype(jnp.int32)
+            positions = jnp.cumsum(counted, axis=1) * counted + cfg.pad_id
+        else:
+            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        width = cfg.embedding_dim or cfg.hidden_size
+        embed = lambda n, name: Embed(n, width, dtype=dtype, param_dtype=param_dtype, name=name)  # noqa: E731
         x = embed(cfg.vocab_size, "word")(input_ids) + embed(cfg.max_positions, "position")(positions)
         if cfg.type_vocab_size > 0:
+            token_types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
             x = x + embed(cfg.type_vocab_size, "token_type")(token_types)
         x = LayerNorm(cfg.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, name="embed_norm")(x)
         x = nn.Dropout(cfg.dropout_rate, name="embed_dropout")(x, deterministic=deterministic)
+        if cfg.embedding_dim is not None:
+            x = Dense(cfg.hidden_size, (axes.EMBED, axes.MLP), dtype=dtype, param_dtype=param_dtype,
+                      name="embed_projection")(x)
         mask = ops.make_key_padding_mask(valid, input_ids.shape[1])  # [b, 1, t, t]
+        shared = EncoderLayer(cfg, name="layer") if cfg.share_layers else None
         for i in range(cfg.num_layers):
-            x = EncoderLayer(cfg, name=f"layer_{i}")(x, mask=mask, deterministic=deterministic)
+            layer = shared or EncoderLayer(cfg, name=f"layer_{i}")
+            x = layer(x, mask=mask, deterministic=deterministic)
+        if not cfg.use_pooler:
+            return x, x[:, 0]
         pooled = Dense(cfg.hidden_size, (axes.EMBED, axes.MLP), dtype=dtype, param_dtype=param_dtype, name="pooler")(x[:, 0])
         return x, jnp.tanh(pooled)

@@ -1,4 +1,4 @@
-"""The BERT-layout Encoder equals Hugging Face's PyTorch BertModel, number for number."""
+"""The Encoder equals Hugging Face's PyTorch models for BERT, RoBERTa, XLM-R, DistilBERT and ALBERT."""
 
 import json
 
@@ -15,53 +15,74 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 
-def _inputs(vocab: int, seed: int = 0):
+SIZES = dict(vocab_size=53, num_hidden_layers=2, num_attention_heads=3, hidden_size=15, intermediate_size=37)
+FAMILIES = {
+    "bert": lambda: transformers.BertModel(transformers.BertConfig(**SIZES, max_position_embeddings=13)),
+    "roberta": lambda: transformers.RobertaModel(transformers.RobertaConfig(
+        **SIZES, max_position_embeddings=15, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)),
+    "xlm-roberta": lambda: transformers.XLMRobertaModel(transformers.XLMRobertaConfig(
+        **SIZES, max_position_embeddings=15, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)),
+    "distilbert": lambda: transformers.DistilBertModel(transformers.DistilBertConfig(
+        vocab_size=53, n_layers=2, n_heads=3, dim=15, hidden_dim=37, max_position_embeddings=13)),
+    "albert": lambda: transformers.AlbertModel(transformers.AlbertConfig(
+        **SIZES, embedding_size=7, max_position_embeddings=13, hidden_act="gelu_new")),
+}
+
+
+def _inputs(vocab: int, pad_id: int = 0, seed: int = 0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, vocab, size=(3, 11)).astype(np.int64)
     mask = (np.arange(11)[None, :] < np.array([11, 7, 3])[:, None]).astype(np.int64)
-    ids = ids * mask  # pad id 0 after each text
+    ids = np.where(mask == 1, ids, pad_id)  # padding after each text
     types = (np.arange(11)[None, :] >= 5).astype(np.int64) * mask
     return ids, mask, types
 
 
 def _reference(model, ids, mask, types):
     model.eval()
+    kwargs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if model.config.model_type not in ("distilbert",) and getattr(model.config, "type_vocab_size", 1) > 1:
+        kwargs["token_type_ids"] = torch.from_numpy(types)
     with torch.no_grad():
-        out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                    token_type_ids=torch.from_numpy(types))
-    return out.last_hidden_state.numpy(), out.pooler_output.numpy()
+        out = model(**kwargs)
+    return out.last_hidden_state.numpy(), getattr(out, "pooler_output", None)
 
 
 def _ours(path, ids, mask, types):
     config, params, _ = hub.load_pretrained(path)
     hidden, pooled = Encoder(config).apply(
         {"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask, jnp.int32),
-        token_type_ids=jnp.asarray(types, jnp.int32), deterministic=True,
+        token_type_ids=jnp.asarray(types, jnp.int32) if config.type_vocab_size > 1 else None, deterministic=True,
     )
     return np.asarray(hidden), np.asarray(pooled)
+
+
+def _save(model, path):
+    model.save_pretrained(path, safe_serialization=True)
+    hub.load_tokenizer("minilm").save(str(path / "tokenizer.json"))
+    return path
 
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A random-initialised BERT with odd sizes, saved as safetensors with a tokenizer.json."""
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=53, hidden_size=15, num_hidden_layers=2, num_attention_heads=3,
-                                     intermediate_size=37, max_position_embeddings=13, type_vocab_size=2)
-    model = transformers.BertModel(config)
-    path = tmp_path_factory.mktemp("tiny_bert")
-    model.save_pretrained(path, safe_serialization=True)
-    hub.load_tokenizer("minilm").save(str(path / "tokenizer.json"))
-    return model, path
+    model = FAMILIES["bert"]()
+    return model, _save(model, tmp_path_factory.mktemp("tiny_bert"))
 
 
-def test_random_tiny_bert_matches_reference_with_padding(tiny_bert):
-    model, path = tiny_bert
-    ids, mask, types = _inputs(53)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_random_tiny_model_matches_reference_with_padding(family, tmp_path):
+    torch.manual_seed(0)
+    model = FAMILIES[family]()
+    path = _save(model, tmp_path)
+    ids, mask, types = _inputs(53, pad_id=model.config.pad_token_id)
     want_hidden, want_pooled = _reference(model, ids, mask, types)
     got_hidden, got_pooled = _ours(path, ids, mask, types)
     valid = mask.astype(bool)
     np.testing.assert_allclose(got_hidden[valid], want_hidden[valid], atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(got_pooled, want_pooled, atol=1e-4, rtol=1e-4)
+    if want_pooled is not None:
+        np.testing.assert_allclose(got_pooled, want_pooled.numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_real_minilm_checkpoint_matches_reference():
