@@ -70,6 +70,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> EncoderConfig:
     pad_id = hf.get("pad_token_id")
     return EncoderConfig(
         vocab_size=hf["vocab_size"],
+        family=family,
         max_positions=hf.get("max_position_embeddings", 512),
         activation=_ACTIVATIONS[activation],
         pad_id=0 if pad_id is None else pad_id,
@@ -134,3 +135,47 @@ def params_from_hf(weights: Mapping[str, np.ndarray], config: EncoderConfig, fam
         params["pooler"] = dense(name) if f"{name}.weight" in w else {
             "kernel": np.eye(m, dtype=np.float32), "bias": np.zeros(m, np.float32)}
     return params
+
+
+# Task heads: flaxtrain param name -> (Hugging Face name, kind) per task and family.
+_BERT_MLM = {"transform": ("cls.predictions.transform.dense", "dense"),
+             "transform_norm": ("cls.predictions.transform.LayerNorm", "norm"), "output_bias": ("cls.predictions.bias", "vector")}
+HEAD_NAMES: dict[str, dict[str, dict[str, tuple[str, str]]]] = {
+    "sequence": {
+        "bert": {"classifier": ("classifier", "dense")},
+        "albert": {"classifier": ("classifier", "dense")},
+        "roberta": {"dense": ("classifier.dense", "dense"), "out": ("classifier.out_proj", "dense")},
+        "xlm-roberta": {"dense": ("classifier.dense", "dense"), "out": ("classifier.out_proj", "dense")},
+        "distilbert": {"pre_classifier": ("pre_classifier", "dense"), "classifier": ("classifier", "dense")},
+    },
+    "token": {family: {"classifier": ("classifier", "dense")} for family in LAYER_NAMES},
+    "span": {family: {"qa_outputs": ("qa_outputs", "dense")} for family in LAYER_NAMES},
+    "mlm": {
+        "bert": _BERT_MLM,
+        "roberta": {"transform": ("lm_head.dense", "dense"), "transform_norm": ("lm_head.layer_norm", "norm"),
+                    "output_bias": ("lm_head.bias", "vector")},
+        "distilbert": {"transform": ("vocab_transform", "dense"), "transform_norm": ("vocab_layer_norm", "norm"),
+                       "output_bias": ("vocab_projector.bias", "vector")},
+        "albert": {"transform": ("predictions.dense", "dense"), "transform_norm": ("predictions.LayerNorm", "norm"),
+                   "output_bias": ("predictions.bias", "vector")},
+    },
+}
+HEAD_NAMES["mlm"]["xlm-roberta"] = HEAD_NAMES["mlm"]["roberta"]
+
+
+def head_params_from_hf(weights: Mapping[str, np.ndarray], family: str, task: str) -> dict[str, Any] | None:
+    """A task head's params from a fine-tuned checkpoint, or None when it holds no such head."""
+    names = HEAD_NAMES[task][family]
+    if not all(any(k.startswith(hf) for k in weights) for hf, _ in names.values()):
+        return None
+    out: dict[str, Any] = {}
+    for ours, (hf, kind) in names.items():
+        if kind == "dense":
+            out[ours] = {"kernel": np.asarray(weights[f"{hf}.weight"], np.float32).T,
+                         "bias": np.asarray(weights[f"{hf}.bias"], np.float32)}
+        elif kind == "norm":
+            out[ours] = {"scale": np.asarray(weights[f"{hf}.weight"], np.float32),
+                         "bias": np.asarray(weights[f"{hf}.bias"], np.float32)}
+        else:
+            out[ours] = np.asarray(weights[hf], np.float32)
+    return out

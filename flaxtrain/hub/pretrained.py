@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxtrain.errors import FlaxtrainError
+from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.hub import encoders
 from flaxtrain.hub.local import load_tokenizer, resolve_checkpoint
 from flaxtrain.models.encoder import Encoder
@@ -57,22 +58,32 @@ def check_shapes(params: Any, expected: Any) -> None:
             raise FlaxtrainError(f"weight {key} has shape {got[key]} but the config needs {shape}: config.json and weights disagree")
 
 
-def load_pretrained(name_or_path: str | Path) -> tuple[Any, Any, Any]:
+def load_pretrained(name_or_path: str | Path, task: str | None = None) -> tuple[Any, Any, Any]:
     """Reads a named ('minilm') or local Hugging Face-format encoder checkpoint.
 
+    Args:
+      name_or_path: 'minilm' or a folder with config.json, model.safetensors and tokenizer.json.
+      task: None for the encoder alone, or 'sequence' | 'token' | 'span' | 'mlm' to also read that
+        task head's weights when the checkpoint was fine-tuned with one.
+
     Returns:
-      (EncoderConfig, params as float32 jax arrays, tokenizers.Tokenizer).
+      (EncoderConfig, params, tokenizers.Tokenizer). Params are float32 jax arrays: the encoder's
+      own without a task, else {'encoder': ..., **head} (head omitted when the checkpoint has none).
     """
     path = resolve_checkpoint(name_or_path)
     hf = read_hf_config(path)
     model_type = hf.get("model_type")
     if model_type not in FAMILIES:
         raise FlaxtrainError(f"model_type {model_type!r} in {path}/config.json is not supported (supported: {', '.join(FAMILIES)})")
+    if task is not None and task not in encoders.HEAD_NAMES:
+        raise FlaxtrainError(f"unknown task head {task!r}{nearest(task, encoders.HEAD_NAMES)}")
     config = encoders.config_from_hf(hf)
-    params = encoders.params_from_hf(read_safetensors(path), config, model_type)
+    weights = read_safetensors(path)
+    params = encoders.params_from_hf(weights, config, model_type)
     expected = jax.eval_shape(
         lambda: Encoder(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]
     )
-    check_shapes(params, jax.tree.map(lambda x: x.value if hasattr(x, "value") else x, expected,
-                                      is_leaf=lambda x: hasattr(x, "value")))
+    check_shapes(params, nn.meta.unbox(expected))
+    if task is not None:
+        params = {"encoder": params, **(encoders.head_params_from_hf(weights, model_type, task) or {})}
     return config, jax.tree.map(jnp.asarray, params), load_tokenizer(path)

@@ -24,6 +24,7 @@ class EncoderConfig:
     """Sizes and switches of a BERT-layout encoder."""
 
     vocab_size: int  # word-piece vocabulary v
+    family: str = "bert"  # checkpoint family: bert, roberta, xlm-roberta, distilbert, albert (sets head layouts)
     hidden_size: int = 768  # model width m
     num_layers: int = 12  # encoder blocks
     num_heads: int = 12  # attention heads h (head width d = m / h)

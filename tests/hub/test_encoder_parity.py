@@ -123,3 +123,42 @@ def test_jit_equals_eager_on_the_encoder(tiny_bert):
     ids = jnp.asarray(_inputs(53)[0], jnp.int32)
     run = lambda p, x: Encoder(config).apply({"params": p}, x, deterministic=True)[0]  # noqa: E731
     np.testing.assert_allclose(jax.jit(run)(params, ids), run(params, ids), atol=1e-5)
+
+
+_CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta", "distilbert": "DistilBert",
+                 "albert": "Albert"}
+_TASKS = {"sequence": "ForSequenceClassification", "token": "ForTokenClassification", "span": "ForQuestionAnswering",
+          "mlm": "ForMaskedLM"}
+
+
+@pytest.mark.parametrize("task", sorted(_TASKS))
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_task_heads_match_reference(family, task, tmp_path):
+    from flaxtrain.models import heads
+
+    torch.manual_seed(1)
+    config = FAMILIES[family]().config
+    config.num_labels = 2 if task == "span" else 5  # a QA head has start and end outputs
+    model = getattr(transformers, _CLASS_PREFIX[family] + _TASKS[task])(config).eval()
+    path = _save(model, tmp_path)
+    ids, mask, types = _inputs(53, pad_id=config.pad_token_id, seed=2)
+    kwargs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    with torch.no_grad():
+        reference = model(**kwargs)
+    ours_config, params, _ = hub.load_pretrained(path, task=task)
+    module = {
+        "sequence": lambda: heads.SequenceClassifier(ours_config, num_classes=5),
+        "token": lambda: heads.TokenClassifier(ours_config, num_classes=5),
+        "span": lambda: heads.SpanClassifier(ours_config),
+        "mlm": lambda: heads.MaskedLM(ours_config),
+    }[task]()
+    got = module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask, jnp.int32),
+                       deterministic=True)
+    valid = mask.astype(bool)
+    if task == "span":
+        np.testing.assert_allclose(np.asarray(got[0])[valid], reference.start_logits.numpy()[valid], atol=1e-4)
+        np.testing.assert_allclose(np.asarray(got[1])[valid], reference.end_logits.numpy()[valid], atol=1e-4)
+    elif task == "sequence":
+        np.testing.assert_allclose(np.asarray(got), reference.logits.numpy(), atol=1e-4)
+    else:
+        np.testing.assert_allclose(np.asarray(got)[valid], reference.logits.numpy()[valid], atol=1e-4)
