@@ -1,6 +1,7 @@
 """`flaxtrain.text`: the text-task namespace users type, as in `ktrain.text`."""
 
 from flaxtrain.api.model import get_model, text_classifier
+from flaxtrain.api.transformer import Transformer
 from flaxtrain.data import (
     LoadedData,
     TextDataset,
@@ -15,6 +16,7 @@ from flaxtrain.data import (
 __all__ = [
     "get_model",
     "text_classifier",
+    "Transformer",
     "LoadedData",
     "TextDataset",
     "TextPreprocessor",

@@ -11,7 +11,7 @@ import numpy as np
 from flaxtrain import hub, models
 from flaxtrain.data import LoadedData, TextDataset, TextPreprocessor
 from flaxtrain.data.loaders import MAX_FEATURES, MAXLEN
-from flaxtrain.errors import FlaxtrainError
+from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.train import CompiledSteps, compile_steps, init_params
 
 
@@ -107,7 +107,8 @@ def get_model(
     """Builds model `name` sized from its training data.
 
     Args:
-      name: a registered model ('textcnn', 'fasttext').
+      name: a registered model ('textcnn', 'fasttext'), or a pretrained encoder ('minilm' or a local
+        Hugging Face-format folder) that gets a new classification head.
       train_data: a `load_data` result (raw texts: a tokenizer is trained on them) or the train set
         of a `texts_from_*` loader.
       val_data: validation set (default: the held-out part of a `load_data` result).
@@ -120,7 +121,8 @@ def get_model(
         the texts (Kim 2014's "non-static" variant: the vectors are fine-tuned).
       seed: initialisation seed.
     """
-    models.get_entry(name)  # an unknown name fails before any data work
+    if name not in models.MODELS:
+        return _pretrained_classifier(name, train_data, val_data, preproc=preproc, maxlen=maxlen, seed=seed)
     table = None
     if word_vectors is not None:
         table = hub.load_word_embeddings(word_vectors)
@@ -160,6 +162,34 @@ def get_model(
     if table is not None:
         weights = {**weights, "embed": {**weights["embed"], "embedding": jnp.asarray(table, weights["embed"]["embedding"].dtype)}}
     return Model(name, config, weights, preproc, train_data=train_set, val_data=val_data)
+
+
+def _pretrained_classifier(name: str, train_data: Any, val_data: TextDataset | None, *, preproc: TextPreprocessor | None,
+                           maxlen: int, seed: int) -> Model:
+    """get_model for a pretrained encoder name or checkpoint folder: encoder + classification head."""
+    from pathlib import Path
+
+    from flaxtrain.api.transformer import Transformer
+
+    if name not in hub.PRETRAINED and not Path(name).is_dir():
+        choices = [*models.MODELS, *hub.PRETRAINED]
+        raise FlaxtrainError(f"unknown model {name!r}{nearest(name, choices)}; a local checkpoint folder works too")
+    if isinstance(train_data, LoadedData):
+        transformer = Transformer(name, maxlen=min(maxlen, 512), class_names=train_data.class_names)
+        train_set = transformer.preprocess_train(train_data.train_x, train_data.train_y, verbose=0)
+        if val_data is None and train_data.val_x:
+            val_data = transformer.preprocess_test(train_data.val_x, train_data.val_y)
+    elif isinstance(train_data, TextDataset) and train_data.preproc.add_special_tokens:
+        transformer = Transformer(name, maxlen=train_data.preproc.maxlen, class_names=train_data.class_names)
+        transformer.preproc, train_set = preproc or train_data.preproc, train_data
+    else:
+        raise FlaxtrainError(
+            f"{name!r} needs texts encoded by its own tokenizer: pass load_data output, or data from "
+            f"flaxtrain.text.Transformer({name!r}).preprocess_train"
+        )
+    model = transformer.get_classifier(seed=seed)
+    model.train_data, model.val_data = train_set, val_data
+    return model
 
 
 def text_classifier(name: str, train_data: TextDataset, preproc: TextPreprocessor | None = None, *,

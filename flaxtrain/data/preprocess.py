@@ -57,15 +57,20 @@ class TextPreprocessor:
       maxlen: longest token sequence kept (texts are truncated).
       class_names: label values in class-index order.
       pad_id: token id used for padding.
+      add_special_tokens: wrap texts in the tokenizer's special tokens ([CLS] ... [SEP] for BERT).
     """
 
-    def __init__(self, tokenizer: Tokenizer, *, maxlen: int, class_names: Sequence[Any], pad_id: int = 0):
+    def __init__(self, tokenizer: Tokenizer, *, maxlen: int, class_names: Sequence[Any], pad_id: int = 0,
+                 add_special_tokens: bool = False):
         if maxlen < 1:
             raise FlaxtrainError(f"maxlen must be positive, got {maxlen}")
         self.tokenizer = tokenizer
+        # The tokenizer truncates, so special tokens such as a final [SEP] survive truncation.
+        self.tokenizer.enable_truncation(max_length=int(maxlen))
         self.maxlen = int(maxlen)
         self.class_names = [_to_python(c) for c in class_names]
         self.pad_id = pad_id
+        self.add_special_tokens = add_special_tokens
         self._index = {c: i for i, c in enumerate(self.class_names)}
 
     @classmethod
@@ -98,8 +103,8 @@ class TextPreprocessor:
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids of each text (int32, at most maxlen); batched in the Rust tokenizer."""
         texts = check_texts(texts, "texts")
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [np.asarray(e.ids[: self.maxlen], np.int32) for e in encodings]
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)
+        return [np.asarray(e.ids, np.int32) for e in encodings]
 
     def encode_labels(self, labels: Any, num_texts: int) -> np.ndarray:
         """Class indices [n] int32 of labels given as class names, or as one-hot / probability rows."""
@@ -152,7 +157,8 @@ class TextPreprocessor:
 
     # Persistence: the tokenizer's own file plus a JSON section; no pickle.
     def to_config(self) -> dict[str, Any]:
-        return {"kind": "text", "maxlen": self.maxlen, "class_names": self.class_names, "pad_id": self.pad_id}
+        return {"kind": "text", "maxlen": self.maxlen, "class_names": self.class_names, "pad_id": self.pad_id,
+                "add_special_tokens": self.add_special_tokens}
 
     def save(self, directory: str | Path) -> dict[str, Any]:
         """Writes `tokenizer.json` into `directory` and returns the JSON config section."""
@@ -164,7 +170,8 @@ class TextPreprocessor:
         """Rebuilds a preprocessor from `directory`'s tokenizer.json and its config section."""
         try:
             return cls(load_tokenizer(Path(directory) / TOKENIZER_FILE), maxlen=config["maxlen"],
-                       class_names=config["class_names"], pad_id=config.get("pad_id", 0))
+                       class_names=config["class_names"], pad_id=config.get("pad_id", 0),
+                       add_special_tokens=config.get("add_special_tokens", False))
         except KeyError as err:
             raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None
 

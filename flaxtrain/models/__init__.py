@@ -2,6 +2,7 @@
 
 from flaxtrain.models.encoder import Encoder, EncoderConfig, EncoderLayer
 from flaxtrain.models.fasttext import FastText, FastTextConfig
+from flaxtrain.models.heads import HeadConfig, MaskedLM, SequenceClassifier, SpanClassifier, TokenClassifier
 from flaxtrain.models.registry import MODELS, build_model, config_to_dict, get_entry, make_config
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
 
@@ -10,6 +11,11 @@ __all__ = [
     "EncoderConfig",
     "EncoderLayer",
     "FastText",
+    "HeadConfig",
+    "MaskedLM",
+    "SequenceClassifier",
+    "SpanClassifier",
+    "TokenClassifier",
     "FastTextConfig",
     "TextCNN",
     "TextCNNConfig",

@@ -6,6 +6,8 @@ Params: {'encoder': Encoder params, plus the head's own}.
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,15 +19,23 @@ from flaxtrain.layers.norm import LayerNorm
 from flaxtrain.models.encoder import Encoder, EncoderConfig
 
 
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    """An encoder and the size of the task head on top of it."""
+
+    encoder: EncoderConfig  # the encoder's config
+    num_classes: int = 2  # classes of a sequence or token head (unused by span and masked-LM heads)
+
+
 def _dtypes(config: EncoderConfig) -> dict[str, jnp.dtype]:
     return {"dtype": jnp.dtype(config.dtype), "param_dtype": jnp.dtype(config.param_dtype)}
 
 
 class _EncoderHead(nn.Module):
-    config: EncoderConfig
+    config: HeadConfig
 
     def encode(self, input_ids, attention_mask, token_type_ids, deterministic):
-        return Encoder(self.config, name="encoder")(
+        return Encoder(self.config.encoder, name="encoder")(
             input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, deterministic=deterministic
         )
 
@@ -33,38 +43,35 @@ class _EncoderHead(nn.Module):
 class SequenceClassifier(_EncoderHead):
     """[b, c] logits from the first token: BERT/ALBERT use the pooler, RoBERTa and DistilBERT their own MLP."""
 
-    num_classes: int = 2
-
     @nn.compact
     def __call__(self, input_ids: Int[Array, "b t"], *, attention_mask: Int[Array, "b t"] | None = None,
                  token_type_ids: Int[Array, "b t"] | None = None, deterministic: bool) -> Float[Array, "b c"]:
-        cfg = self.config
+        cfg, num_classes = self.config.encoder, self.config.num_classes
         hidden, pooled = self.encode(input_ids, attention_mask, token_type_ids, deterministic)
         dropout = nn.Dropout(cfg.dropout_rate, name="classifier_dropout")
         if cfg.family in ("roberta", "xlm-roberta"):
             x = dropout(hidden[:, 0], deterministic=deterministic)
             x = jnp.tanh(Dense(cfg.hidden_size, (axes.EMBED, axes.MLP), name="dense", **_dtypes(cfg))(x))
             x = dropout(x, deterministic=deterministic)
-            return Dense(self.num_classes, (axes.MLP, axes.CLASSES), name="out", **_dtypes(cfg))(x)
+            return Dense(num_classes, (axes.MLP, axes.CLASSES), name="out", **_dtypes(cfg))(x)
         if cfg.family == "distilbert":
             x = nn.relu(Dense(cfg.hidden_size, (axes.EMBED, axes.MLP), name="pre_classifier", **_dtypes(cfg))(hidden[:, 0]))
             x = dropout(x, deterministic=deterministic)
-            return Dense(self.num_classes, (axes.MLP, axes.CLASSES), name="classifier", **_dtypes(cfg))(x)
+            return Dense(num_classes, (axes.MLP, axes.CLASSES), name="classifier", **_dtypes(cfg))(x)
         x = dropout(pooled, deterministic=deterministic)
-        return Dense(self.num_classes, (axes.EMBED, axes.CLASSES), name="classifier", **_dtypes(cfg))(x)
+        return Dense(num_classes, (axes.EMBED, axes.CLASSES), name="classifier", **_dtypes(cfg))(x)
 
 
 class TokenClassifier(_EncoderHead):
     """[b, t, c] logits, one per token (NER tags)."""
 
-    num_classes: int = 2
-
     @nn.compact
     def __call__(self, input_ids: Int[Array, "b t"], *, attention_mask: Int[Array, "b t"] | None = None,
                  token_type_ids: Int[Array, "b t"] | None = None, deterministic: bool) -> Float[Array, "b t c"]:
         hidden, _ = self.encode(input_ids, attention_mask, token_type_ids, deterministic)
-        x = nn.Dropout(self.config.dropout_rate, name="classifier_dropout")(hidden, deterministic=deterministic)
-        return Dense(self.num_classes, (axes.EMBED, axes.CLASSES), name="classifier", **_dtypes(self.config))(x)
+        cfg = self.config.encoder
+        x = nn.Dropout(cfg.dropout_rate, name="classifier_dropout")(hidden, deterministic=deterministic)
+        return Dense(self.config.num_classes, (axes.EMBED, axes.CLASSES), name="classifier", **_dtypes(cfg))(x)
 
 
 class SpanClassifier(_EncoderHead):
@@ -75,7 +82,7 @@ class SpanClassifier(_EncoderHead):
                  token_type_ids: Int[Array, "b t"] | None = None, deterministic: bool
                  ) -> tuple[Float[Array, "b t"], Float[Array, "b t"]]:
         hidden, _ = self.encode(input_ids, attention_mask, token_type_ids, deterministic)
-        logits = Dense(2, (axes.EMBED, axes.CLASSES), name="qa_outputs", **_dtypes(self.config))(hidden)  # [b, t, 2]
+        logits = Dense(2, (axes.EMBED, axes.CLASSES), name="qa_outputs", **_dtypes(self.config.encoder))(hidden)  # [b, t, 2]
         return logits[..., 0], logits[..., 1]
 
 
@@ -85,7 +92,7 @@ class MaskedLM(_EncoderHead):
     @nn.compact
     def __call__(self, input_ids: Int[Array, "b t"], *, attention_mask: Int[Array, "b t"] | None = None,
                  token_type_ids: Int[Array, "b t"] | None = None, deterministic: bool) -> Float[Array, "b t v"]:
-        cfg = self.config
+        cfg = self.config.encoder
         encoder = Encoder(cfg, name="encoder")
         hidden, _ = encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                             deterministic=deterministic)

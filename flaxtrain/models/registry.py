@@ -9,7 +9,9 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 
 from flaxtrain.errors import FlaxtrainError, nearest
+from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.models.fasttext import FastText, FastTextConfig
+from flaxtrain.models.heads import HeadConfig, SequenceClassifier
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
 
 
@@ -23,7 +25,12 @@ class ModelEntry(NamedTuple):
 MODELS: dict[str, ModelEntry] = {
     "textcnn": ModelEntry(TextCNN, TextCNNConfig, 1e-3, "text_classification"),
     "fasttext": ModelEntry(FastText, FastTextConfig, 5e-3, "text_classification"),
+    # A pretrained encoder with a sequence-classification head (flaxtrain.text.Transformer).
+    "transformer": ModelEntry(SequenceClassifier, HeadConfig, 5e-5, "text_classification"),
 }
+
+# Config fields that are themselves config dataclasses, rebuilt from the dicts of saved JSON.
+_NESTED = {(HeadConfig, "encoder"): EncoderConfig}
 
 # ktrain spellings accepted from users' code, mapped to flaxtrain's names.
 _ALIASES = {"dropout": "dropout_rate", "embedding_dim": "embed_dim", "filters": "num_filters"}
@@ -55,6 +62,9 @@ def make_config(name: str, **kwargs: Any) -> Any:
             raise FlaxtrainError(f"unknown {name} config key {key!r}{nearest(key, fields)}")
         if isinstance(value, list):
             value = tuple(value)
+        nested = _NESTED.get((entry.config, key))
+        if nested is not None and isinstance(value, Mapping):
+            value = nested(**value)
         values[key] = value
     missing = [f for f, spec in fields.items() if f not in values and spec.default is dataclasses.MISSING]
     if missing:
@@ -63,7 +73,7 @@ def make_config(name: str, **kwargs: Any) -> Any:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    """A JSON-ready dict of a config dataclass (tuples become lists, nested configs dicts)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 

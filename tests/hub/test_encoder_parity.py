@@ -146,12 +146,9 @@ def test_task_heads_match_reference(family, task, tmp_path):
     with torch.no_grad():
         reference = model(**kwargs)
     ours_config, params, _ = hub.load_pretrained(path, task=task)
-    module = {
-        "sequence": lambda: heads.SequenceClassifier(ours_config, num_classes=5),
-        "token": lambda: heads.TokenClassifier(ours_config, num_classes=5),
-        "span": lambda: heads.SpanClassifier(ours_config),
-        "mlm": lambda: heads.MaskedLM(ours_config),
-    }[task]()
+    head_config = heads.HeadConfig(ours_config, num_classes=5)
+    module = {"sequence": heads.SequenceClassifier, "token": heads.TokenClassifier, "span": heads.SpanClassifier,
+              "mlm": heads.MaskedLM}[task](head_config)
     got = module.apply({"params": params}, jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask, jnp.int32),
                        deterministic=True)
     valid = mask.astype(bool)

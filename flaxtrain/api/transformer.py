@@ -1,0 +1,77 @@
+"""`Transformer`: ktrain's preprocessor-and-model-maker for pretrained encoders, on flaxtrain's Encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+
+from flaxtrain import hub, models
+from flaxtrain.api.model import Model, init_model_params
+from flaxtrain.data import TextDataset, TextPreprocessor
+from flaxtrain.data.preprocess import infer_class_names
+from flaxtrain.errors import FlaxtrainError
+
+_PAD_TOKENS = ("[PAD]", "<pad>")
+
+
+class Transformer:
+    """A pretrained encoder checkpoint with its tokenizer: encodes texts and builds classifiers.
+
+        t = flaxtrain.text.Transformer('minilm', maxlen=128, class_names=['neg', 'pos'])
+        trn = t.preprocess_train(x_train, y_train); val = t.preprocess_test(x_test, y_test)
+        model = t.get_classifier()
+
+    Args:
+      model_name: 'minilm' or a local Hugging Face-format folder (config.json, model.safetensors,
+        tokenizer.json) of a BERT, DistilBERT, RoBERTa, ALBERT or XLM-R encoder.
+      maxlen: longest token sequence, special tokens included (at most the model's positions).
+      class_names: label values in class order (default: the sorted labels of preprocess_train).
+    """
+
+    def __init__(self, model_name: str, maxlen: int = 128, class_names: Sequence[Any] | None = None):
+        self.model_name = model_name
+        self.encoder_config, self.encoder_params, tokenizer = hub.load_pretrained(model_name)
+        limit = self.encoder_config.max_positions - (self.encoder_config.pad_id + 1 if self.encoder_config.roberta_positions else 0)
+        if maxlen > limit:
+            raise FlaxtrainError(f"maxlen {maxlen} exceeds the {limit} positions {model_name!r} was trained with: lower maxlen")
+        self.tokenizer = tokenizer
+        self.maxlen = maxlen
+        self.class_names = list(class_names) if class_names else None
+        self.preproc: TextPreprocessor | None = None
+
+    def _preprocessor(self, labels: Any | None) -> TextPreprocessor:
+        if self.preproc is None:
+            if self.class_names is None:
+                if labels is None:
+                    raise FlaxtrainError("class names unknown: call preprocess_train first or pass class_names")
+                self.class_names = infer_class_names(labels)
+            if len(self.class_names) < 2:
+                raise FlaxtrainError(f"a classifier needs two or more classes, got {self.class_names}")
+            pad_id = next((self.tokenizer.token_to_id(t) for t in _PAD_TOKENS if self.tokenizer.token_to_id(t) is not None),
+                          self.encoder_config.pad_id)
+            self.preproc = TextPreprocessor(self.tokenizer, maxlen=self.maxlen, class_names=self.class_names,
+                                            pad_id=pad_id, add_special_tokens=True)
+        return self.preproc
+
+    def preprocess_train(self, texts: Sequence[str], labels: Any, verbose: int = 1) -> TextDataset:
+        """Encodes a labelled training set."""
+        data = self._preprocessor(labels).preprocess_train(texts, labels)
+        if verbose:
+            print(f"{len(data)} training texts, {len(self.class_names)} classes, maxlen {self.maxlen} word pieces")
+        return data
+
+    def preprocess_test(self, texts: Sequence[str], labels: Any | None = None, verbose: int = 1) -> TextDataset:
+        """Encodes a validation or test set (labels optional)."""
+        del verbose
+        return self._preprocessor(labels).preprocess_test(texts, labels)
+
+    def get_classifier(self, seed: int = 0) -> Model:
+        """The pretrained encoder with a new sequence-classification head, as a flaxtrain Model."""
+        preproc = self._preprocessor(None)
+        config = models.make_config("transformer", encoder=self.encoder_config, num_classes=len(self.class_names))
+        params = dict(init_model_params(models.build_model("transformer", config), seed))
+        params["encoder"] = jax.tree.map(lambda new, old: new.astype(old.dtype), self.encoder_params, params["encoder"])
+        return Model("transformer", config, params, preproc)
+

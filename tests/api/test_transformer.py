@@ -1,0 +1,71 @@
+"""Pretrained encoders through the same Learner and Predictor: flaxtrain.text.Transformer and get_model."""
+
+import numpy as np
+import pytest
+
+import flaxtrain
+import flaxtrain.text
+from flaxtrain import hub
+from flaxtrain.errors import FlaxtrainError
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small random BERT with MiniLM's uncased word-piece vocabulary, saved in Hugging Face format."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64)
+    path = tmp_path_factory.mktemp("bert")
+    transformers.BertModel(config).save_pretrained(path, safe_serialization=True)
+    hub.load_tokenizer("minilm").save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_transformer_preprocesses_with_special_tokens(checkpoint):
+    t = flaxtrain.text.Transformer(str(checkpoint), maxlen=8, class_names=["neg", "pos"])
+    data = t.preprocess_train(["a wonderful film", "one two three four five six seven eight nine"], ["pos", "neg"],
+                              verbose=0)
+    cls, sep = t.tokenizer.token_to_id("[CLS]"), t.tokenizer.token_to_id("[SEP]")
+    assert data.input_ids[0][0] == cls and data.input_ids[0][-1] == sep
+    assert len(data.input_ids[1]) == 8 and data.input_ids[1][-1] == sep  # truncated, [SEP] kept
+    with pytest.raises(FlaxtrainError, match="exceeds the 64 positions"):
+        flaxtrain.text.Transformer(str(checkpoint), maxlen=100)
+
+
+def test_fine_tune_predict_save_load(checkpoint, sentiment_texts, tmp_path):
+    texts, labels = sentiment_texts
+    t = flaxtrain.text.Transformer(str(checkpoint), maxlen=32)
+    trn = t.preprocess_train(texts[:200], labels[:200], verbose=0)
+    val = t.preprocess_test(texts[200:], labels[200:])
+    model = t.get_classifier()
+    learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+    history = learner.fit(3e-3, 4, verbose=0)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["val_acc"] >= 0.9, history
+    predictor = flaxtrain.get_predictor(learner.model, preproc=t.preproc)
+    assert predictor.predict("a brilliant and moving story") == "pos"
+    path = predictor.save(tmp_path / "p")
+    again = flaxtrain.load_predictor(path)
+    probe = ["dull and tedious", "superb", ""]
+    np.testing.assert_array_equal(again.predict_proba(probe), predictor.predict_proba(probe))
+
+
+def test_get_model_takes_a_checkpoint_folder(checkpoint, sentiment_texts):
+    texts, labels = sentiment_texts
+    data = flaxtrain.text.LoadedData("synthetic", texts[:40], labels[:40], texts[40:50], labels[40:50], ["neg", "pos"])
+    model = flaxtrain.get_model(str(checkpoint), train_data=data, maxlen=32)
+    assert model.name == "transformer" and model.config.num_classes == 2
+    assert len(model.val_data) == 10
+    with pytest.raises(FlaxtrainError, match="unknown model 'minilmm'"):
+        flaxtrain.get_model("minilmm", train_data=data)
+
+
+def test_pretrained_minilm_loads_by_name():
+    t = flaxtrain.text.Transformer("minilm", maxlen=64, class_names=["neg", "pos"])
+    model = t.get_classifier()
+    assert model.config.encoder.hidden_size == 384 and model.config.encoder.num_layers == 6
+    probs = flaxtrain.get_predictor(model).predict_proba(["a fine film"])
+    np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
