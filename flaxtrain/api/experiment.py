@@ -36,7 +36,11 @@ def check_config(config: Any) -> None:
     if "name" not in config.model:
         raise FlaxtrainError("config lacks model.name: name a registered model, e.g. 'textcnn'")
     model_kwargs = {k: v for k, v in config.model.items() if k not in ("name", "word_vectors")}
-    models.make_config(config.model.name, vocab_size=1, num_classes=2, **model_kwargs)
+    if config.model.name in models.MODELS:
+        models.make_config(config.model.name, vocab_size=1, num_classes=2, **model_kwargs)
+    elif model_kwargs:
+        raise FlaxtrainError(f"model {config.model.name!r} is pretrained: its sizes come from its checkpoint, "
+                             f"drop model.{next(iter(model_kwargs))}")
 
 
 def _limit(data: Any, count: int) -> Any:

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from flaxtrain._version import __version__
-from flaxtrain import models
+from flaxtrain import hub, models
 from flaxtrain.api.model import Model, init_model_params
 from flaxtrain.data import TextPreprocessor, make_batches
 from flaxtrain.errors import FlaxtrainError
@@ -105,6 +105,14 @@ class Predictor:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Writes a pretrained-encoder classifier in Hugging Face format (PyTorch `transformers` loads it)."""
+        if self.model.name != "transformer":
+            raise FlaxtrainError(f"save_pretrained writes pretrained-encoder models; a {self.model.name} saves with save()")
+        return hub.save_pretrained(directory, self.model.config.encoder, self.model.params, self.preproc.tokenizer,
+                                   task="sequence", class_names=self.preproc.class_names)
 
 
 def get_predictor(model: Model, preproc: TextPreprocessor | None = None, batch_size: int = 32) -> Predictor:

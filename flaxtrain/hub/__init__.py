@@ -1,6 +1,6 @@
 """Hugging Face-format checkpoints (config.json + safetensors + tokenizer.json) read from local paths."""
 
 from flaxtrain.hub.local import PRETRAINED, load_tokenizer, load_word_embeddings, resolve_checkpoint
-from flaxtrain.hub.pretrained import load_pretrained
+from flaxtrain.hub.pretrained import load_pretrained, save_pretrained
 
-__all__ = ["PRETRAINED", "load_tokenizer", "load_word_embeddings", "resolve_checkpoint", "load_pretrained"]
+__all__ = ["PRETRAINED", "load_tokenizer", "load_word_embeddings", "resolve_checkpoint", "load_pretrained", "save_pretrained"]

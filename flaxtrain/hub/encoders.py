@@ -79,6 +79,65 @@ def config_from_hf(hf: Mapping[str, Any]) -> EncoderConfig:
     )
 
 
+def _encoder_entries(config: EncoderConfig, family: str) -> list[tuple[str, tuple[str, ...], str]]:
+    """(Hugging Face name, flaxtrain param path, kind) for every encoder tensor; kinds name the layout change."""
+    entries = [
+        ("embeddings.word_embeddings.weight", ("word", "embedding"), "copy"),
+        ("embeddings.position_embeddings.weight", ("position", "embedding"), "copy"),
+        ("embeddings.LayerNorm.weight", ("embed_norm", "scale"), "copy"),
+        ("embeddings.LayerNorm.bias", ("embed_norm", "bias"), "copy"),
+    ]
+    if config.type_vocab_size > 0:
+        entries.append(("embeddings.token_type_embeddings.weight", ("token_type", "embedding"), "copy"))
+    if config.embedding_dim is not None:
+        entries += [("encoder.embedding_hidden_mapping_in.weight", ("embed_projection", "kernel"), "linear"),
+                    ("encoder.embedding_hidden_mapping_in.bias", ("embed_projection", "bias"), "copy")]
+    names = LAYER_NAMES[family]
+    layers = [("layer", 0)] if config.share_layers else [(f"layer_{i}", i) for i in range(config.num_layers)]
+    for ours, i in layers:
+        p = names.prefix.format(i=i)
+        for part, hf in (("query", names.query), ("key", names.key), ("value", names.value)):
+            entries += [(f"{p}{hf}.weight", (ours, "attention", part, "kernel"), "heads_in"),
+                        (f"{p}{hf}.bias", (ours, "attention", part, "bias"), "heads_bias")]
+        entries += [(f"{p}{names.out}.weight", (ours, "attention", "out", "kernel"), "heads_out"),
+                    (f"{p}{names.out}.bias", (ours, "attention", "out", "bias"), "copy")]
+        for module, hf in (("attention_norm", names.attention_norm), ("mlp_norm", names.mlp_norm)):
+            entries += [(f"{p}{hf}.weight", (ours, module, "scale"), "copy"), (f"{p}{hf}.bias", (ours, module, "bias"), "copy")]
+        for part, hf in (("hidden", names.hidden), ("out", names.mlp_out)):
+            entries += [(f"{p}{hf}.weight", (ours, "mlp", part, "kernel"), "linear"),
+                        (f"{p}{hf}.bias", (ours, "mlp", part, "bias"), "copy")]
+    if config.use_pooler:
+        entries += [(f"{POOLER[family]}.weight", ("pooler", "kernel"), "linear"), (f"{POOLER[family]}.bias", ("pooler", "bias"), "copy")]
+    return entries
+
+
+def _to_ours(array: np.ndarray, kind: str, config: EncoderConfig) -> np.ndarray:
+    h, d, m = config.num_heads, config.head_dim, config.hidden_size
+    array = np.asarray(array, np.float32)
+    return {"copy": lambda a: a, "linear": lambda a: a.T, "heads_in": lambda a: a.T.reshape(m, h, d),
+            "heads_bias": lambda a: a.reshape(h, d), "heads_out": lambda a: a.T.reshape(h, d, m)}[kind](array)
+
+
+def _to_hf(array: np.ndarray, kind: str, config: EncoderConfig) -> np.ndarray:
+    h, d, m = config.num_heads, config.head_dim, config.hidden_size
+    array = np.asarray(array, np.float32)
+    out = {"copy": lambda a: a, "linear": lambda a: a.T, "heads_in": lambda a: a.reshape(m, h * d).T,
+           "heads_bias": lambda a: a.reshape(h * d), "heads_out": lambda a: a.reshape(h * d, m).T}[kind](array)
+    return np.ascontiguousarray(out)
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
 def params_from_hf(weights: Mapping[str, np.ndarray], config: EncoderConfig, family: str) -> dict[str, Any]:
     """Encoder params from a family's state dict (numpy arrays named as in its PyTorch base model)."""
     w = {}
@@ -88,53 +147,41 @@ def params_from_hf(weights: Mapping[str, np.ndarray], config: EncoderConfig, fam
                 key = key[len(prefix):]
                 break
         w[key] = value
-    h, d, m = config.num_heads, config.head_dim, config.hidden_size
-
-    def get(key: str) -> np.ndarray:
-        if key not in w:
-            raise FlaxtrainError(f"checkpoint lacks {key}: it does not match its config.json ({family})")
-        return np.asarray(w[key], np.float32)
-
-    def norm(name: str) -> dict[str, np.ndarray]:
-        return {"scale": get(f"{name}.weight"), "bias": get(f"{name}.bias")}
-
-    def dense(name: str) -> dict[str, np.ndarray]:
-        return {"kernel": get(f"{name}.weight").T, "bias": get(f"{name}.bias")}
-
-    def layer(i: int) -> dict[str, Any]:
-        names = LAYER_NAMES[family]
-        p = names.prefix.format(i=i)
-        attention = {
-            part: {"kernel": get(f"{p}{name}.weight").T.reshape(m, h, d), "bias": get(f"{p}{name}.bias").reshape(h, d)}
-            for part, name in (("query", names.query), ("key", names.key), ("value", names.value))
-        }
-        attention["out"] = {"kernel": get(f"{p}{names.out}.weight").T.reshape(h, d, m), "bias": get(f"{p}{names.out}.bias")}
-        return {
-            "attention": attention,
-            "attention_norm": norm(p + names.attention_norm),
-            "mlp": {"hidden": dense(p + names.hidden), "out": dense(p + names.mlp_out)},
-            "mlp_norm": norm(p + names.mlp_norm),
-        }
-
-    params: dict[str, Any] = {
-        "word": {"embedding": get("embeddings.word_embeddings.weight")},
-        "position": {"embedding": get("embeddings.position_embeddings.weight")},
-        "embed_norm": norm("embeddings.LayerNorm"),
-    }
-    if config.type_vocab_size > 0:
-        params["token_type"] = {"embedding": get("embeddings.token_type_embeddings.weight")}
-    if config.embedding_dim is not None:
-        params["embed_projection"] = dense("encoder.embedding_hidden_mapping_in")
-    if config.share_layers:
-        params["layer"] = layer(0)
-    else:
-        params.update({f"layer_{i}": layer(i) for i in range(config.num_layers)})
-    if config.use_pooler:
-        name = POOLER[family]
-        # Checkpoints saved without a pooler (add_pooling_layer=False) get an identity-initialised one.
-        params["pooler"] = dense(name) if f"{name}.weight" in w else {
-            "kernel": np.eye(m, dtype=np.float32), "bias": np.zeros(m, np.float32)}
+    params: dict[str, Any] = {}
+    for hf, path, kind in _encoder_entries(config, family):
+        if hf not in w:
+            if path[0] == "pooler":  # saved without a pooler (add_pooling_layer=False): identity start
+                m = config.hidden_size
+                _set(params, path, np.eye(m, dtype=np.float32) if path[1] == "kernel" else np.zeros(m, np.float32))
+                continue
+            raise FlaxtrainError(f"checkpoint lacks {hf}: it does not match its config.json ({family})")
+        _set(params, path, _to_ours(w[hf], kind, config))
     return params
+
+
+def params_to_hf(params: Mapping[str, Any], config: EncoderConfig, family: str, prefix: str = "") -> dict[str, np.ndarray]:
+    """The family's state dict of encoder params; `prefix` (e.g. 'bert.') as task models name them."""
+    return {prefix + hf: _to_hf(np.asarray(_get(params, path)), kind, config)
+            for hf, path, kind in _encoder_entries(config, family)}
+
+
+def config_to_hf(config: EncoderConfig) -> dict[str, Any]:
+    """A Hugging Face `config.json` dict for an EncoderConfig (inverse of config_from_hf)."""
+    activation = {"gelu": "gelu", "gelu_new": "gelu_new", "relu": "relu"}[config.activation]
+    if config.family == "distilbert":
+        return {"model_type": "distilbert", "vocab_size": config.vocab_size, "dim": config.hidden_size,
+                "n_layers": config.num_layers, "n_heads": config.num_heads, "hidden_dim": config.mlp_dim,
+                "max_position_embeddings": config.max_positions, "activation": activation,
+                "dropout": config.dropout_rate, "pad_token_id": config.pad_id, "sinusoidal_pos_embds": False}
+    hf = {"model_type": config.family, "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+          "num_hidden_layers": config.num_layers, "num_attention_heads": config.num_heads,
+          "intermediate_size": config.mlp_dim, "max_position_embeddings": config.max_positions,
+          "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps, "hidden_act": activation,
+          "hidden_dropout_prob": config.dropout_rate, "attention_probs_dropout_prob": config.dropout_rate,
+          "pad_token_id": config.pad_id}
+    if config.family == "albert":
+        hf.update(embedding_size=config.embedding_dim, num_hidden_groups=1, inner_group_num=1)
+    return hf
 
 
 # Task heads: flaxtrain param name -> (Hugging Face name, kind) per task and family.
@@ -178,4 +225,26 @@ def head_params_from_hf(weights: Mapping[str, np.ndarray], family: str, task: st
                          "bias": np.asarray(weights[f"{hf}.bias"], np.float32)}
         else:
             out[ours] = np.asarray(weights[hf], np.float32)
+    return out
+
+
+# Task model class names and the prefix their encoder weights carry, per family.
+CLASS_PREFIX = {"bert": ("Bert", "bert."), "roberta": ("Roberta", "roberta."), "xlm-roberta": ("XLMRoberta", "roberta."),
+                "distilbert": ("DistilBert", "distilbert."), "albert": ("Albert", "albert.")}
+TASK_CLASSES = {None: "Model", "sequence": "ForSequenceClassification", "token": "ForTokenClassification",
+                "span": "ForQuestionAnswering", "mlm": "ForMaskedLM"}
+
+
+def head_params_to_hf(head: Mapping[str, Any], family: str, task: str) -> dict[str, np.ndarray]:
+    """A task head's tensors under its family's Hugging Face names (inverse of head_params_from_hf)."""
+    out: dict[str, np.ndarray] = {}
+    for ours, (hf, kind) in HEAD_NAMES[task][family].items():
+        if kind == "dense":
+            out[f"{hf}.weight"] = np.ascontiguousarray(np.asarray(head[ours]["kernel"], np.float32).T)
+            out[f"{hf}.bias"] = np.asarray(head[ours]["bias"], np.float32)
+        elif kind == "norm":
+            out[f"{hf}.weight"] = np.asarray(head[ours]["scale"], np.float32)
+            out[f"{hf}.bias"] = np.asarray(head[ours]["bias"], np.float32)
+        else:
+            out[hf] = np.asarray(head[ours], np.float32)
     return out

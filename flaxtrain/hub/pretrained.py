@@ -87,3 +87,53 @@ def load_pretrained(name_or_path: str | Path, task: str | None = None) -> tuple[
     if task is not None:
         params = {"encoder": params, **(encoders.head_params_from_hf(weights, model_type, task) or {})}
     return config, jax.tree.map(jnp.asarray, params), load_tokenizer(path)
+
+
+def save_pretrained(
+    directory: str | Path, config: Any, params: Any, tokenizer: Any, *, task: str | None = None,
+    class_names: list[Any] | None = None,
+) -> Path:
+    """Writes config.json, model.safetensors and tokenizer.json that PyTorch `transformers` loads.
+
+    Args:
+      directory: target folder (replaced atomically when it exists).
+      config: the EncoderConfig.
+      params: encoder params, or {'encoder': ..., **head params} with `task`.
+      tokenizer: the `tokenizers.Tokenizer` the model was trained with.
+      task: None, 'sequence', 'token', 'span' or 'mlm' (selects the Hugging Face class).
+      class_names: label names of a sequence or token head (id2label).
+    """
+    import shutil
+    import uuid
+
+    from safetensors.numpy import save_file
+    from tokenizers import Tokenizer
+
+    family = config.family
+    name, prefix = encoders.CLASS_PREFIX[family]
+    encoder = params if task is None else params["encoder"]
+    weights = encoders.params_to_hf(jax.device_get(encoder), config, family, prefix="" if task is None else prefix)
+    hf = {**encoders.config_to_hf(config), "architectures": [name + encoders.TASK_CLASSES[task]]}
+    if task is not None:
+        weights.update(encoders.head_params_to_hf(jax.device_get(params), family, task))
+    if task in ("sequence", "token") and class_names is not None:
+        hf["id2label"] = {str(i): str(c) for i, c in enumerate(class_names)}
+        hf["label2id"] = {str(c): i for i, c in enumerate(class_names)}
+    target = Path(directory).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
+        plain = Tokenizer.from_str(tokenizer.to_str())  # without the truncation flaxtrain set for training
+        plain.no_truncation()
+        plain.save(str(staging / "tokenizer.json"))
+        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        if target.exists():
+            target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -52,6 +52,17 @@ def test_fine_tune_predict_save_load(checkpoint, sentiment_texts, tmp_path):
     probe = ["dull and tedious", "superb", ""]
     np.testing.assert_array_equal(again.predict_proba(probe), predictor.predict_proba(probe))
 
+    # Hugging Face format: PyTorch transformers reproduces flaxtrain's probabilities.
+    exported = predictor.save_pretrained(tmp_path / "hf")
+    reference = transformers.BertForSequenceClassification.from_pretrained(str(exported)).eval()
+    encoded = [list(ids) for ids in t.preproc.encode(probe[:2])]
+    length = max(map(len, encoded))
+    ids = torch.tensor([e + [0] * (length - len(e)) for e in encoded])
+    with torch.no_grad():
+        logits = reference(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), predictor.predict_proba(probe[:2]), atol=1e-5)
+    assert reference.config.id2label == {0: "neg", 1: "pos"}
+
 
 def test_get_model_takes_a_checkpoint_folder(checkpoint, sentiment_texts):
     texts, labels = sentiment_texts

@@ -159,3 +159,22 @@ def test_task_heads_match_reference(family, task, tmp_path):
         np.testing.assert_allclose(np.asarray(got), reference.logits.numpy(), atol=1e-4)
     else:
         np.testing.assert_allclose(np.asarray(got)[valid], reference.logits.numpy()[valid], atol=1e-4)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_save_pretrained_round_trips_through_pytorch(family, tmp_path):
+    torch.manual_seed(3)
+    config = FAMILIES[family]().config
+    config.num_labels = 3
+    cls = getattr(transformers, _CLASS_PREFIX[family] + "ForSequenceClassification")
+    model = cls(config).eval()
+    source = _save(model, tmp_path / "source")
+    ours_config, params, tokenizer = hub.load_pretrained(source, task="sequence")
+    target = hub.save_pretrained(tmp_path / "target", ours_config, params, tokenizer, task="sequence",
+                                 class_names=["a", "b", "c"])
+    reloaded = cls.from_pretrained(str(target)).eval()
+    ids, mask, _ = _inputs(53, pad_id=config.pad_token_id, seed=4)
+    kwargs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(**kwargs).logits.numpy(), model(**kwargs).logits.numpy(), atol=1e-5)
+    assert reloaded.config.id2label == {0: "a", 1: "b", 2: "c"}
