@@ -30,20 +30,38 @@ def read_hf_config(path: Path) -> dict[str, Any]:
         raise FlaxtrainError(f"{file} is not valid JSON ({err})") from None
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of model.safetensors (or its shards) as numpy arrays."""
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of model*.safetensors, else of pytorch_model*.bin (only through torch, weights only)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     files = sorted(path.glob("model*.safetensors"))
     if not files:
-        raise FlaxtrainError(f"{path} has no model.safetensors: convert the weights to safetensors")
+        return _read_torch_bin(path)
     weights: dict[str, np.ndarray] = {}
     for file in files:
         try:
             weights.update(load_file(str(file)))
         except SafetensorError as err:
             raise FlaxtrainError(f"{file} is not a readable safetensors file ({err})") from None
+    return weights
+
+
+def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+    files = sorted(path.glob("pytorch_model*.bin"))
+    if not files:
+        raise FlaxtrainError(f"{path} has no model.safetensors (or pytorch_model.bin): not a checkpoint folder")
+    try:
+        import torch
+    except ImportError:
+        raise FlaxtrainError(f"{path} holds only pytorch_model.bin: install torch to read it, or convert it to safetensors") from None
+    weights: dict[str, np.ndarray] = {}
+    for file in files:
+        try:
+            state = torch.load(str(file), map_location="cpu", weights_only=True)  # no pickled code runs
+        except Exception as err:  # torch raises several types for unreadable or unsafe files
+            raise FlaxtrainError(f"{file} is not a readable PyTorch weights file ({str(err).splitlines()[0][:200]})") from None
+        weights.update({k: v.detach().float().numpy() for k, v in state.items()})
     return weights
 
 
@@ -78,7 +96,7 @@ def load_pretrained(name_or_path: str | Path, task: str | None = None) -> tuple[
     if task is not None and task not in encoders.HEAD_NAMES:
         raise FlaxtrainError(f"unknown task head {task!r}{nearest(task, encoders.HEAD_NAMES)}")
     config = encoders.config_from_hf(hf)
-    weights = read_safetensors(path)
+    weights = read_weights(path)
     params = encoders.params_from_hf(weights, config, model_type)
     expected = jax.eval_shape(
         lambda: Encoder(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]

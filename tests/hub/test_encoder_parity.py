@@ -178,3 +178,19 @@ def test_save_pretrained_round_trips_through_pytorch(family, tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(reloaded(**kwargs).logits.numpy(), model(**kwargs).logits.numpy(), atol=1e-5)
     assert reloaded.config.id2label == {0: "a", 1: "b", 2: "c"}
+
+
+def test_pytorch_bin_checkpoint_loads_through_torch(tmp_path):
+    torch.manual_seed(5)
+    model = FAMILIES["bert"]().eval()
+    _save(model, tmp_path)
+    (tmp_path / "model.safetensors").unlink()  # keep only the older PyTorch format
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    assert (tmp_path / "pytorch_model.bin").exists() and not (tmp_path / "model.safetensors").exists()
+    ids, mask, types = _inputs(53)
+    want, _ = _reference(model, ids, mask, types)
+    got, _ = _ours(tmp_path, ids, mask, types)
+    np.testing.assert_allclose(got[mask.astype(bool)], want[mask.astype(bool)], atol=1e-4)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not a zip")
+    with pytest.raises(FlaxtrainError, match="not a readable PyTorch weights file"):
+        hub.load_pretrained(tmp_path)
