@@ -53,7 +53,7 @@ def step_gflop(batch: int, length: int, train: bool) -> float:
     return forward * (3 if train else 1) / 1e9
 
 
-def run(length: int, rounds: int, steps: int, peak: float) -> None:
+def run(length: int, rounds: int, steps: int, peak: float, attention: str) -> None:
     batch = 32
     rng = np.random.default_rng(0)
     ids = rng.integers(1000, SIZES["vocab_size"], size=(batch, length)).astype(np.int32)
@@ -62,7 +62,7 @@ def run(length: int, rounds: int, steps: int, peak: float) -> None:
     ids[np.arange(length)[None, :] >= lengths[:, None]] = 0  # padded tails, as real batches have
     labels = rng.integers(0, 2, size=batch).astype(np.int32)
 
-    config = models.HeadConfig(EncoderConfig(**SIZES, dropout_rate=0.1), num_classes=2)
+    config = models.HeadConfig(EncoderConfig(**SIZES, dropout_rate=0.1, attention=attention), num_classes=2)
     module = models.build_model("transformer", config)
     params = init_params(module, {"input_ids": jnp.zeros((1, 16), jnp.int32)}, jax.random.key(0))
     steps_ = compile_steps(module.apply)
@@ -115,7 +115,7 @@ def run(length: int, rounds: int, steps: int, peak: float) -> None:
         for name, fn in (("flaxtrain train", flax_train), ("pytorch train", torch_train),
                          ("flaxtrain infer", flax_infer), ("pytorch infer", torch_infer)):
             rates[name].append(tokens / _timed(fn))
-    print(f"\nbatch {batch} x {length} tokens; flaxtrain first train step (trace + compile + run) {compile_s:.1f} s")
+    print(f"\nbatch {batch} x {length} tokens, attention '{attention}'; flaxtrain first train step (trace + compile + run) {compile_s:.1f} s")
     for name, values in rates.items():
         train = name.endswith("train")
         gflops = step_gflop(batch, length, train) * statistics.median(values) / (batch * length)
@@ -131,11 +131,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--attention", default="einsum", choices=["einsum", "xla"], help="ops.dot_product_attention path")
     args = parser.parse_args()
     xla_peak, torch_peak = matmul_peak_gflops()
     print(f"float32 2048x2048 matmul peak: XLA {xla_peak:.0f} GFLOP/s, PyTorch {torch_peak:.0f} GFLOP/s")
     for length in args.lengths:
-        run(length, args.rounds, args.steps, max(xla_peak, torch_peak))
+        run(length, args.rounds, args.steps, max(xla_peak, torch_peak), args.attention)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ class EncoderConfig:
     share_layers: bool = False  # ALBERT: one block's params used by every layer
     roberta_positions: bool = False  # RoBERTa/XLM-R: position of a real token = pad_id + its 1-based index
     use_pooler: bool = True  # tanh(dense(first token)); DistilBERT has none and returns the first token
-    attention: str = "einsum"  # ops.dot_product_attention implementation: 'einsum' or 'xla'
+    attention: str = "xla"  # ops.dot_product_attention path: "xla" (faster here, benchmarks/README.md) or "einsum"
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter storage dtype
 
