@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from flaxtrain import hub, models
 from flaxtrain.api.model import Model, init_model_params
 from flaxtrain.data import TextPreprocessor, make_batches
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.files import atomic_directory
 from flaxtrain.eval import classification_metrics
 from flaxtrain.train import loop
 
@@ -79,11 +78,7 @@ class Predictor:
         """
         import orbax.checkpoint as ocp
 
-        target = Path(directory).absolute()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
-        try:
+        with atomic_directory(directory) as staging:
             config = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -97,14 +92,7 @@ class Predictor:
             checkpointer.save(staging / PARAMS_DIR, self.model.params)
             checkpointer.wait_until_finished()
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            if target.exists():
-                target.rename(retired)
-            staging.rename(target)
-            shutil.rmtree(retired, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return Path(directory).absolute()
 
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain.errors import FlaxtrainError, nearest
+from flaxtrain.files import atomic_directory
 from flaxtrain.hub import encoders
 from flaxtrain.hub.local import load_tokenizer, resolve_checkpoint
 from flaxtrain.models.encoder import Encoder
@@ -121,9 +122,6 @@ def save_pretrained(
       task: None, 'sequence', 'token', 'span' or 'mlm' (selects the Hugging Face class).
       class_names: label names of a sequence or token head (id2label).
     """
-    import shutil
-    import uuid
-
     from safetensors.numpy import save_file
     from tokenizers import Tokenizer
 
@@ -137,21 +135,10 @@ def save_pretrained(
     if task in ("sequence", "token") and class_names is not None:
         hf["id2label"] = {str(i): str(c) for i, c in enumerate(class_names)}
         hf["label2id"] = {str(c): i for i, c in enumerate(class_names)}
-    target = Path(directory).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with atomic_directory(directory) as staging:
         save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
         plain = Tokenizer.from_str(tokenizer.to_str())  # without the truncation flaxtrain set for training
         plain.no_truncation()
         plain.save(str(staging / "tokenizer.json"))
-        retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        if target.exists():
-            target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return Path(directory).absolute()
