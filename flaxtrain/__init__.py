@@ -14,9 +14,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from flaxtrain import _xla_flags
+from flaxtrain._version import __version__
 from flaxtrain.errors import FlaxtrainError
 
-from flaxtrain._version import __version__
+_xla_flags.apply_defaults()
 
 _LAZY = {
     "get_model": "flaxtrain.api.model",

@@ -28,16 +28,8 @@ class MultiHeadAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
-    def _projection(self, name: str) -> nn.DenseGeneral:
-        return nn.DenseGeneral(
-            (self.num_heads, self.head_dim),
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.EMBED, axes.HEADS, axes.HEAD_DIM)),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes.HEADS, axes.HEAD_DIM)),
-            name=name,
-        )
+    def _projection(self, name: str, features: int) -> _HeadsKernel:
+        return _HeadsKernel(features, self.num_heads, self.head_dim, self.use_bias, self.param_dtype, name=name)
 
     @nn.compact
     def __call__(
@@ -59,10 +51,16 @@ class MultiHeadAttention(nn.Module):
           bias: additive attention scores (relative positions).
           decode: use and extend the key/value cache (self-attention only).
         """
-        inputs_kv = inputs_q if inputs_kv is None else inputs_kv
-        query = self._projection("query")(inputs_q)  # [b, t, h, d]
-        key = self._projection("key")(inputs_kv)  # [b, s, h, d]
-        value = self._projection("value")(inputs_kv)
+        names = ("query", "key", "value")
+        if inputs_kv is None:
+            # Self-attention: one [m, 3h, d] matmul instead of three [m, h, d] ones (fewer, larger GEMMs;
+            # the same params and numbers). benchmarks/README.md has the figures.
+            kernels, biases = zip(*(self._projection(n, inputs_q.shape[-1])() for n in names))
+            query, key, value = jnp.split(self._project(inputs_q, kernels, biases), 3, axis=2)
+        else:
+            query = self._project(inputs_q, *zip(self._projection("query", inputs_q.shape[-1])()))
+            kv = [self._projection(n, inputs_kv.shape[-1])() for n in names[1:]]
+            key, value = jnp.split(self._project(inputs_kv, *zip(*kv)), 2, axis=2)
         if decode:
             key, value, mask = self._extend_cache(key, value, mask)
         out = ops.dot_product_attention(
@@ -78,6 +76,16 @@ class MultiHeadAttention(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes.EMBED,)),
             name="out",
         )(out)
+
+    def _project(self, x: jax.Array, kernels: tuple, biases: tuple) -> jax.Array:
+        """x [b, t, m] through the concatenated [m, k*h, d] kernels -> [b, t, k*h, d]."""
+        kernel = kernels[0] if len(kernels) == 1 else jnp.concatenate(kernels, axis=1)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        y = jnp.einsum("btm,mhd->bthd", x, kernel)
+        if self.use_bias:
+            bias = biases[0] if len(biases) == 1 else jnp.concatenate(biases, axis=0)
+            y = y + bias.astype(y.dtype)[None, None]
+        return y
 
     def _extend_cache(
         self, key: jax.Array, value: jax.Array, mask: jax.Array | None
@@ -101,3 +109,31 @@ class MultiHeadAttention(nn.Module):
         index.value = start + length
         causal = ops.make_causal_mask(length, offset=start, key_length=max_length)  # [1, 1, t, max_length]
         return cached_key.value, cached_value.value, ops.combine_masks(causal, mask)
+
+
+class _HeadsKernel(nn.Module):
+    """Declares one projection's [m, h, d] kernel and [h, d] bias (as `nn.DenseGeneral` names them)."""
+
+    features: int
+    num_heads: int
+    head_dim: int
+    use_bias: bool
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array | None]:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.normal(0.02), (axes.EMBED, axes.HEADS, axes.HEAD_DIM)),
+            (self.features, self.num_heads, self.head_dim),
+            self.param_dtype,
+        )
+        if not self.use_bias:
+            return kernel, None
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes.HEADS, axes.HEAD_DIM)),
+            (self.num_heads, self.head_dim),
+            self.param_dtype,
+        )
+        return kernel, bias

@@ -7,11 +7,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from flaxtrain import ops
 from flaxtrain.layers import axes
 from flaxtrain.layers.dense import Dense
 
 ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact erf GELU, as BERT's checkpoints expect
+    "gelu": ops.gelu,  # exact erf GELU, as BERT checkpoints expect
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
 }

@@ -1,0 +1,52 @@
+"""Layer normalisation (Ba et al. 2016) with a hand-written gradient."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float) -> jax.Array:
+    """(x - mean) / sqrt(var + epsilon) * scale + bias over the last axis; statistics in float32.
+
+    Returns x's dtype. The backward pass is the closed form (one pass of two row sums over the
+    saved normalised x), which XLA on CPU runs faster than the autodiff of the forward.
+    """
+    return _layer_norm_forward(x, scale, bias, epsilon)[0]
+
+
+def _normalise(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    centred = x32 - mean
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + epsilon)
+    return centred * rstd, rstd
+
+
+def _layer_norm_forward(x, scale, bias, epsilon):
+    xhat, rstd = _normalise(x, epsilon)
+    y = (xhat * _row(scale, x.ndim) + _row(bias, x.ndim)).astype(x.dtype)
+    return y, (xhat, rstd, scale, bias)
+
+
+def _layer_norm_backward(epsilon, residuals, g):
+    del epsilon
+    xhat, rstd, scale, bias = residuals
+    g32 = g.astype(jnp.float32)
+    reduce_axes = tuple(range(g.ndim - 1))
+    dscale = jnp.sum(g32 * xhat, axis=reduce_axes).astype(scale.dtype)
+    dbias = jnp.sum(g32, axis=reduce_axes).astype(bias.dtype)
+    dxhat = g32 * _row(scale, g.ndim)
+    dx = rstd * (dxhat - jnp.mean(dxhat, axis=-1, keepdims=True) - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx.astype(g.dtype), dscale, dbias
+
+
+def _row(v: jax.Array, ndim: int) -> jax.Array:
+    """A [m] param as float32 [1, ..., 1, m] (explicit rank, for strict rank promotion)."""
+    return v.astype(jnp.float32).reshape((1,) * (ndim - 1) + v.shape)
+
+
+layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
