@@ -29,7 +29,7 @@ _LAZY = {
     "load_predictor": "flaxtrain.api.predictor",
     "Predictor": "flaxtrain.api.predictor",
 }
-_SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "train", "cli")
+_SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "train", "cli", "distributed")
 
 __all__ = ["FlaxtrainError", "__version__", *_LAZY, "text"]
 

@@ -53,14 +53,12 @@ class MultiHeadAttention(nn.Module):
         """
         names = ("query", "key", "value")
         if inputs_kv is None:
-            # Self-attention: one [m, 3h, d] matmul instead of three [m, h, d] ones (fewer, larger GEMMs;
-            # the same params and numbers). benchmarks/README.md has the figures.
-            kernels, biases = zip(*(self._projection(n, inputs_q.shape[-1])() for n in names))
-            query, key, value = jnp.split(self._project(inputs_q, kernels, biases), 3, axis=2)
+            # Self-attention: one [m, 3, h, d] matmul instead of three [m, h, d] ones (fewer, larger
+            # GEMMs; same params and numbers; the heads axis stays whole for tensor parallelism).
+            query, key, value = self._project(inputs_q, [self._projection(n, inputs_q.shape[-1])() for n in names])
         else:
-            query = self._project(inputs_q, *zip(self._projection("query", inputs_q.shape[-1])()))
-            kv = [self._projection(n, inputs_kv.shape[-1])() for n in names[1:]]
-            key, value = jnp.split(self._project(inputs_kv, *zip(*kv)), 2, axis=2)
+            (query,) = self._project(inputs_q, [self._projection("query", inputs_q.shape[-1])()])
+            key, value = self._project(inputs_kv, [self._projection(n, inputs_kv.shape[-1])() for n in names[1:]])
         if decode:
             key, value, mask = self._extend_cache(key, value, mask)
         out = ops.dot_product_attention(
@@ -77,15 +75,15 @@ class MultiHeadAttention(nn.Module):
             name="out",
         )(out)
 
-    def _project(self, x: jax.Array, kernels: tuple, biases: tuple) -> jax.Array:
-        """x [b, t, m] through the concatenated [m, k*h, d] kernels -> [b, t, k*h, d]."""
-        kernel = kernels[0] if len(kernels) == 1 else jnp.concatenate(kernels, axis=1)
+    def _project(self, x: jax.Array, projections: list[tuple[jax.Array, jax.Array | None]]) -> list[jax.Array]:
+        """x [b, t, m] through k stacked ([m, h, d] kernel, [h, d] bias) pairs in one matmul -> k [b, t, h, d]."""
+        kernel = jnp.stack([k for k, _ in projections], axis=1)  # [m, k, h, d]
         x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        y = jnp.einsum("btm,mhd->bthd", x, kernel)
+        y = jnp.einsum("btm,mkhd->kbthd", x, kernel)
         if self.use_bias:
-            bias = biases[0] if len(biases) == 1 else jnp.concatenate(biases, axis=0)
-            y = y + bias.astype(y.dtype)[None, None]
-        return y
+            bias = jnp.stack([b for _, b in projections], axis=0).astype(y.dtype)  # [k, h, d]
+            y = y + bias[:, None, None]
+        return list(y)
 
     def _extend_cache(
         self, key: jax.Array, value: jax.Array, mask: jax.Array | None

@@ -17,6 +17,7 @@ from flaxtrain import ops
 from flaxtrain.layers import Dense, Embed, MultiHeadAttention, axes
 from flaxtrain.layers.mlp import MLP
 from flaxtrain.layers.norm import LayerNorm
+from flaxtrain.layers.sharding import constrain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,7 @@ class Encoder(nn.Module):
         for i in range(cfg.num_layers):
             layer = shared or EncoderLayer(cfg, name=f"layer_{i}")
             x = layer(x, mask=mask, deterministic=deterministic)
+            x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))  # rows stay data-parallel
         if not cfg.use_pooler:
             return x, x[:, 0]
         pooled = Dense(cfg.hidden_size, (axes.EMBED, axes.MLP), dtype=dtype, param_dtype=param_dtype, name="pooler")(x[:, 0])

@@ -25,7 +25,15 @@ def classification_loss(
     return sums["loss_sum"], sums
 
 
-def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_fn: LossFn) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    rng: jax.Array,
+    *,
+    loss_fn: LossFn,
+    grad_accum_steps: int = 1,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on the batch's mean loss.
 
     Args:
@@ -33,17 +41,43 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_fn: Loss
       batch: dict of [b, ...] arrays with a float32 'weight' ([b], 0 on batch padding).
       rng: base key; the dropout key is `fold_in(rng, state.step)`, so no key is used twice.
       loss_fn: returns (weighted loss sum, metric sums with 'count').
+      grad_accum_steps: k > 1 splits the batch into k micro-batches (rows i, i + k, i + 2k, ... form
+        micro-batch i, so each stays spread over the data-parallel devices) whose gradients a
+        `lax.scan` adds up; the update equals one step on the whole batch, in 1/k of the activation
+        memory. Micro-batch i's dropout key is `fold_in(step key, i)`.
+      axis_name: under `pmap`, the mapped axis: gradient and metric sums are `psum`-ed over it, so
+        every replica takes the same step as one device would on the whole batch.
 
     Returns:
       (new state, metric sums of this batch).
     """
-    rngs = {"dropout": jax.random.fold_in(rng, state.step)}
+    key = jax.random.fold_in(rng, state.step)
 
-    def mean_loss(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        loss_sum, sums = loss_fn(state.apply_fn, params, batch, rngs=rngs, deterministic=False)
-        return loss_sum / jnp.maximum(sums["count"], 1.0), sums
+    def grads_and_sums(params: Any, micro: Batch, dropout_key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+        def loss_sum(p: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+            return loss_fn(state.apply_fn, p, micro, rngs={"dropout": dropout_key}, deterministic=False)
 
-    grads, sums = jax.grad(mean_loss, has_aux=True)(state.params)
+        return jax.grad(loss_sum, has_aux=True)(params)
+
+    if grad_accum_steps == 1:
+        grads, sums = grads_and_sums(state.params, batch, key)
+    else:
+        micro_batches = jax.tree.map(lambda x: _strided_split(x, grad_accum_steps), batch)
+        first = jax.tree.map(lambda x: x[0], micro_batches)
+        zeros = jax.tree.map(
+            lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(grads_and_sums, state.params, first, key)
+        )
+
+        def accumulate(carry: Any, xs: tuple[jax.Array, Batch]) -> tuple[Any, None]:
+            i, micro = xs
+            out = grads_and_sums(state.params, micro, jax.random.fold_in(key, i))
+            return jax.tree.map(jnp.add, carry, out), None
+
+        (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro_batches))
+    if axis_name is not None:
+        grads, sums = jax.lax.psum((grads, sums), axis_name)
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g / count.astype(g.dtype), grads)
     # Optax's Adam raises a Python float to its int32 step count, which strict dtype promotion
     # (on in flaxtrain's tests) rejects; its maths is Optax's own, so it runs under standard rules.
     with jax.numpy_dtype_promotion("standard"):
@@ -51,10 +85,15 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *, loss_fn: Loss
     return state, sums
 
 
-def eval_step(state: TrainState, batch: Batch, *, loss_fn: LossFn) -> dict[str, jax.Array]:
-    """Metric sums of the batch without dropout."""
+def _strided_split(x: jax.Array, k: int) -> jax.Array:
+    """[b, ...] -> [k, b / k, ...] with row j of part i = row j * k + i."""
+    return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+
+def eval_step(state: TrainState, batch: Batch, *, loss_fn: LossFn, axis_name: str | None = None) -> dict[str, jax.Array]:
+    """Metric sums of the batch without dropout (`psum`-ed over `axis_name` under pmap)."""
     _, sums = loss_fn(state.apply_fn, state.params, batch, rngs={}, deterministic=True)
-    return sums
+    return sums if axis_name is None else jax.lax.psum(sums, axis_name)
 
 
 def predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:

@@ -1,0 +1,111 @@
+"""Every strategy gives the one-device numbers: pmap, spmd meshes, gradient accumulation, two processes.
+
+The device count is fixed when JAX starts, so each case runs tests/train/strategies_worker.py in a
+subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=N.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = Path(__file__).with_name("strategies_worker.py")
+
+
+def _env(devices: int, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(extra)
+    return env
+
+
+def _run(out: Path, specs: list[str], devices: int = 8, **extra: str) -> dict[str, np.ndarray]:
+    proc = subprocess.run([sys.executable, str(WORKER), str(out), *specs], env=_env(devices, **extra),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(np.load(out))
+
+
+def _params(result: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
+    prefix = f"{spec}/param"
+    return {k[len(prefix):]: v for k, v in result.items() if k.startswith(prefix)}
+
+
+def _assert_same_run(result: dict[str, np.ndarray], spec: str, reference: dict[str, np.ndarray], ref_spec: str) -> None:
+    np.testing.assert_allclose(result[f"{spec}/losses"], reference[f"{ref_spec}/losses"], rtol=1e-5, atol=1e-6)
+    ours, ref = _params(result, spec), _params(reference, ref_spec)
+    assert ours.keys() == ref.keys() and ours
+    for name, value in ref.items():
+        np.testing.assert_allclose(ours[name], value, rtol=0, atol=1e-5, err_msg=f"{spec}: {name}")
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("strategies") / "run.npz"
+    return _run(out, ["single", "pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2",
+                      "accum:single::4", "accum-spmd:spmd:2x2x2:2"])
+
+
+@pytest.mark.parametrize("spec", ["pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2"])
+def test_strategy_matches_one_device(eight_devices, spec):
+    assert int(eight_devices["devices"]) == 8
+    _assert_same_run(eight_devices, spec, eight_devices, "single")
+
+
+def test_gradient_accumulation_equals_one_big_step(eight_devices):
+    _assert_same_run(eight_devices, "accum:single::4", eight_devices, "single")
+    _assert_same_run(eight_devices, "accum-spmd:spmd:2x2x2:2", eight_devices, "single")
+
+
+def test_spmd_shards_params_by_logical_axes(eight_devices):
+    spec = lambda path: str(eight_devices[f"spmd:spmd:2x2x2/spec{path}"])  # noqa: E731
+    assert spec("['encoder']['layer_0']['mlp']['hidden']['kernel']") == "P('fsdp', 'tensor')"
+    assert spec("['encoder']['layer_0']['attention']['query']['kernel']") == "P('fsdp', 'tensor', None)"
+    assert spec("['encoder']['word']['embedding']") == "P('tensor', 'fsdp')"
+    assert spec("['classifier']['kernel']") == "P('fsdp', None)"  # 3 classes do not split
+    assert str(eight_devices["spmd:spmd:8x1x1/spec['encoder']['layer_0']['mlp']['hidden']['kernel']"]) == "P(None, None)"
+
+
+def test_spmd_dropout_masks_match_one_device(tmp_path):
+    # Threefry keys are partitionable: the sharded step draws the one-device masks.
+    result = _run(tmp_path / "dropout.npz", ["single", "spmd:spmd:2x2x2"], FLAXTRAIN_TEST_DROPOUT="0.2")
+    _assert_same_run(result, "spmd:spmd:2x2x2", result, "single")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(eight_devices, tmp_path):
+    port = _free_port()
+    out = tmp_path / "multi.npz"
+    specs = ["spmd:spmd:8x1x1", "pmap"]
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), str(out), *specs],
+                         env=_env(4, FLAXTRAIN_TEST_PROCESS=f"{i}/2/{port}"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    result = dict(np.load(out))
+    assert int(result["devices"]) == 8
+    for spec in specs:
+        _assert_same_run(result, spec, eight_devices, "single")
