@@ -42,6 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.swa_from = 0  # weight averaging from this epoch (0: keep the last weights)
     config.train.seed = 0  # seeds the head's init, shuffling and dropout
     config.train.workdir = "runs/minilm_rotten_tomatoes"  # where the predictor is saved
+    config.train.grad_accum_steps = 1  # split each batch into this many micro-batches (same update, less memory)
+    config.train.precision = "float32"  # compute precision: float32 or bfloat16 (params stay float32)
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.strategy = "auto"  # auto (data parallel over all devices), spmd, pmap or single
+    config.mesh.data = 0  # spmd mesh sizes (data, fsdp, tensor); data 0: the devices left over
+    config.mesh.fsdp = 1  # shard params and optimizer state over this many devices
+    config.mesh.tensor = 1  # split heads and MLP width over this many devices
 
     if variant == "tiny":
         config.data.max_examples = 200

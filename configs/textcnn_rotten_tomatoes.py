@@ -51,6 +51,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.batch_size = 50  # examples per step (Kim 2014 used 50)
     config.train.seed = 0  # seeds init, shuffling and dropout
     config.train.workdir = "runs/textcnn_rotten_tomatoes"  # where the predictor is saved
+    config.train.grad_accum_steps = 1  # split each batch into this many micro-batches (same update, less memory)
+    config.train.precision = "float32"  # compute precision: float32 or bfloat16 (params stay float32)
+
+    config.mesh = ml_collections.ConfigDict()
+    config.mesh.strategy = "auto"  # auto (data parallel over all devices), spmd, pmap or single
+    config.mesh.data = 0  # spmd mesh sizes (data, fsdp, tensor); data 0: the devices left over
+    config.mesh.fsdp = 1  # shard params and optimizer state over this many devices
+    config.mesh.tensor = 1  # split heads and MLP width over this many devices
 
     if variant == "default":
         config.model.word_vectors = "minilm"

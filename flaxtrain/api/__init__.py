@@ -2,7 +2,7 @@
 
 from flaxtrain.api.learner import Learner, get_learner
 from flaxtrain.api.model import Model, get_model, text_classifier
-from flaxtrain.api.transformer import Transformer
 from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
+from flaxtrain.api.transformer import Transformer
 
 __all__ = ["Learner", "get_learner", "Model", "get_model", "text_classifier", "Predictor", "get_predictor", "load_predictor", "Transformer"]

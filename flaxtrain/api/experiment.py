@@ -17,8 +17,28 @@ from flaxtrain.errors import FlaxtrainError, nearest
 SECTION_KEYS = {
     "data": {"name", "data_dir", "maxlen", "max_features", "val_pct", "max_examples"},
     "optim": {"lr", "weight_decay", "clip_norm"},
-    "train": {"epochs", "batch_size", "swa_from", "seed", "workdir"},
+    "train": {"epochs", "batch_size", "swa_from", "seed", "workdir", "grad_accum_steps", "precision"},
+    "mesh": {"strategy", "data", "fsdp", "tensor"},
 }
+OPTIONAL_SECTIONS = {"mesh"}  # defaults: strategy 'auto' over every device
+
+
+def mesh_arguments(config: Any) -> dict[str, Any]:
+    """get_learner's strategy/mesh from the config's mesh section (data <= 0: the remaining devices)."""
+    section = config.get("mesh")
+    if section is None:
+        return {"strategy": "auto"}
+    strategy = section.get("strategy", "auto")
+    fsdp, tensor, data = section.get("fsdp", 1), section.get("tensor", 1), section.get("data", 0)
+    if strategy in ("pmap", "single"):
+        if (fsdp, tensor) != (1, 1) or data > 0:
+            raise FlaxtrainError(f"mesh.strategy {strategy!r} takes no mesh sizes: set mesh.strategy='spmd' to use them")
+        return {"strategy": strategy}
+    if data <= 0:
+        import jax
+
+        data = max(jax.device_count() // (fsdp * tensor), 1)
+    return {"strategy": strategy, "mesh": (data, fsdp, tensor)}
 
 
 def check_config(config: Any) -> None:
@@ -29,6 +49,8 @@ def check_config(config: Any) -> None:
             raise FlaxtrainError(f"unknown config section {section!r}{nearest(section, sections)}")
     for section, keys in SECTION_KEYS.items():
         if section not in config:
+            if section in OPTIONAL_SECTIONS:
+                continue
             raise FlaxtrainError(f"config lacks the {section!r} section")
         for key in config[section].keys():
             if key not in keys:
@@ -69,7 +91,10 @@ def train_from_config(config: Any, *, verbose: bool = True) -> tuple[Predictor, 
     log(f"{config.data.name}: {len(data.train_x)} train / {len(data.val_x)} validation / {len(test.val_x)} test texts")
     log(repr(model))
     learner = get_learner(model, model.train_data, model.val_data, batch_size=config.train.batch_size,
-                          weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm, seed=config.train.seed)
+                          weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm, seed=config.train.seed,
+                          grad_accum_steps=config.train.get("grad_accum_steps", 1),
+                          precision=config.train.get("precision", "float32"), **mesh_arguments(config))
+    log(f"training on {learner.strategy.describe()}, {learner.precision}")
     learner.fit(config.optim.lr, config.train.epochs, swa_from=config.train.get("swa_from") or None, verbose=verbose)
     predictor = get_predictor(model, batch_size=max(config.train.batch_size, 32))
     loss, metrics = predictor.evaluate(test.val_x, test.val_y)

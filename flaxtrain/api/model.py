@@ -168,7 +168,9 @@ def get_model(
 def _pretrained_classifier(name: str, train_data: Any, val_data: TextDataset | None, *, preproc: TextPreprocessor | None,
                            maxlen: int, seed: int) -> Model:
     """get_model for a pretrained encoder name or checkpoint folder: encoder + classification head."""
-    from flaxtrain.api.transformer import Transformer  # it builds Models: imported here to avoid a cycle
+    from flaxtrain.api.transformer import (
+        Transformer,  # it builds Models: imported here to avoid a cycle
+    )
 
     if name not in hub.PRETRAINED and not Path(name).is_dir():
         choices = [*models.MODELS, *hub.PRETRAINED]

@@ -10,13 +10,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from flaxtrain._version import __version__
 from flaxtrain import hub, models
+from flaxtrain._version import __version__
 from flaxtrain.api.model import Model, init_model_params
 from flaxtrain.data import TextPreprocessor, make_batches
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.files import atomic_directory
 from flaxtrain.eval import classification_metrics
+from flaxtrain.files import atomic_directory
 from flaxtrain.train import loop
 
 CONFIG_FILE = "config.json"

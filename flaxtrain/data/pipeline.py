@@ -41,6 +41,8 @@ def make_batches(
     seed: int = 0,
     epoch: int = 0,
     pad_id: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> tuple[Iterator[Batch], int]:
     """Batches of {'input_ids' [b, L] int32, 'label' [b] int32, 'index' [b] int64, 'weight' [b] float32}.
 
@@ -53,6 +55,8 @@ def make_batches(
       seed: shuffle seed.
       epoch: epoch number, mixed into the shuffle seed.
       pad_id: token id for padding.
+      process_index, process_count: on several hosts, every process builds the same global batches
+        (same seed) and yields only its contiguous block of batch_size / process_count rows.
 
     Returns:
       (iterator over batches, number of batches).
@@ -62,6 +66,10 @@ def make_batches(
         raise FlaxtrainError("no examples to batch: pass a non-empty dataset")
     if batch_size < 1:
         raise FlaxtrainError(f"batch_size must be positive, got {batch_size}")
+    if batch_size % process_count:
+        raise FlaxtrainError(
+            f"batch size {batch_size} does not divide over {process_count} processes: use a multiple of {process_count}"
+        )
     lengths = np.fromiter((len(x) for x in input_ids), np.int64, count=n)
     if lengths.max() > buckets[-1]:
         raise FlaxtrainError(f"a sequence of {lengths.max()} tokens exceeds the longest bucket {buckets[-1]}: truncate to maxlen")
@@ -92,7 +100,12 @@ def make_batches(
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-    return _fill_batches(ds.as_numpy_iterator(), batch_size, pad_id), total
+    batches = _fill_batches(ds.as_numpy_iterator(), batch_size, pad_id)
+    if process_count > 1:
+        rows = batch_size // process_count
+        start = process_index * rows
+        batches = ({k: v[start:start + rows] for k, v in batch.items()} for batch in batches)
+    return batches, total
 
 
 def _fill_batches(batches: Iterator[Batch], batch_size: int, pad_id: int) -> Iterator[Batch]:

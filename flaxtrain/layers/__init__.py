@@ -2,8 +2,8 @@
 
 from flaxtrain.layers import axes
 from flaxtrain.layers.attention import MultiHeadAttention
-from flaxtrain.layers.embed import Embed
 from flaxtrain.layers.dense import Dense
+from flaxtrain.layers.embed import Embed
 from flaxtrain.layers.mlp import MLP
 from flaxtrain.layers.norm import LayerNorm
 

@@ -37,7 +37,8 @@ class MultiHeadAttention(nn.Module):
         inputs_q: Float[Array, "b t m"],
         inputs_kv: Float[Array, "b s m"] | None = None,
         *,
-        mask: Bool[Array, "b #h t s"] | None = None,
+        mask: Bool[Array, (b #h t s
+)] | None = None,
         bias: Float[Array, "#b #h t s"] | None = None,
         decode: bool = False,
     ) -> Float[Array, "b t m"]:

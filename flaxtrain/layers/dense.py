@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-def Dense(  # noqa: N802 - a factory that reads like the module it returns
+def Dense(
     features: int,
     kernel_axes: tuple[str, str],
     *,

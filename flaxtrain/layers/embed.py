@@ -19,7 +19,7 @@ class Embed(nn.Module):
     init_stddev: float = 0.02
 
     @nn.compact
-    def __call__(self, ids: Int[Array, "..."]) -> Float[Array, "... m"]:
+    def __call__(self, ids: Int[Array, ...]) -> Float[Array, "... m"]:
         table = self.param(
             "embedding",
             nn.with_logical_partitioning(nn.initializers.normal(self.init_stddev), (axes.VOCAB, axes.EMBED)),

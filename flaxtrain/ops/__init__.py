@@ -1,11 +1,15 @@
 """Pure jnp maths with no parameters: activations, attention, masks, losses, normalisation, pooling."""
 
 from flaxtrain.ops.activations import gelu
-
 from flaxtrain.ops.attention import dot_product_attention
 from flaxtrain.ops.losses import classification_sums, softmax_cross_entropy
+from flaxtrain.ops.masks import (
+    combine_masks,
+    make_causal_mask,
+    make_key_padding_mask,
+    make_padding_mask,
+)
 from flaxtrain.ops.normalization import layer_norm
-from flaxtrain.ops.masks import combine_masks, make_causal_mask, make_key_padding_mask, make_padding_mask
 from flaxtrain.ops.pooling import masked_max_over_time, masked_mean_over_time
 
 __all__ = [

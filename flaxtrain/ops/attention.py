@@ -16,7 +16,8 @@ def dot_product_attention(
     key: Float[Array, "b s h d"],
     value: Float[Array, "b s h d"],
     *,
-    mask: Bool[Array, "b #h t s"] | None = None,
+    mask: Bool[Array, (b #h t s
+)] | None = None,
     bias: Float[Array, "#b #h t s"] | None = None,
     scale: float | None = None,
     implementation: Implementation = "einsum",

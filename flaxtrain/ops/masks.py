@@ -23,7 +23,7 @@ def make_causal_mask(length: int, *, offset: Int[Array, ""] | int = 0, key_lengt
     return (jnp.arange(key_length)[None, :] <= query_positions)[None, None]
 
 
-def combine_masks(*masks: Bool[Array, "..."] | None) -> Bool[Array, "..."] | None:
+def combine_masks(*masks: Bool[Array, ...] | None) -> Bool[Array, ...] | None:
     """Logical and of the masks that are not None (None when all are None)."""
     present = [m for m in masks if m is not None]
     if not present:

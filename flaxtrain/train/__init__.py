@@ -2,8 +2,18 @@
 
 from flaxtrain.train.optim import make_optimizer, set_hyperparams
 from flaxtrain.train.partition import CompiledSteps, compile_steps
-from flaxtrain.train.state import TrainState, create_train_state, init_params, update_average
-from flaxtrain.train.step import classification_loss, eval_step, predict_step, train_step
+from flaxtrain.train.state import (
+    TrainState,
+    create_train_state,
+    init_params,
+    update_average,
+)
+from flaxtrain.train.step import (
+    classification_loss,
+    eval_step,
+    predict_step,
+    train_step,
+)
 
 __all__ = [
     "make_optimizer",

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.train.partition import CompiledSteps
 from flaxtrain.train.state import TrainState
+from flaxtrain.train.throughput import Throughput
 
 
 def _progress(iterable: Iterable, *, total: int | None, desc: str, verbose: bool) -> Iterable:
@@ -55,10 +56,12 @@ def train_epoch(
     num_batches: int | None = None,
     check_every: int = 50,
     verbose: bool = True,
+    meter: Throughput | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array], str | None]:
     """Runs the train step over one epoch of batches.
 
     Metrics stay on device between checks, so the host reads them once every `check_every` steps.
+    A `meter` counts the epoch's tokens and model FLOPs (read from the batch shapes on the host).
 
     Returns:
       (state, the epoch's metric sums, None or why training must stop: a non-finite loss or an
@@ -68,19 +71,21 @@ def train_epoch(
     bar = _progress(batches, total=num_batches, desc=f"epoch {epoch + 1}", verbose=verbose)
     try:
         for i, batch in enumerate(bar):
+            if meter is not None:
+                meter.add(state, batch, rng)
             state, sums = steps.train(state, batch, rng)
             total = _add(total, sums)
             if (i + 1) % check_every == 0:
-                stop = _nonfinite_message(total, step=int(state.step), epoch=epoch)
+                stop = _nonfinite_message(total, step=steps.step_of(state), epoch=epoch)
                 if stop:
                     return state, total, stop
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(summarize(total))
     except KeyboardInterrupt:
-        return state, total, f"interrupted at step {int(state.step)} (epoch {epoch + 1})"
+        return state, total, f"interrupted at step {steps.step_of(state)} (epoch {epoch + 1})"
     if total is None:
         raise FlaxtrainError("the training data gave no batches: pass a non-empty training set")
-    return state, total, _nonfinite_message(total, step=int(state.step), epoch=epoch)
+    return state, total, _nonfinite_message(total, step=steps.step_of(state), epoch=epoch)
 
 
 def evaluate(
@@ -116,6 +121,18 @@ def predict(
     return out
 
 
+_FORMATS = {"tokens_per_s": ("tokens/s", "{:.0f}"), "step_s": ("step", "{:.3f} s"), "mfu": ("MFU", "{:.1%}")}
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One epoch's history line: 'epoch 1  loss 0.6931  acc 0.5000  ...  tokens/s 5120  step 0.100 s  MFU 12.0%'."""
+    parts = []
+    for key, value in record.items():
+        label, fmt = _FORMATS.get(key, (key, "{:.4f}" if isinstance(value, float) else "{}"))
+        parts.append(f"{label} {fmt.format(value)}")
+    return "  ".join(parts)
+
+
 def fit(
     state: TrainState,
     *,
@@ -128,6 +145,7 @@ def fit(
     verbose: bool = True,
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[int, TrainState], None] | None = None,
+    precision: str = "float32",
 ) -> tuple[TrainState, list[dict[str, float]], str | None]:
     """Trains for `epochs` epochs, validating after each.
 
@@ -142,6 +160,7 @@ def fit(
       verbose: print a line per epoch and show progress bars on a terminal.
       log: where epoch lines go.
       on_epoch_end: called with (epoch, state) after each finished epoch, before validation.
+      precision: the compute precision, for the MFU's peak.
 
     Returns:
       (last state, per-epoch history, None or why training stopped early).
@@ -149,18 +168,20 @@ def fit(
     history: list[dict[str, float]] = []
     for epoch in range(start_epoch, start_epoch + epochs):
         batches, num_batches = train_batches(epoch)
+        meter = Throughput(steps, precision)
         state, sums, stop = train_epoch(
-            state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose
+            state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose, meter=meter
         )
         if stop:
             return state, history, stop
+        record_speed = meter.finish(sums)
         if on_epoch_end is not None:
             on_epoch_end(epoch, state)
-        record = {"epoch": epoch + 1, **summarize(sums)}
+        record = {"epoch": epoch + 1, **summarize(sums), **record_speed}
         if val_batches is not None:
             batches, num_batches = val_batches()
             record.update(summarize(evaluate(state, batches, steps=steps, num_batches=num_batches, verbose=verbose), "val_"))
         history.append(record)
         if verbose:
-            log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+            log(format_record(record))
     return state, history, None

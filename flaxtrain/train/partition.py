@@ -98,7 +98,8 @@ def make_strategy(
         raise FlaxtrainError(f"a mesh only applies to strategy 'spmd' (or 'auto'), not {strategy!r}")
     count = jax.device_count()
     if strategy == "auto":
-        if mesh is None and count == 1:
+        trivial = mesh is None or (not isinstance(mesh, Mesh) and all(int(n) == 1 for n in mesh))
+        if count == 1 and trivial:
             return Strategy("single", rules=rules)
         strategy = "spmd"
     if strategy in ("single", "pmap"):
@@ -307,7 +308,7 @@ class CompiledSteps:
                 if flops is not None and self.strategy.kind == "pmap":
                     flops *= jax.device_count()  # the lowered program is one device's
                 self._flops[key] = flops
-            except Exception:  # noqa: BLE001 - accounting must never stop training
+            except Exception:
                 self._flops[key] = None
         return self._flops[key]
 

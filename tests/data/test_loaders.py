@@ -3,7 +3,13 @@ import pandas as pd
 import pytest
 
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.text import load_data, texts_from_array, texts_from_csv, texts_from_df, texts_from_folder
+from flaxtrain.text import (
+    load_data,
+    texts_from_array,
+    texts_from_csv,
+    texts_from_df,
+    texts_from_folder,
+)
 
 TEXTS = ["good film", "bad film", "great acting", "poor plot", "fine story", "awful mess", "lovely", "dull"]
 LABELS = ["pos", "neg", "pos", "neg", "pos", "neg", "pos", "neg"]
@@ -93,7 +99,7 @@ def test_rotten_tomatoes_split_is_fixed_deduplicated_and_stratified():
     assert len(everything) == len(set(everything)) == 12_752  # 12,808 snippets less 56 duplicates
     assert len(test.val_x) == 1_276
     assert set(test.val_x).isdisjoint(train.train_x + train.val_x)
-    share = lambda labels: labels.count("fresh") / len(labels)  # noqa: E731
+    share = lambda labels: labels.count("fresh") / len(labels)
     assert abs(share(test.val_y) - share(train.train_y)) < 0.01
     again = load_data("rotten_tomatoes", train=False)
     assert again.val_x == test.val_x

@@ -35,7 +35,7 @@ def test_static_shapes_and_each_example_exactly_once():
 
 def test_shuffle_is_seeded_per_epoch():
     ids, labels = _examples()
-    order = lambda **kw: [tuple(b["index"]) for b in make_batches(ids, labels, batch_size=4, buckets=BUCKETS, **kw)[0]]  # noqa: E731
+    order = lambda **kw: [tuple(b["index"]) for b in make_batches(ids, labels, batch_size=4, buckets=BUCKETS, **kw)[0]]
     assert order(shuffle=True, seed=1, epoch=0) == order(shuffle=True, seed=1, epoch=0)
     assert order(shuffle=True, seed=1, epoch=0) != order(shuffle=True, seed=1, epoch=1)
     assert order(shuffle=False) == order(shuffle=False)
@@ -52,3 +52,16 @@ def test_bucket_lengths():
     assert bucket_lengths(64) == (16, 32, 64)
     assert bucket_lengths(400) == (16, 32, 64, 128, 256, 400)
     assert bucket_lengths(10) == (10,)
+
+
+def test_each_process_gets_its_block_of_every_global_batch():
+    ids, labels = _examples()
+    kwargs = dict(batch_size=4, buckets=BUCKETS, shuffle=True, seed=3, epoch=1)
+    whole, count = make_batches(ids, labels, **kwargs)
+    parts = [make_batches(ids, labels, process_index=p, process_count=2, **kwargs) for p in range(2)]
+    assert all(n == count for _, n in parts)
+    for batch, first, second in zip(whole, parts[0][0], parts[1][0]):
+        for key, value in batch.items():
+            np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), value)
+    with pytest.raises(FlaxtrainError, match="batch size 5 does not divide over 2 processes"):
+        make_batches(ids, labels, batch_size=5, buckets=BUCKETS, process_count=2)

@@ -12,7 +12,7 @@ from flaxtrain.layers.norm import LayerNorm
 
 def test_gelu_values_and_gradient_match_jax_exact_gelu():
     x = jnp.linspace(-6.0, 6.0, 241)
-    reference = lambda v: jax.nn.gelu(v, approximate=False)  # noqa: E731
+    reference = lambda v: jax.nn.gelu(v, approximate=False)
     np.testing.assert_allclose(ops.gelu(x), reference(x), rtol=1e-6, atol=1e-7)
     grad = jax.vmap(jax.grad(ops.gelu))(x)
     np.testing.assert_allclose(grad, jax.vmap(jax.grad(reference))(x), rtol=1e-5, atol=1e-6)

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from flaxtrain.ops.attention import dot_product_attention
-from flaxtrain.ops.masks import combine_masks, make_causal_mask, make_key_padding_mask, make_padding_mask
+from flaxtrain.ops.masks import (
+    combine_masks,
+    make_causal_mask,
+    make_key_padding_mask,
+    make_padding_mask,
+)
 
 B, T, S, H, D = 3, 5, 7, 2, 11
 

@@ -19,13 +19,13 @@ if os.environ.get("FLAXTRAIN_TEST_PROCESS"):
     index, count, port = (int(v) for v in os.environ["FLAXTRAIN_TEST_PROCESS"].split("/"))
     flaxtrain.distributed.initialize(f"127.0.0.1:{port}", num_processes=count, process_id=index)
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from flaxtrain import models  # noqa: E402
-from flaxtrain.models.encoder import EncoderConfig  # noqa: E402
-from flaxtrain.train import create_train_state, init_params, make_optimizer  # noqa: E402
-from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy  # noqa: E402
+from flaxtrain import models
+from flaxtrain.models.encoder import EncoderConfig
+from flaxtrain.train import create_train_state, init_params, make_optimizer
+from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy
 
 BATCH, LENGTH, STEPS = 16, 12, 5
 

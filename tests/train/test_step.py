@@ -4,7 +4,13 @@ import numpy as np
 
 from flaxtrain import models
 from flaxtrain.data import make_batches
-from flaxtrain.train import compile_steps, create_train_state, init_params, loop, make_optimizer
+from flaxtrain.train import (
+    compile_steps,
+    create_train_state,
+    init_params,
+    loop,
+    make_optimizer,
+)
 
 
 def _setup(tiny_split, lr=1e-2):

@@ -65,7 +65,7 @@ def test_gradient_accumulation_equals_one_big_step(eight_devices):
 
 
 def test_spmd_shards_params_by_logical_axes(eight_devices):
-    spec = lambda path: str(eight_devices[f"spmd:spmd:2x2x2/spec{path}"])  # noqa: E731
+    spec = lambda path: str(eight_devices[f"spmd:spmd:2x2x2/spec{path}"])
     assert spec("['encoder']['layer_0']['mlp']['hidden']['kernel']") == "P('fsdp', 'tensor')"
     assert spec("['encoder']['layer_0']['attention']['query']['kernel']") == "P('fsdp', 'tensor', None)"
     assert spec("['encoder']['word']['embedding']") == "P('tensor', 'fsdp')"

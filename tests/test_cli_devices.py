@@ -1,0 +1,55 @@
+"""The same command on one CPU device and on 8 simulated devices (spmd mesh, pmap) gives the same run."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = f"{ROOT}/configs/textcnn_rotten_tomatoes.py:tiny"
+
+
+def _train(tmp_path: Path, devices: int, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "flaxtrain.cli", "train", "--config", TINY,
+                           f"--config.train.workdir={tmp_path}", "--config.train.batch_size=8", *overrides],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+
+
+def _test_metrics(result: subprocess.CompletedProcess) -> dict[str, float]:
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("test  loss"))
+    return {k: float(v) for k, v in re.findall(r"(\w+) ([-\d.]+)", line)}
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory) -> dict[str, float]:
+    result = _train(tmp_path_factory.mktemp("one"), 1)
+    assert "training on one device (cpu)" in result.stdout
+    assert re.search(r"tokens/s \d+  step [\d.]+ s  MFU [\d.]+%", result.stdout), result.stdout
+    return _test_metrics(result)
+
+
+@pytest.mark.parametrize("overrides, description", [
+    (("--config.mesh.strategy=spmd", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"),
+     "spmd over 8 devices (data 2, fsdp 2, tensor 2)"),
+    ((), "spmd over 8 devices (data 8, fsdp 1, tensor 1)"),
+])
+def test_eight_devices_give_the_one_device_run(one_device, tmp_path, overrides, description):
+    result = _train(tmp_path, 8, *overrides)
+    assert f"training on {description}" in result.stdout
+    metrics = _test_metrics(result)
+    assert metrics.keys() == one_device.keys()
+    for name, value in one_device.items():
+        assert abs(metrics[name] - value) < 1e-3, (name, metrics[name], value)
+
+
+def test_batch_that_does_not_divide_over_devices_is_one_line(tmp_path):
+    result = _train(tmp_path, 8, "--config.train.batch_size=12")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: batch_size 12 does not divide over 8 data-parallel devices: use a multiple of 8"
+    ), result.stderr
