@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.layers import axes, sharding
 from flaxtrain.train import step as step_lib
-from flaxtrain.train.state import TrainState
+from flaxtrain.train.state import TrainState, create_train_state, init_params
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # batch rows are split over both
@@ -184,6 +184,19 @@ class CompiledSteps:
         self._jitted["predict"] = jax.jit(functools.partial(step_lib.predict_step, apply_fn))
 
     # --- placement -------------------------------------------------------------------------------
+    def init_state(self, module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax.Array,
+                   tx: optax.GradientTransformation) -> TrainState:
+        """A fresh TrainState created on the devices: under spmd, `init` is jitted with the state's
+        shardings as out_shardings (shapes from `jax.eval_shape`), so no device ever holds all params."""
+
+        def init(key: jax.Array) -> TrainState:
+            return create_train_state(module, init_params(module, sample_inputs, key), tx)
+
+        if self.strategy.kind != "spmd":
+            return self.place_state(jax.jit(init)(rng))
+        sharding = self.state_sharding(jax.eval_shape(init, rng))
+        return self._in_mesh(jax.jit(init, out_shardings=sharding), rng)
+
     def place_state(self, state: TrainState) -> TrainState:
         """The state on this strategy's devices (replicated for pmap, sharded for spmd)."""
         kind = self.strategy.kind

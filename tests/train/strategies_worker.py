@@ -57,7 +57,11 @@ def run(spec: str, dropout: float) -> tuple[np.ndarray, dict[str, np.ndarray], d
     params = init_params(module, sample, jax.random.key(0))
     steps = compile_steps(module.apply, strategy=make_strategy(strategy, mesh_shape),
                           grad_accum_steps=int(accum or 1), param_specs=logical_param_specs(module, sample))
-    state = steps.place_state(create_train_state(module, params, make_optimizer(3e-3, weight_decay=0.01)))
+    tx = make_optimizer(3e-3, weight_decay=0.01)
+    if name.startswith("born"):  # params created sharded by a jitted init
+        state = steps.init_state(module, sample, jax.random.key(0), tx)
+    else:
+        state = steps.place_state(create_train_state(module, params, tx))
     losses = []
     process, processes = jax.process_index(), jax.process_count()
     for batch in batches():

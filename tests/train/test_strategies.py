@@ -50,10 +50,10 @@ def _assert_same_run(result: dict[str, np.ndarray], spec: str, reference: dict[s
 def eight_devices(tmp_path_factory) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("strategies") / "run.npz"
     return _run(out, ["single", "pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2",
-                      "accum:single::4", "accum-spmd:spmd:2x2x2:2"])
+                      "accum:single::4", "accum-spmd:spmd:2x2x2:2", "born:spmd:2x2x2"])
 
 
-@pytest.mark.parametrize("spec", ["pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2"])
+@pytest.mark.parametrize("spec", ["pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2", "born:spmd:2x2x2"])
 def test_strategy_matches_one_device(eight_devices, spec):
     assert int(eight_devices["devices"]) == 8
     _assert_same_run(eight_devices, spec, eight_devices, "single")
