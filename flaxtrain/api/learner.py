@@ -15,7 +15,7 @@ import numpy as np
 from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import classification_report
+from flaxtrain.eval import classification_report, regression_metrics
 from flaxtrain.train import (
     TrainState,
     create_train_state,
@@ -116,8 +116,9 @@ class Learner:
 
                 module = models.build_model(self.model.name, with_compute_dtype(self.model.config, self.precision))
             sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
-            self._steps = compile_steps(module.apply, strategy=self.strategy, grad_accum_steps=self.grad_accum_steps,
-                                        param_specs=logical_param_specs(module, sample))
+            self._steps = compile_steps(module.apply, self.model.loss_fn, strategy=self.strategy,
+                                        grad_accum_steps=self.grad_accum_steps, param_specs=logical_param_specs(module, sample),
+                                        predict_fn=self.model.predict_fn)
         return self._steps
 
     def _batches(self, data: TextDataset, *, train: bool, epoch: int = 0) -> tuple[Any, int]:
@@ -207,14 +208,22 @@ class Learner:
         return history
 
     def validate(self, val_data: TextDataset | None = None, class_names: list[Any] | None = None,
-                 print_report: bool = True) -> np.ndarray:
-        """Prints a per-class precision/recall/F1 report; returns the confusion matrix (rows true)."""
+                 print_report: bool = True) -> Any:
+        """Prints a per-class precision/recall/F1 report; returns the confusion matrix (rows true).
+
+        For a regression model, prints and returns {'mae', 'mse', 'rmse', 'r2'}.
+        """
         from flaxtrain.api.predictor import get_predictor
 
         data = val_data or self.val_data
         if data is None or data.labels is None:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
         log_probs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
+        if self.model.preproc.regression:
+            metrics = regression_metrics(data.labels, log_probs)
+            if print_report:
+                print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            return metrics
         names = class_names or self.model.preproc.class_names
         if len(names) != self.model.preproc.num_classes:
             raise FlaxtrainError(f"class_names has {len(names)} names but the model has {self.model.preproc.num_classes} classes")

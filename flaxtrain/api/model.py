@@ -13,7 +13,15 @@ from flaxtrain import hub, models
 from flaxtrain.data import LoadedData, TextDataset, TextPreprocessor
 from flaxtrain.data.loaders import MAX_FEATURES, MAXLEN
 from flaxtrain.errors import FlaxtrainError, nearest
-from flaxtrain.train import CompiledSteps, compile_steps, init_params
+from flaxtrain.train import (
+    CompiledSteps,
+    classification_loss,
+    compile_steps,
+    init_params,
+    predict_step,
+    regression_loss,
+    regression_predict_step,
+)
 
 
 class Model:
@@ -44,8 +52,18 @@ class Model:
     def steps(self) -> CompiledSteps:
         """The jitted train/eval/predict steps, compiled once per model."""
         if self._steps is None:
-            self._steps = compile_steps(self.module.apply)
+            self._steps = compile_steps(self.module.apply, self.loss_fn, predict_fn=self.predict_fn)
         return self._steps
+
+    @property
+    def loss_fn(self) -> Any:
+        """The train/eval loss: cross entropy, or squared error for a regression preprocessor."""
+        return regression_loss if self.preproc.regression else classification_loss
+
+    @property
+    def predict_fn(self) -> Any:
+        """The predict step: log-probabilities, or float predictions for regression."""
+        return regression_predict_step if self.preproc.regression else predict_step
 
     @property
     def default_lr(self) -> float:

@@ -15,7 +15,7 @@ from flaxtrain._version import __version__
 from flaxtrain.api.model import Model, init_model_params
 from flaxtrain.data import TextPreprocessor, make_batches
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import classification_metrics
+from flaxtrain.eval import classification_metrics, regression_metrics
 from flaxtrain.files import atomic_directory
 from flaxtrain.train import loop
 
@@ -26,7 +26,7 @@ FORMAT_VERSION = 1
 
 
 class Predictor:
-    """Predicts class names of raw texts with a Model and its preprocessor."""
+    """Predicts class names (or regression values) of raw texts with a Model and its preprocessor."""
 
     def __init__(self, model: Model, preproc: TextPreprocessor | None = None, batch_size: int = 32):
         self.model = model
@@ -39,7 +39,7 @@ class Predictor:
             )
 
     def log_probs(self, input_ids: list[np.ndarray]) -> np.ndarray:
-        """Float32 log-probabilities [n, c] of encoded texts, in their order."""
+        """Float32 log-probabilities [n, c] of encoded texts (regression: predictions [n]), in their order."""
         batches, count = make_batches(input_ids, batch_size=self.batch_size, buckets=self.preproc.buckets,
                                       pad_id=self.preproc.pad_id)
         return loop.predict(self.model.params, batches, steps=self.model.steps, num_examples=len(input_ids),
@@ -47,12 +47,22 @@ class Predictor:
 
     def predict_proba(self, texts: str | list[str]) -> np.ndarray:
         """Class probabilities: [c] for one text, [n, c] for a list."""
+        if self.preproc.regression:
+            raise FlaxtrainError("a regression model has no class probabilities: use predict(texts) for its values")
         single = isinstance(texts, str)
         probs = np.exp(self.log_probs(self.preproc.encode([texts] if single else texts)))
         return probs[0] if single else probs
 
     def predict(self, texts: str | list[str], return_proba: bool = False) -> Any:
-        """Class name of one text (or a list of names); with return_proba, (names, probabilities)."""
+        """Class name of one text (or a list of names); with return_proba, (names, probabilities).
+
+        A regression model returns a float for one text, a [n] float32 array for a list.
+        """
+        if self.preproc.regression:
+            if return_proba:
+                raise FlaxtrainError("a regression model has no class probabilities: drop return_proba")
+            values = self.log_probs(self.preproc.encode([texts] if isinstance(texts, str) else texts))
+            return float(values[0]) if isinstance(texts, str) else values
         probs = self.predict_proba(texts)
         labels = self.preproc.decode_labels(np.atleast_2d(probs).argmax(-1))
         result = labels[0] if isinstance(texts, str) else labels
@@ -62,11 +72,15 @@ class Predictor:
         """(mean loss, {'acc', 'precision', 'recall', 'f1'}) on raw texts and their labels.
 
         F1 and friends are of the positive class (index 1) for two classes, macro averages otherwise.
+        A regression model gives (mean squared error, {'mae', 'mse', 'rmse', 'r2'}).
         """
         data = self.preproc.preprocess_test(texts, labels)
         if len(data) == 0:
             raise FlaxtrainError("no texts to evaluate: pass at least one labelled text")
         log_probs = self.log_probs(data.input_ids)
+        if self.preproc.regression:
+            metrics = regression_metrics(data.labels, log_probs)
+            return metrics["mse"], metrics
         loss = float(-np.mean(log_probs[np.arange(len(data)), data.labels]))
         return loss, classification_metrics(data.labels, log_probs.argmax(-1), self.preproc.num_classes)
 
@@ -100,7 +114,8 @@ class Predictor:
         if self.model.name != "transformer":
             raise FlaxtrainError(f"save_pretrained writes pretrained-encoder models; a {self.model.name} saves with save()")
         return hub.save_pretrained(directory, self.model.config.encoder, self.model.params, self.preproc.tokenizer,
-                                   task="sequence", class_names=self.preproc.class_names)
+                                   task="sequence", class_names=self.preproc.class_names,
+                                   problem_type="regression" if self.preproc.regression else None)
 
 
 def get_predictor(model: Model, preproc: TextPreprocessor | None = None, batch_size: int = 32) -> Predictor:

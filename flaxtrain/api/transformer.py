@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from flaxtrain import hub, models
 from flaxtrain.api.model import Model, init_model_params
@@ -28,6 +29,8 @@ class Transformer:
         tokenizer.json) of a BERT, DistilBERT, RoBERTa, ALBERT or XLM-R encoder.
       maxlen: longest token sequence, special tokens included (at most the model's positions).
       class_names: label values in class order (default: the sorted labels of preprocess_train).
+        Without class_names, float labels given to preprocess_train make a regression
+        preprocessor (then use get_regression_model).
     """
 
     def __init__(self, model_name: str, maxlen: int = 128, class_names: Sequence[Any] | None = None):
@@ -41,17 +44,22 @@ class Transformer:
         self.class_names = list(class_names) if class_names else None
         self.preproc: TextPreprocessor | None = None
 
-    def _preprocessor(self, labels: Any | None) -> TextPreprocessor:
+    def _preprocessor(self, labels: Any | None, regression: bool = False) -> TextPreprocessor:
         if self.preproc is None:
-            if self.class_names is None:
+            regression = regression or (
+                self.class_names is None and labels is not None and np.issubdtype(np.asarray(labels).dtype, np.floating)
+                and np.asarray(labels).ndim == 1
+            )
+            if self.class_names is None and not regression:
                 if labels is None:
                     raise FlaxtrainError("class names unknown: call preprocess_train first or pass class_names")
                 self.class_names = infer_class_names(labels)
-            if len(self.class_names) < 2:
+            if not regression and len(self.class_names) < 2:
                 raise FlaxtrainError(f"a classifier needs two or more classes, got {self.class_names}")
             pad_id = next((self.tokenizer.token_to_id(t) for t in _PAD_TOKENS if self.tokenizer.token_to_id(t) is not None),
                           self.encoder_config.pad_id)
-            self.preproc = TextPreprocessor(self.tokenizer, maxlen=self.maxlen, class_names=self.class_names,
+            self.preproc = TextPreprocessor(self.tokenizer, maxlen=self.maxlen,
+                                            class_names=None if regression else self.class_names,
                                             pad_id=pad_id, add_special_tokens=True)
         return self.preproc
 
@@ -59,7 +67,8 @@ class Transformer:
         """Encodes a labelled training set."""
         data = self._preprocessor(labels).preprocess_train(texts, labels)
         if verbose:
-            print(f"{len(data)} training texts, {len(self.class_names)} classes, maxlen {self.maxlen} word pieces")
+            targets = "regression targets" if self.preproc.regression else f"{len(self.class_names)} classes"
+            print(f"{len(data)} training texts, {targets}, maxlen {self.maxlen} word pieces")
         return data
 
     def preprocess_test(self, texts: Sequence[str], labels: Any | None = None, verbose: int = 1) -> TextDataset:
@@ -70,7 +79,22 @@ class Transformer:
     def get_classifier(self, seed: int = 0) -> Model:
         """The pretrained encoder with a new sequence-classification head, as a flaxtrain Model."""
         preproc = self._preprocessor(None)
-        config = models.make_config("transformer", encoder=self.encoder_config, num_classes=len(self.class_names))
+        if preproc.regression:
+            raise FlaxtrainError("the training labels are float targets: use get_regression_model(), "
+                                 "or pass class_names for a classifier")
+        return self._model(preproc, seed)
+
+    def get_regression_model(self, seed: int = 0) -> Model:
+        """The pretrained encoder with a new one-output head trained on squared error, as a flaxtrain Model."""
+        if self.preproc is not None and not self.preproc.regression:
+            raise FlaxtrainError(f"this preprocessor has classes {self.class_names}: use get_classifier(), "
+                                 "or pass float targets to preprocess_train of a Transformer without class_names")
+        if self.class_names is not None:
+            raise FlaxtrainError("a regression model takes float targets, not class_names: build the Transformer without them")
+        return self._model(self._preprocessor(None, regression=True), seed)
+
+    def _model(self, preproc: TextPreprocessor, seed: int) -> Model:
+        config = models.make_config("transformer", encoder=self.encoder_config, num_classes=preproc.num_classes)
         params = dict(init_model_params(models.build_model("transformer", config), seed))
         params["encoder"] = jax.tree.map(lambda new, old: new.astype(old.dtype), self.encoder_params, params["encoder"])
         return Model("transformer", config, params, preproc)

@@ -48,7 +48,7 @@ def make_batches(
 
     Args:
       input_ids: one int32 array of token ids per example, each no longer than buckets[-1].
-      labels: [n] int32 class indices, or None (then 'label' is all zeros).
+      labels: [n] int class indices or float regression targets (kept float32), or None (all zeros).
       batch_size: rows per batch b.
       buckets: increasing padded lengths L; a sequence goes to the smallest that holds it.
       shuffle: shuffle examples (seeded by seed and epoch, so each epoch is reproducible).
@@ -73,7 +73,8 @@ def make_batches(
     lengths = np.fromiter((len(x) for x in input_ids), np.int64, count=n)
     if lengths.max() > buckets[-1]:
         raise FlaxtrainError(f"a sequence of {lengths.max()} tokens exceeds the longest bucket {buckets[-1]}: truncate to maxlen")
-    labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels, np.int32)
+    labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels)
+    labels = labels.astype(np.float32 if np.issubdtype(labels.dtype, np.floating) else np.int32)  # targets or classes
     total = num_batches(lengths, batch_size=batch_size, buckets=buckets)
 
     tf = import_tensorflow()
@@ -92,7 +93,7 @@ def make_batches(
         bucket_batch_sizes=[batch_size] * (len(buckets) + 1),
         padding_values={
             "input_ids": tf.constant(pad_id, tf.int32),
-            "label": tf.constant(0, tf.int32),
+            "label": tf.constant(0, tf.float32 if labels.dtype == np.float32 else tf.int32),
             "index": tf.constant(0, tf.int64),
         },
         pad_to_bucket_boundary=True,

@@ -55,12 +55,13 @@ class TextPreprocessor:
     Attributes:
       tokenizer: the Hugging Face `tokenizers.Tokenizer`.
       maxlen: longest token sequence kept (texts are truncated).
-      class_names: label values in class-index order.
+      class_names: label values in class-index order; None for a regression preprocessor, whose
+        labels are float targets.
       pad_id: token id used for padding.
       add_special_tokens: wrap texts in the tokenizer's special tokens ([CLS] ... [SEP] for BERT).
     """
 
-    def __init__(self, tokenizer: Tokenizer, *, maxlen: int, class_names: Sequence[Any], pad_id: int = 0,
+    def __init__(self, tokenizer: Tokenizer, *, maxlen: int, class_names: Sequence[Any] | None, pad_id: int = 0,
                  add_special_tokens: bool = False):
         if maxlen < 1:
             raise FlaxtrainError(f"maxlen must be positive, got {maxlen}")
@@ -68,10 +69,10 @@ class TextPreprocessor:
         # The tokenizer truncates, so special tokens such as a final [SEP] survive truncation.
         self.tokenizer.enable_truncation(max_length=int(maxlen))
         self.maxlen = int(maxlen)
-        self.class_names = [_to_python(c) for c in class_names]
+        self.class_names = None if class_names is None else [_to_python(c) for c in class_names]
         self.pad_id = pad_id
         self.add_special_tokens = add_special_tokens
-        self._index = {c: i for i, c in enumerate(self.class_names)}
+        self._index = {c: i for i, c in enumerate(self.class_names or [])}
 
     @classmethod
     def fit(
@@ -89,8 +90,14 @@ class TextPreprocessor:
                    class_names=names)
 
     @property
+    def regression(self) -> bool:
+        """True when labels are float targets (no class names)."""
+        return self.class_names is None
+
+    @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        """Outputs of the model's head: the number of classes, or 1 for regression."""
+        return 1 if self.class_names is None else len(self.class_names)
 
     @property
     def vocab_size(self) -> int:
@@ -107,11 +114,14 @@ class TextPreprocessor:
         return [np.asarray(e.ids, np.int32) for e in encodings]
 
     def encode_labels(self, labels: Any, num_texts: int) -> np.ndarray:
-        """Class indices [n] int32 of labels given as class names, or as one-hot / probability rows."""
+        """Class indices [n] int32 of labels given as class names or one-hot / probability rows;
+        float32 targets [n] for a regression preprocessor."""
         array = np.asarray(labels)
         if array.ndim == 0 or len(array) != num_texts:
             got = "a scalar" if array.ndim == 0 else f"{len(array)} labels"
             raise FlaxtrainError(f"{num_texts} texts but {got}: pass one label per text")
+        if self.regression:
+            return _regression_targets(array)
         if array.ndim == 2:
             if array.shape[1] != self.num_classes:
                 raise FlaxtrainError(
@@ -141,7 +151,7 @@ class TextPreprocessor:
         if len(dataset) == 0:
             raise FlaxtrainError("the training set is empty: pass at least one text per class")
         present = np.unique(dataset.labels)
-        if len(present) < 2:
+        if not self.regression and len(present) < 2:
             raise FlaxtrainError(
                 f"the training labels hold a single class ({self.class_names[present[0]]!r}): a classifier needs two or more"
             )
@@ -176,5 +186,30 @@ class TextPreprocessor:
             raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None
 
     def __repr__(self) -> str:
-        return f"TextPreprocessor(vocab_size={self.vocab_size}, maxlen={self.maxlen}, classes={self.class_names})"
+        targets = "regression" if self.regression else f"classes={self.class_names}"
+        return f"TextPreprocessor(vocab_size={self.vocab_size}, maxlen={self.maxlen}, {targets})"
+
+
+def _regression_targets(array: np.ndarray) -> np.ndarray:
+    """[n] float32 targets; one-line errors for non-numeric, multi-column or non-finite labels."""
+    if array.ndim != 1:
+        raise FlaxtrainError(f"regression targets must be one number per text, got an array of shape {array.shape}")
+    try:
+        targets = array.astype(np.float32)
+    except (TypeError, ValueError):
+        bad = next((i for i, v in enumerate(array.tolist()) if not _is_number(v)), 0)
+        raise FlaxtrainError(f"regression target {array.tolist()[bad]!r} (example {bad}) is not a number: "
+                             "pass numeric targets") from None
+    if not np.isfinite(targets).all():
+        bad = int(np.flatnonzero(~np.isfinite(targets))[0])
+        raise FlaxtrainError(f"regression target {targets[bad]} (example {bad}) is not finite: drop or fix that example")
+    return targets
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 

@@ -1,5 +1,5 @@
 """Evaluation metrics."""
 
-from flaxtrain.eval.metrics import classification_metrics, classification_report
+from flaxtrain.eval.metrics import classification_metrics, classification_report, regression_metrics
 
-__all__ = ["classification_metrics", "classification_report"]
+__all__ = ["classification_metrics", "classification_report", "regression_metrics"]

@@ -43,3 +43,14 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
     )
     matrix = sk_metrics.confusion_matrix(y_true, y_pred, labels=labels)
     return report, matrix
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """{'mae', 'mse', 'rmse', 'r2'} of float predictions (scikit-learn's definitions)."""
+    mse = float(sk_metrics.mean_squared_error(y_true, y_pred))
+    return {
+        "mae": float(sk_metrics.mean_absolute_error(y_true, y_pred)),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "r2": float(sk_metrics.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan"),
+    }

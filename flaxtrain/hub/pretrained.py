@@ -110,7 +110,7 @@ def load_pretrained(name_or_path: str | Path, task: str | None = None) -> tuple[
 
 def save_pretrained(
     directory: str | Path, config: Any, params: Any, tokenizer: Any, *, task: str | None = None,
-    class_names: list[Any] | None = None,
+    class_names: list[Any] | None = None, problem_type: str | None = None,
 ) -> Path:
     """Writes config.json, model.safetensors and tokenizer.json that PyTorch `transformers` loads.
 
@@ -121,6 +121,7 @@ def save_pretrained(
       tokenizer: the `tokenizers.Tokenizer` the model was trained with.
       task: None, 'sequence', 'token', 'span' or 'mlm' (selects the Hugging Face class).
       class_names: label names of a sequence or token head (id2label).
+      problem_type: 'regression' for a one-output sequence head (Hugging Face's problem_type).
     """
     from safetensors.numpy import save_file
     from tokenizers import Tokenizer
@@ -135,6 +136,8 @@ def save_pretrained(
     if task in ("sequence", "token") and class_names is not None:
         hf["id2label"] = {str(i): str(c) for i, c in enumerate(class_names)}
         hf["label2id"] = {str(c): i for i, c in enumerate(class_names)}
+    if problem_type == "regression":
+        hf.update(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, problem_type="regression")
     with atomic_directory(directory) as staging:
         save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))

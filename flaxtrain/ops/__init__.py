@@ -2,7 +2,7 @@
 
 from flaxtrain.ops.activations import gelu
 from flaxtrain.ops.attention import dot_product_attention
-from flaxtrain.ops.losses import classification_sums, softmax_cross_entropy
+from flaxtrain.ops.losses import classification_sums, regression_sums, softmax_cross_entropy
 from flaxtrain.ops.masks import (
     combine_masks,
     make_causal_mask,
@@ -17,6 +17,7 @@ __all__ = [
     "layer_norm",
     "dot_product_attention",
     "classification_sums",
+    "regression_sums",
     "softmax_cross_entropy",
     "combine_masks",
     "make_causal_mask",

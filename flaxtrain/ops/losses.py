@@ -43,3 +43,20 @@ def classification_sums(
         "correct": jnp.sum(hits * weights),
         "count": jnp.sum(weights),
     }
+
+
+def regression_sums(
+    predictions: Float[Array, " b"], targets: Float[Array, " b"], weights: Float[Array, " b"]
+) -> dict[str, Float[Array, ""]]:
+    """Squared and absolute errors of a batch as weighted float32 sums, plus the weight count.
+
+    Returns:
+      {'loss_sum' (squared errors), 'abs_error', 'count'}: float32 scalars.
+    """
+    weights = weights.astype(jnp.float32)
+    errors = predictions.astype(jnp.float32) - targets.astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(errors * errors * weights),
+        "abs_error": jnp.sum(jnp.abs(errors) * weights),
+        "count": jnp.sum(weights),
+    }

@@ -12,6 +12,8 @@ from flaxtrain.train.step import (
     classification_loss,
     eval_step,
     predict_step,
+    regression_loss,
+    regression_predict_step,
     train_step,
 )
 
@@ -27,5 +29,7 @@ __all__ = [
     "classification_loss",
     "eval_step",
     "predict_step",
+    "regression_loss",
+    "regression_predict_step",
     "train_step",
 ]

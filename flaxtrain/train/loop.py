@@ -27,12 +27,14 @@ def _add(total: dict[str, jax.Array] | None, sums: dict[str, jax.Array]) -> dict
 
 
 def summarize(sums: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Host-side means from device sums: loss and acc (when present) per counted example."""
+    """Host-side means from device sums: loss, and acc or mae (when present), per counted example."""
     host = {k: float(v) for k, v in jax.device_get(sums).items()}
     count = max(host.get("count", 0.0), 1.0)
     out = {f"{prefix}loss": host["loss_sum"] / count}
     if "correct" in host:
         out[f"{prefix}acc"] = host["correct"] / count
+    if "abs_error" in host:  # regression: loss is the mean squared error
+        out[f"{prefix}mae"] = host["abs_error"] / count
     return out
 
 

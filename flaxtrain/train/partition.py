@@ -160,6 +160,7 @@ class CompiledSteps:
         strategy: Strategy | None = None,
         grad_accum_steps: int = 1,
         param_specs: Any = None,
+        predict_fn: Callable = step_lib.predict_step,
     ):
         if grad_accum_steps < 1:
             raise FlaxtrainError(f"grad_accum_steps must be at least 1, got {grad_accum_steps}")
@@ -181,7 +182,7 @@ class CompiledSteps:
             self._jitted["train"] = jax.pmap(functools.partial(train, axis_name="data"), axis_name="data",
                                              in_axes=(0, 0, None), donate_argnums=0)
             self._jitted["eval"] = jax.pmap(functools.partial(evaluate, axis_name="data"), axis_name="data")
-        self._jitted["predict"] = jax.jit(functools.partial(step_lib.predict_step, apply_fn))
+        self._jitted["predict"] = jax.jit(functools.partial(predict_fn, apply_fn))
 
     # --- placement -------------------------------------------------------------------------------
     def init_state(self, module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax.Array,
@@ -337,6 +338,8 @@ def compile_steps(
     strategy: Strategy | None = None,
     grad_accum_steps: int = 1,
     param_specs: Any = None,
+    predict_fn: Callable = step_lib.predict_step,
 ) -> CompiledSteps:
     """Train/eval/predict steps for one model: one device by default, or `strategy` (make_strategy)."""
-    return CompiledSteps(apply_fn, loss_fn, strategy=strategy, grad_accum_steps=grad_accum_steps, param_specs=param_specs)
+    return CompiledSteps(apply_fn, loss_fn, strategy=strategy, grad_accum_steps=grad_accum_steps,
+                         param_specs=param_specs, predict_fn=predict_fn)

@@ -25,6 +25,15 @@ def classification_loss(
     return sums["loss_sum"], sums
 
 
+def regression_loss(
+    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Squared error of a one-output text regressor on batch {'input_ids', 'label' (float targets), 'weight'}."""
+    outputs = apply_fn({"params": params}, batch["input_ids"], deterministic=deterministic, rngs=rngs)
+    sums = ops.regression_sums(outputs[:, 0], batch["label"], batch["weight"])
+    return sums["loss_sum"], sums
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
@@ -100,3 +109,9 @@ def predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) 
     """Float32 log-probabilities [b, c] of a classifier on batch['input_ids']."""
     logits = apply_fn({"params": params}, batch["input_ids"], deterministic=True)
     return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def regression_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
+    """Float32 predictions [b] of a one-output regressor on batch['input_ids']."""
+    outputs = apply_fn({"params": params}, batch["input_ids"], deterministic=True)
+    return outputs[:, 0].astype(jnp.float32)

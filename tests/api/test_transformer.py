@@ -80,3 +80,46 @@ def test_pretrained_minilm_loads_by_name():
     assert model.config.encoder.hidden_size == 384 and model.config.encoder.num_layers == 6
     probs = flaxtrain.get_predictor(model).predict_proba(["a fine film"])
     np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
+
+
+def test_regression_model_trains_predicts_and_exports(checkpoint, sentiment_texts, tmp_path):
+    texts, labels = sentiment_texts
+    targets = np.where(np.asarray(labels) == "pos", 1.0, 0.0).astype(np.float32)  # a learnable score
+    t = flaxtrain.text.Transformer(str(checkpoint), maxlen=32)
+    trn = t.preprocess_train(texts[:200], targets[:200], verbose=0)
+    val = t.preprocess_test(texts[200:], targets[200:])
+    assert t.preproc.regression and trn.labels.dtype == np.float32
+    with pytest.raises(FlaxtrainError, match="use get_regression_model"):
+        t.get_classifier()
+    model = t.get_regression_model()
+    learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+    history = learner.fit(3e-3, 6, verbose=0)
+    assert history[-1]["val_mae"] < 0.2 and history[-1]["loss"] < history[0]["loss"], history  # the mean: mae 0.5
+    metrics = learner.validate(print_report=False)
+    assert metrics["r2"] > 0.7 and abs(metrics["mae"] - history[-1]["val_mae"]) < 1e-4
+    predictor = flaxtrain.get_predictor(learner.model)
+    value = predictor.predict("a brilliant and moving story")
+    assert isinstance(value, float) and value > 0.5
+    loss, scores = predictor.evaluate(texts[200:], targets[200:])
+    assert loss == scores["mse"] and scores["mae"] < 0.2
+    with pytest.raises(FlaxtrainError, match="no class probabilities"):
+        predictor.predict_proba("superb")
+    probe = ["dull and tedious", "superb"]
+    again = flaxtrain.load_predictor(predictor.save(tmp_path / "p"))
+    np.testing.assert_array_equal(again.predict(probe), predictor.predict(probe))
+    reference = transformers.BertForSequenceClassification.from_pretrained(str(predictor.save_pretrained(tmp_path / "hf")))
+    assert reference.config.problem_type == "regression" and reference.config.num_labels == 1
+    encoded = [list(e) for e in t.preproc.encode(["superb", "dreary"])]
+    length = max(map(len, encoded))
+    ids = torch.tensor([e + [0] * (length - len(e)) for e in encoded])
+    with torch.no_grad():
+        out = reference.eval()(input_ids=ids, attention_mask=(ids != 0).long()).logits[:, 0].numpy()
+    np.testing.assert_allclose(out, predictor.predict(["superb", "dreary"]), atol=1e-5)
+
+
+def test_regression_targets_are_checked(checkpoint):
+    t = flaxtrain.text.Transformer(str(checkpoint), maxlen=16)
+    with pytest.raises(FlaxtrainError, match=r"regression target nan \(example 1\) is not finite"):
+        t.preprocess_train(["good", "bad"], np.array([1.0, np.nan]), verbose=0)
+    with pytest.raises(FlaxtrainError, match="not class_names"):
+        flaxtrain.text.Transformer(str(checkpoint), maxlen=16, class_names=["a", "b"]).get_regression_model()
