@@ -10,7 +10,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
