@@ -10,9 +10,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
+from flaxtrain.data.pipeline import num_batches
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import classification_report, regression_metrics
 from flaxtrain.train import (
@@ -20,12 +22,14 @@ from flaxtrain.train import (
     create_train_state,
     loop,
     make_optimizer,
-    set_hyperparams,
+    schedules,
     update_average,
 )
+from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy
 
 PRECISIONS = ("float32", "bfloat16")
+ADAM_B1 = 0.9  # Adam's b1 outside the 1cycle policy
 
 
 def with_compute_dtype(config: Any, dtype: str) -> Any:
@@ -104,6 +108,8 @@ class Learner:
         self._state: TrainState | None = None
         self._epochs_done = 0
         self._steps = None
+        self.lr_trace: list[tuple[int, float]] = []  # (global step, learning rate) of every step trained
+        self.lr_finder: LRFinderResult | None = None
 
     @property
     def steps(self) -> Any:
@@ -135,27 +141,150 @@ class Learner:
             self._state = self.steps.place_state(state.replace(apply_fn=self.steps.apply_fn))
         return self._state
 
-    def fit(self, lr: float, epochs: int, *, swa_from: int | None = None, verbose: int = 1) -> list[dict[str, float]]:
-        """Trains `epochs` epochs at constant learning rate `lr` (Adam); returns this call's history.
+    def fit(self, lr: float, n_cycles: int, cycle_len: int | None = None, cycle_mult: int = 1, *,
+            swa_from: int | None = None, verbose: int = 1) -> list[dict[str, float]]:
+        """Trains at constant learning rate `lr` for `n_cycles` epochs, or with SGDR (Loshchilov &
+        Hutter 2017) when `cycle_len` is set: `n_cycles` cosine cycles from lr down to 0, the first
+        `cycle_len` epochs long, each next one `cycle_mult` times longer. Returns this call's history.
 
-        Repeated calls continue from the current weights and optimizer state.
+        Repeated calls continue from the current weights and optimizer state (ktrain's signature).
 
         Args:
-          lr: learning rate.
-          epochs: epochs to run.
+          lr: (peak) learning rate.
+          n_cycles: epochs at constant lr, or the number of SGDR cycles.
+          cycle_len: epochs of the first SGDR cycle (None: constant lr).
+          cycle_mult: growth factor of each next cycle's length.
           swa_from: when set, the model keeps the average of the weights at the end of epochs
             swa_from..epochs of this call (1-based), i.e. stochastic weight averaging (Izmailov et
             al. 2018); training itself continues from the last weights.
           verbose: print a line per epoch.
         """
+        if n_cycles < 1:
+            raise FlaxtrainError(f"epochs (n_cycles) must be at least 1, got {n_cycles}")
+        if not lr > 0:
+            raise FlaxtrainError(f"lr must be positive, got {lr}")
+        if cycle_len is None:
+            return self._fit(n_cycles, schedules.constant(lr), swa_from=swa_from, verbose=verbose)
+        if cycle_len < 1 or cycle_mult < 1:
+            raise FlaxtrainError(f"cycle_len and cycle_mult must be at least 1, got {cycle_len} and {cycle_mult}")
+        schedule, epochs = schedules.sgdr(lr, self._steps_per_epoch(), n_cycles=n_cycles, cycle_len=cycle_len,
+                                          cycle_mult=cycle_mult, start_step=self._global_step())
+        return self._fit(epochs, schedule, swa_from=swa_from, verbose=verbose)
+
+    def fit_onecycle(self, lr: float, epochs: int, *, swa_from: int | None = None, verbose: int = 1) -> list[dict[str, float]]:
+        """Trains `epochs` epochs with the 1cycle policy peaking at `lr` (train/schedules.onecycle):
+        warm-up then cosine annealing, Adam's b1 cycled inversely (0.95 -> 0.85 -> 0.95)."""
         if epochs < 1:
             raise FlaxtrainError(f"epochs must be at least 1, got {epochs}")
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
+        schedule = schedules.onecycle(lr, epochs * self._steps_per_epoch(), start_step=self._global_step())
+        return self._fit(epochs, schedule, swa_from=swa_from, verbose=verbose)
+
+    def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100, *, stop_factor: float = 4.0,
+                verbose: int = 1) -> float:
+        """Learning-rate range test; returns the suggested lr (the curve's valley) and keeps the curve.
+
+        Runs `num_steps` jitted steps on a device copy of the train state: the learner's weights and
+        optimizer state are untouched, nothing goes to disk. Stops
+        once the loss diverges (non-finite, or stop_factor x the best so far). `self.lr_finder`
+        holds the curve and the steepest / valley / minimum-over-10 estimates; `lr_plot()` draws it.
+        """
+        if not 0 < start_lr < end_lr:
+            raise FlaxtrainError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
+        if num_steps < 5:
+            raise FlaxtrainError(f"num_steps must be at least 5 for a curve, got {num_steps}")
+        if jax.process_count() > 1:
+            raise FlaxtrainError("lr_find runs on one process: find the lr on one host, then train on all of them")
+        batches = self._first_batches(num_steps)
+        state = self.steps.unreplicated(self._train_state())
+        result = lr_range_test(state, batches, jax.random.key(self.seed), loss_fn=self.model.loss_fn,
+                               start_lr=start_lr, end_lr=end_lr, stop_factor=stop_factor)
+        self.lr_finder = result
+        if verbose:
+            print(f"lr_find: {len(result.losses)} of {num_steps} steps before the loss diverged; suggested lr "
+                  f"{result.valley:.2e} (valley), steepest descent at {result.steepest:.2e}, "
+                  f"minimum/10 {result.minimum_over_10:.2e}")
+        return result.suggested
+
+    def _first_batches(self, count: int) -> list[dict[str, np.ndarray]]:
+        """The first `count` training batches, cycling epochs when one epoch has fewer."""
+        collected: list[dict[str, np.ndarray]] = []
+        epoch = 0
+        while len(collected) < count:
+            batches, _ = self._batches(self.train_data, train=True, epoch=epoch)
+            collected.extend(batches)
+            epoch += 1
+        return collected[:count]
+
+    def lr_plot(self, path: str | None = "lr_find.png", *, suggestion: bool = True) -> str | None:
+        """Plots the lr_find curve (loss vs learning rate, log scale) with the suggestion marked.
+
+        Saves a PNG to `path` (shown too in an interactive matplotlib session); returns the path.
+        """
+        if self.lr_finder is None:
+            raise FlaxtrainError("no learning-rate curve yet: run learner.lr_find() first")
+        import matplotlib.pyplot as plt
+
+        result = self.lr_finder
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
+        ax.plot(result.lrs, result.smoothed, label="smoothed loss")
+        if suggestion:
+            for name, value, marker in (("valley", result.valley, "o"), ("steepest", result.steepest, "s")):
+                index = int(np.argmin(np.abs(result.lrs - value)))
+                ax.plot(value, result.smoothed[index], marker, label=f"{name} {value:.2e}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_ylabel("training loss")
+        ax.legend()
+        return _finish_plot(fig, path)
+
+    def plot(self, kind: str = "loss", path: str | None = None) -> str | None:
+        """Training history: 'loss' (train and validation loss per epoch) or 'lr' (learning rate per step)."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        if kind == "loss":
+            if not self.history:
+                raise FlaxtrainError("no training history yet: fit first")
+            epochs = [r["epoch"] for r in self.history]
+            ax.plot(epochs, [r["loss"] for r in self.history], "o-", label="train")
+            if "val_loss" in self.history[0]:
+                ax.plot(epochs, [r["val_loss"] for r in self.history], "o-", label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("loss")
+            ax.legend()
+        elif kind == "lr":
+            if not self.lr_trace:
+                raise FlaxtrainError("no training steps yet: fit first")
+            steps, lrs = zip(*self.lr_trace)
+            ax.plot(steps, lrs)
+            ax.set_xlabel("step")
+            ax.set_ylabel("learning rate")
+        else:
+            plt.close(fig)
+            raise FlaxtrainError(f"unknown plot {kind!r}: use 'loss' or 'lr'")
+        return _finish_plot(fig, path or f"{kind}.png")
+
+    def _steps_per_epoch(self) -> int:
+        lengths = np.fromiter((len(x) for x in self.train_data.input_ids), np.int64, count=len(self.train_data))
+        return num_batches(lengths, batch_size=self.batch_size, buckets=self.model.preproc.buckets)
+
+    def _global_step(self) -> int:
+        return self.steps.step_of(self._train_state())
+
+    def _fit(self, epochs: int, schedule: Any, *, swa_from: int | None, verbose: int) -> list[dict[str, float]]:
         if swa_from is not None and not 1 <= swa_from <= epochs:
             raise FlaxtrainError(f"swa_from must lie between 1 and epochs ({epochs}), got {swa_from}")
+        trace = self.lr_trace
+
+        def traced(step: int) -> dict[str, float]:
+            values = {"b1": ADAM_B1, **schedule(step)}
+            trace.append((step, values["learning_rate"]))
+            return values
+
         state = self._train_state()
-        state = state.replace(opt_state=set_hyperparams(state.opt_state, learning_rate=lr))
         self._state = None  # donated to the step from here on
         first_epoch = self._epochs_done
         average: dict[str, Any] = {"params": None, "count": 0}
@@ -182,6 +311,7 @@ class Learner:
             verbose=bool(verbose),
             on_epoch_end=accumulate,
             precision=self.precision,
+            schedule=traced,
         )
         self._state = state
         self._epochs_done += len(history)
@@ -232,6 +362,18 @@ class Learner:
             print("confusion matrix (rows: true class, columns: predicted):")
             print(matrix)
         return matrix
+
+
+def _finish_plot(fig: Any, path: str | None) -> str | None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    if plt.isinteractive():
+        plt.show()
+    plt.close(fig)
+    return path
 
 
 def get_learner(model: Model, train_data: TextDataset | None = None, val_data: TextDataset | None = None,

@@ -1,5 +1,6 @@
 """Training: state, pure steps, optimizer, compiled steps and the loop."""
 
+from flaxtrain.train import schedules
 from flaxtrain.train.optim import make_optimizer, set_hyperparams
 from flaxtrain.train.partition import CompiledSteps, compile_steps
 from flaxtrain.train.state import (
@@ -18,6 +19,7 @@ from flaxtrain.train.step import (
 )
 
 __all__ = [
+    "schedules",
     "make_optimizer",
     "set_hyperparams",
     "CompiledSteps",

@@ -59,11 +59,15 @@ def train_epoch(
     check_every: int = 50,
     verbose: bool = True,
     meter: Throughput | None = None,
+    schedule: Callable[[int], dict[str, float]] | None = None,
+    first_step: int = 0,
 ) -> tuple[TrainState, dict[str, jax.Array], str | None]:
     """Runs the train step over one epoch of batches.
 
     Metrics stay on device between checks, so the host reads them once every `check_every` steps.
     A `meter` counts the epoch's tokens and model FLOPs (read from the batch shapes on the host).
+    A `schedule` maps the global step (counted on the host from `first_step`) to optimizer
+    hyperparams, written into the state before each step.
 
     Returns:
       (state, the epoch's metric sums, None or why training must stop: a non-finite loss or an
@@ -73,6 +77,8 @@ def train_epoch(
     bar = _progress(batches, total=num_batches, desc=f"epoch {epoch + 1}", verbose=verbose)
     try:
         for i, batch in enumerate(bar):
+            if schedule is not None:
+                state = steps.with_hyperparams(state, **schedule(first_step + i))
             if meter is not None:
                 meter.add(state, batch, rng)
             state, sums = steps.train(state, batch, rng)
@@ -123,7 +129,7 @@ def predict(
     return out
 
 
-_FORMATS = {"tokens_per_s": ("tokens/s", "{:.0f}"), "step_s": ("step", "{:.3f} s"), "mfu": ("MFU", "{:.1%}")}
+_FORMATS = {"lr": ("lr", "{:.2e}"), "tokens_per_s": ("tokens/s", "{:.0f}"), "step_s": ("step", "{:.3f} s"), "mfu": ("MFU", "{:.1%}")}
 
 
 def format_record(record: dict[str, Any]) -> str:
@@ -148,6 +154,7 @@ def fit(
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[int, TrainState], None] | None = None,
     precision: str = "float32",
+    schedule: Callable[[int], dict[str, float]] | None = None,
 ) -> tuple[TrainState, list[dict[str, float]], str | None]:
     """Trains for `epochs` epochs, validating after each.
 
@@ -163,23 +170,34 @@ def fit(
       log: where epoch lines go.
       on_epoch_end: called with (epoch, state) after each finished epoch, before validation.
       precision: the compute precision, for the MFU's peak.
+      schedule: global step -> optimizer hyperparams (learning_rate, b1), set before each step.
 
     Returns:
       (last state, per-epoch history, None or why training stopped early).
     """
     history: list[dict[str, float]] = []
+    step = steps.step_of(state) if schedule is not None else 0
+    last: dict[str, float] = {}
+
+    def remembered(global_step: int) -> dict[str, float]:
+        last.update(schedule(global_step))
+        return last
     for epoch in range(start_epoch, start_epoch + epochs):
         batches, num_batches = train_batches(epoch)
         meter = Throughput(steps, precision)
         state, sums, stop = train_epoch(
-            state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose, meter=meter
+            state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose, meter=meter,
+            schedule=None if schedule is None else remembered, first_step=step,
         )
+        step += num_batches
         if stop:
             return state, history, stop
         record_speed = meter.finish(sums)
         if on_epoch_end is not None:
             on_epoch_end(epoch, state)
         record = {"epoch": epoch + 1, **summarize(sums), **record_speed}
+        if "learning_rate" in last:
+            record["lr"] = last["learning_rate"]
         if val_batches is not None:
             batches, num_batches = val_batches()
             record.update(summarize(evaluate(state, batches, steps=steps, num_batches=num_batches, verbose=verbose), "val_"))

@@ -27,10 +27,10 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """AdamW (Loshchilov & Hutter 2019), optionally after global-norm clipping, with injected hyperparams.
 
-    The learning rate and weight decay live in the optimizer state (`optax.inject_hyperparams`), so
-    `set_hyperparams` changes them between fit calls without recompiling the step. The betas stay
-    Python floats: as arrays they would meet Adam's integer step count in a power, which strict
-    dtype promotion rejects.
+    The learning rate, weight decay and betas live in the optimizer state (`optax.inject_hyperparams`),
+    so `set_hyperparams` changes them between steps (schedules, one-cycle momentum) without
+    recompiling the step. (Adam raises b1 and b2 to its integer step count; the train step runs the
+    update under standard dtype promotion for that.)
 
     Args:
       learning_rate: a constant or an Optax schedule of the step.
@@ -38,7 +38,7 @@ def make_optimizer(
       clip_norm: clip the global gradient norm to this value when set.
       b1, b2, eps: Adam's moment decay rates and epsilon.
     """
-    return optax.inject_hyperparams(_adamw_chain, static_args=("b1", "b2", "eps", "clip_norm"))(
+    return optax.inject_hyperparams(_adamw_chain, static_args=("eps", "clip_norm"))(
         learning_rate=learning_rate, weight_decay=weight_decay, b1=b1, b2=b2, eps=eps, clip_norm=clip_norm
     )
 

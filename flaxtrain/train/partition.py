@@ -294,12 +294,29 @@ class CompiledSteps:
         """Log-probabilities of the batch's rows (params as `params_of` returns them)."""
         return self._jitted["predict"](params, batch)
 
+    def with_hyperparams(self, state: TrainState, **values: float) -> TrainState:
+        """The state with injected optimizer hyperparams (learning_rate, b1, ...) set to `values`."""
+        from flaxtrain.train.optim import set_hyperparams
+
+        if self.strategy.kind != "pmap":
+            return state.replace(opt_state=set_hyperparams(state.opt_state, **values))
+        hyper = dict(state.opt_state.hyperparams)
+        for name, value in values.items():
+            hyper[name] = jax_utils.replicate(np.float32(value), jax.local_devices())
+        return state.replace(opt_state=state.opt_state._replace(hyperparams=hyper))
+
     # --- reading back ----------------------------------------------------------------------------
     def params_of(self, state: TrainState) -> Any:
         """The state's params as arrays usable outside the step (one replica's under pmap)."""
         if self.strategy.kind == "pmap":
             return jax.tree.map(lambda x: x[0], state.params)
         return state.params
+
+    def unreplicated(self, state: TrainState) -> TrainState:
+        """The state as one copy (pmap keeps one per device; other strategies return it as is)."""
+        if self.strategy.kind == "pmap":
+            return jax.tree.map(lambda x: x[0], state)
+        return state
 
     def step_of(self, state: TrainState) -> int:
         """The state's step counter as a Python int."""

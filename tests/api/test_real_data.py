@@ -36,3 +36,21 @@ def test_default_train_job_reaches_the_accuracy_bar(float32_metrics):
 def test_bfloat16_training_is_within_a_point_of_float32(float32_metrics, tmp_path):
     metrics = _train(tmp_path, "--config.train.precision=bfloat16")
     assert abs(metrics["acc"] - float32_metrics["acc"]) <= 0.01, (metrics, float32_metrics)
+
+
+@pytest.mark.slow
+def test_lr_find_then_onecycle_reaches_the_accuracy_bar():
+    import flaxtrain
+    import flaxtrain.text
+
+    data = flaxtrain.text.load_data("rotten_tomatoes", train=True)
+    test = flaxtrain.text.load_data("rotten_tomatoes", train=False)
+    model = flaxtrain.get_model("textcnn", train_data=data, maxlen=80, word_vectors="minilm")
+    learner = flaxtrain.get_learner(model, batch_size=50)
+    lr = learner.lr_find(1e-6, 1.0, num_steps=100, verbose=0)
+    print(f"suggested lr {lr:.2e} (steepest {learner.lr_finder.steepest:.2e})")
+    assert 1e-6 <= lr <= 1.0
+    learner.fit_onecycle(lr, 3, verbose=1)
+    _, metrics = flaxtrain.get_predictor(model).evaluate(test.val_x, test.val_y)
+    print(metrics)
+    assert metrics["acc"] >= 0.76, metrics
