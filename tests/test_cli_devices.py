@@ -53,3 +53,12 @@ def test_batch_that_does_not_divide_over_devices_is_one_line(tmp_path):
     assert result.stderr.strip() == (
         "error: batch_size 12 does not divide over 8 data-parallel devices: use a multiple of 8"
     ), result.stderr
+
+
+def test_pmap_trains_on_eight_devices(tmp_path):
+    # pmap draws dropout masks per device, so its numbers differ from one device's (the step-level
+    # equivalence without dropout is in tests/train/test_strategies.py); here the Learner path runs.
+    result = _train(tmp_path, 8, "--config.mesh.strategy=pmap")
+    assert "training on pmap over 8 devices" in result.stdout
+    metrics = _test_metrics(result)
+    assert metrics["acc"] > 0.5 and metrics["loss"] < 0.75, metrics
