@@ -186,9 +186,9 @@ class Learner:
         """Learning-rate range test; returns the suggested lr (the curve's valley) and keeps the curve.
 
         Runs `num_steps` jitted steps on a device copy of the train state: the learner's weights and
-        optimizer state are untouched, nothing goes to disk. Stops
-        once the loss diverges (non-finite, or stop_factor x the best so far). `self.lr_finder`
-        holds the curve and the steepest / valley / minimum-over-10 estimates; `lr_plot()` draws it.
+        optimizer state are untouched, nothing goes to disk. Stops once the loss diverges
+        (non-finite, or stop_factor x the best so far). `self.lr_finder` holds the curve and the
+        steepest / valley / minimum-over-10 estimates; `lr_plot()` draws it.
         """
         if not 0 < start_lr < end_lr:
             raise FlaxtrainError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
