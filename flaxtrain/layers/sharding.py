@@ -2,7 +2,9 @@
 
 `train/partition.py` traces an spmd step inside `activation_rules(rules)` (and `jax.set_mesh`), so
 `constrain(x, (BATCH, LENGTH, ACT_EMBED))` pins hidden states to the data-parallel layout there and
-does nothing on one device, under pmap, or outside a step.
+does nothing on one device, under pmap, or outside a step. (Flax's `nn.logical_axis_rules` context
+is not used for this: under it, flax also constrains every boxed param as it is read, which
+failed on the attention output kernel's reshaped [h*d, m] view.)
 """
 
 from __future__ import annotations

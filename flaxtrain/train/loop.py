@@ -74,11 +74,14 @@ def train_epoch(
       interrupt). The state is always the last one computed, so no finished step is lost.
     """
     total = None
+    applied: dict[str, float] | None = None
     bar = _progress(batches, total=num_batches, desc=f"epoch {epoch + 1}", verbose=verbose)
     try:
         for i, batch in enumerate(bar):
             if schedule is not None:
-                state = steps.with_hyperparams(state, **schedule(first_step + i))
+                values = dict(schedule(first_step + i))
+                if values != applied:  # a constant lr is written once, not sent to the device every step
+                    state, applied = steps.with_hyperparams(state, **values), values
             if meter is not None:
                 meter.add(state, batch, rng)
             state, sums = steps.train(state, batch, rng)

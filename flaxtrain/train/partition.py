@@ -348,15 +348,7 @@ def _not_addressable(x: Any) -> bool:
     return isinstance(x, jax.Array) and not x.is_fully_addressable
 
 
-def compile_steps(
-    apply_fn: Callable,
-    loss_fn: step_lib.LossFn = step_lib.classification_loss,
-    *,
-    strategy: Strategy | None = None,
-    grad_accum_steps: int = 1,
-    param_specs: Any = None,
-    predict_fn: Callable = step_lib.predict_step,
-) -> CompiledSteps:
-    """Train/eval/predict steps for one model: one device by default, or `strategy` (make_strategy)."""
-    return CompiledSteps(apply_fn, loss_fn, strategy=strategy, grad_accum_steps=grad_accum_steps,
-                         param_specs=param_specs, predict_fn=predict_fn)
+def compile_steps(apply_fn: Callable, loss_fn: step_lib.LossFn = step_lib.classification_loss, **options: Any) -> CompiledSteps:
+    """Train/eval/predict steps for one model: one device by default; `options` as CompiledSteps takes
+    them (strategy=make_strategy(...), grad_accum_steps, param_specs, predict_fn)."""
+    return CompiledSteps(apply_fn, loss_fn, **options)
