@@ -5,7 +5,12 @@ The Learner coordinates train/ functions; it holds only the train state and the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import signal
+import sys
+import threading
 from typing import Any
 
 import jax
@@ -25,11 +30,80 @@ from flaxtrain.train import (
     schedules,
     update_average,
 )
+from flaxtrain.train.checkpoint import Checkpointer, abstract_like
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy
+from flaxtrain.train.summaries import SummaryWriter
 
 PRECISIONS = ("float32", "bfloat16")
 ADAM_B1 = 0.9  # Adam's b1 outside the 1cycle policy
+MAX_AUTOFIT_EPOCHS = 10_000  # autofit(epochs=None) runs until early stopping; this only bounds the loop
+
+
+def metric_mode(name: str) -> str:
+    """'max' for metrics where higher is better (accuracy, F1, R², exact match, BLEU...), else 'min'."""
+    higher = ("acc", "f1", "r2", "precision", "recall", "exact", "bleu", "rouge", "chrf")
+    return "max" if any(part in name for part in higher) else "min"
+
+
+class Plateau:
+    """autofit's watcher: best value of `monitor`, epochs without improvement, the current peak lr."""
+
+    def __init__(self, *, lr: float, monitor: str, early_stopping: int | None, reduce_on_plateau: int | None,
+                 reduce_factor: float, verbose: bool):
+        self.lr, self.monitor, self.verbose = lr, monitor, verbose
+        self.early_stopping, self.reduce_on_plateau, self.reduce_factor = early_stopping, reduce_on_plateau, reduce_factor
+        self.mode = metric_mode(monitor)
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.best_params: Any = None
+        self.wait = 0  # epochs since the last improvement
+        self.stopped = False
+
+    def update(self, record: dict[str, float], epoch: int, params: Any) -> str | None:
+        """Takes one epoch's record; returns a message when training should stop."""
+        if self.monitor not in record:
+            raise FlaxtrainError(f"monitor {self.monitor!r} is not among the epoch metrics {sorted(record)}: pick one of them")
+        value = record[self.monitor]
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if better:
+            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
+            self.best_params = jax.tree.map(jnp.copy, params)
+            return None
+        self.wait += 1
+        if self.reduce_on_plateau and self.wait % self.reduce_on_plateau == 0:
+            self.lr /= self.reduce_factor
+            if self.verbose:
+                print(f"{self.monitor} has not improved for {self.wait} epochs: lr reduced to {self.lr:.2e}")
+        if self.early_stopping and self.wait >= self.early_stopping:
+            self.stopped = True
+            return f"early stopping: {self.monitor} has not improved for {self.wait} epochs"
+        return None
+
+    def dump(self) -> dict[str, Any]:
+        return {"lr": self.lr, "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def load(self, saved: dict[str, Any], best_params: Any) -> None:
+        self.lr, self.best, self.best_epoch, self.wait = saved["lr"], saved["best"], saved["best_epoch"], saved["wait"]
+        self.best_params = best_params
+
+
+@contextlib.contextmanager
+def _saving_on_sigterm(active: bool, received: dict[str, str]):
+    """While training with checkpoints, SIGTERM only sets `received['name']`: the loop then saves a
+    checkpoint and stops, and the learner re-raises the signal. Outside the main thread it is a no-op."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received["name"] = signal.Signals(signum).name
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def with_compute_dtype(config: Any, dtype: str) -> Any:
@@ -55,6 +129,9 @@ class Learner:
     optimizer state too; 'pmap' is classic replicated data parallelism; 'single' one device.
     `batch_size` is the global batch (all devices, all processes).
 
+    `skip_nonfinite=True` skips (and counts) a batch whose loss or gradients are not finite instead
+    of stopping; `log_dir` gets TensorBoard event files (loss, metrics, lr, throughput).
+
     Attributes:
       model: the Model; its params are updated at the end of every fit call.
       history: one dict per finished epoch (loss, acc, val_loss, val_acc, tokens/s, step time, MFU).
@@ -64,7 +141,8 @@ class Learner:
     def __init__(self, model: Model, train_data: TextDataset, val_data: TextDataset | None = None, *,
                  batch_size: int = 32, eval_batch_size: int | None = None, weight_decay: float = 0.0,
                  clip_norm: float | None = None, seed: int = 0, strategy: str = "auto",
-                 mesh: tuple[int, int, int] | None = None, grad_accum_steps: int = 1, precision: str = "float32"):
+                 mesh: tuple[int, int, int] | None = None, grad_accum_steps: int = 1, precision: str = "float32",
+                 skip_nonfinite: bool = False, log_dir: str | os.PathLike | None = None):
         if not isinstance(train_data, TextDataset):
             raise FlaxtrainError(
                 f"train_data must be a dataset from a flaxtrain.text loader, not {type(train_data).__name__}"
@@ -110,6 +188,8 @@ class Learner:
         self._steps = None
         self.lr_trace: list[tuple[int, float]] = []  # (global step, learning rate) of every step trained
         self.lr_finder: LRFinderResult | None = None
+        self.skip_nonfinite = skip_nonfinite
+        self.log_dir = log_dir
 
     @property
     def steps(self) -> Any:
@@ -123,7 +203,7 @@ class Learner:
             sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
             self._steps = compile_steps(module.apply, self.model.loss_fn, strategy=self.strategy,
                                         grad_accum_steps=self.grad_accum_steps, param_specs=logical_param_specs(module, sample),
-                                        predict_fn=self.model.predict_fn)
+                                        predict_fn=self.model.predict_fn, skip_nonfinite=self.skip_nonfinite)
         return self._steps
 
     def _batches(self, data: TextDataset, *, train: bool, epoch: int = 0) -> tuple[Any, int]:
@@ -142,7 +222,8 @@ class Learner:
         return self._state
 
     def fit(self, lr: float, n_cycles: int, cycle_len: int | None = None, cycle_mult: int = 1, *,
-            swa_from: int | None = None, verbose: int = 1) -> list[dict[str, float]]:
+            swa_from: int | None = None, verbose: int = 1, checkpoint_dir: str | os.PathLike | None = None,
+            checkpoint_every: int | None = None, keep_checkpoints: int = 3, resume: bool = False) -> list[dict[str, float]]:
         """Trains at constant learning rate `lr` for `n_cycles` epochs, or with SGDR (Loshchilov &
         Hutter 2017) when `cycle_len` is set: `n_cycles` cosine cycles from lr down to 0, the first
         `cycle_len` epochs long, each next one `cycle_mult` times longer. Returns this call's history.
@@ -158,28 +239,93 @@ class Learner:
             swa_from..epochs of this call (1-based), i.e. stochastic weight averaging (Izmailov et
             al. 2018); training itself continues from the last weights.
           verbose: print a line per epoch.
+          checkpoint_dir: save checkpoints here (Orbax; at every epoch end and every
+            `checkpoint_every` steps; the last `keep_checkpoints` are kept, plus the best by
+            val_loss in best/). A SIGTERM then saves one before the process exits.
+          resume: continue the run whose checkpoints are in `checkpoint_dir` (same call, same
+            data and seed) exactly where it stopped; starts from the beginning when there are none.
         """
         if n_cycles < 1:
             raise FlaxtrainError(f"epochs (n_cycles) must be at least 1, got {n_cycles}")
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
-        if cycle_len is None:
-            return self._fit(n_cycles, schedules.constant(lr), swa_from=swa_from, verbose=verbose)
-        if cycle_len < 1 or cycle_mult < 1:
+        if cycle_len is not None and (cycle_len < 1 or cycle_mult < 1):
             raise FlaxtrainError(f"cycle_len and cycle_mult must be at least 1, got {cycle_len} and {cycle_mult}")
-        schedule, epochs = schedules.sgdr(lr, self._steps_per_epoch(), n_cycles=n_cycles, cycle_len=cycle_len,
-                                          cycle_mult=cycle_mult, start_step=self._global_step())
-        return self._fit(epochs, schedule, swa_from=swa_from, verbose=verbose)
+        plan = {"method": "fit", "lr": lr, "n_cycles": n_cycles, "cycle_len": cycle_len, "cycle_mult": cycle_mult,
+                "swa_from": swa_from}
 
-    def fit_onecycle(self, lr: float, epochs: int, *, swa_from: int | None = None, verbose: int = 1) -> list[dict[str, float]]:
+        def make(first_step: int) -> tuple[Any, int | None]:
+            if cycle_len is None:
+                return schedules.constant(lr), n_cycles
+            return schedules.sgdr(lr, self._steps_per_epoch(), n_cycles=n_cycles, cycle_len=cycle_len,
+                                  cycle_mult=cycle_mult, start_step=first_step)
+
+        return self._fit(plan, make, swa_from=swa_from, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume)
+
+    def fit_onecycle(self, lr: float, epochs: int, *, swa_from: int | None = None, verbose: int = 1,
+                     checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+                     keep_checkpoints: int = 3, resume: bool = False) -> list[dict[str, float]]:
         """Trains `epochs` epochs with the 1cycle policy peaking at `lr` (train/schedules.onecycle):
-        warm-up then cosine annealing, Adam's b1 cycled inversely (0.95 -> 0.85 -> 0.95)."""
+        warm-up then cosine annealing, Adam's b1 cycled inversely (0.95 -> 0.85 -> 0.95).
+        Checkpoint arguments as for `fit`."""
         if epochs < 1:
             raise FlaxtrainError(f"epochs must be at least 1, got {epochs}")
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
-        schedule = schedules.onecycle(lr, epochs * self._steps_per_epoch(), start_step=self._global_step())
-        return self._fit(epochs, schedule, swa_from=swa_from, verbose=verbose)
+        plan = {"method": "fit_onecycle", "lr": lr, "epochs": epochs, "swa_from": swa_from}
+
+        def make(first_step: int) -> tuple[Any, int | None]:
+            return schedules.onecycle(lr, epochs * self._steps_per_epoch(), start_step=first_step), epochs
+
+        return self._fit(plan, make, swa_from=swa_from, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume)
+
+    def autofit(self, lr: float, epochs: int | None = None, early_stopping: int | None = 5,
+                reduce_on_plateau: int | None = 2, reduce_factor: float = 2.0, monitor: str = "val_loss", *,
+                verbose: int = 1, checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+                keep_checkpoints: int = 3, resume: bool = False) -> list[dict[str, float]]:
+        """Trains with the triangular cyclical policy (one cycle per epoch between lr/10 and lr, Adam's
+        b1 moved inversely), watching `monitor` after every epoch (ktrain's autofit):
+
+        - reduce_on_plateau: after that many epochs without improvement, divide lr by reduce_factor;
+        - early_stopping: after that many epochs without improvement, stop;
+        - at the end the model (and the train state) get the best epoch's weights back.
+
+        With `epochs=None` training runs until early stopping. Checkpoint arguments as for `fit`;
+        a resumed autofit also continues its plateau counters and best weights.
+        """
+        if not lr > 0:
+            raise FlaxtrainError(f"lr must be positive, got {lr}")
+        if epochs is None and early_stopping is None:
+            raise FlaxtrainError("autofit needs epochs or early_stopping: pass epochs=N or early_stopping=patience")
+        if epochs is not None and epochs < 1:
+            raise FlaxtrainError(f"epochs must be at least 1, got {epochs}")
+        for name, value in (("early_stopping", early_stopping), ("reduce_on_plateau", reduce_on_plateau)):
+            if value is not None and value < 1:
+                raise FlaxtrainError(f"{name} must be at least 1 epoch (or None to turn it off), got {value}")
+        if not reduce_factor > 1:
+            raise FlaxtrainError(f"reduce_factor must be greater than 1, got {reduce_factor}")
+        if monitor.startswith("val_") and self.val_data is None:
+            raise FlaxtrainError(f"monitor {monitor!r} needs validation data: pass val_data to get_learner, or monitor='loss'")
+        plan = {"method": "autofit", "lr": lr, "epochs": epochs, "early_stopping": early_stopping,
+                "reduce_on_plateau": reduce_on_plateau, "reduce_factor": reduce_factor, "monitor": monitor}
+        watch = Plateau(lr=lr, monitor=monitor, early_stopping=early_stopping, reduce_on_plateau=reduce_on_plateau,
+                        reduce_factor=reduce_factor, verbose=bool(verbose))
+
+        def make(first_step: int) -> tuple[Any, int | None]:
+            return schedules.triangular(lambda: watch.lr, self._steps_per_epoch(), start_step=first_step), epochs
+
+        history = self._fit(plan, make, swa_from=None, verbose=verbose, checkpoint_dir=checkpoint_dir,
+                            checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
+                            monitor=monitor, plateau=watch)
+        if watch.best_params is not None:
+            self.model.params = watch.best_params
+            state = self.steps.unreplicated(self._train_state())
+            self._state = self.steps.place_state(state.replace(params=jax.tree.map(jnp.copy, watch.best_params)))
+            if verbose:
+                print(f"restored the weights of epoch {watch.best_epoch} ({monitor} {watch.best:.4f})")
+        return history
 
     def lr_find(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100, *, stop_factor: float = 4.0,
                 verbose: int = 1) -> float:
@@ -274,20 +420,55 @@ class Learner:
     def _global_step(self) -> int:
         return self.steps.step_of(self._train_state())
 
-    def _fit(self, epochs: int, schedule: Any, *, swa_from: int | None, verbose: int) -> list[dict[str, float]]:
+    def _fit(self, plan: dict[str, Any], make_schedule: Any, *, swa_from: int | None, verbose: int,
+             checkpoint_dir: str | os.PathLike | None, checkpoint_every: int | None, keep_checkpoints: int,
+             resume: bool, monitor: str = "val_loss", plateau: Plateau | None = None) -> list[dict[str, float]]:
+        """One fit call: `make_schedule(first_step) -> (schedule, epochs or None)` gives the plan's
+        schedule; checkpoints, resume, SIGTERM and TensorBoard are handled here."""
+        if resume and checkpoint_dir is None:
+            raise FlaxtrainError("resume=True needs checkpoint_dir: pass the directory the stopped run saved to")
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise FlaxtrainError(f"checkpoint_every must be at least 1 step, got {checkpoint_every}")
+        plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps}
+        ckpt = None
+        if checkpoint_dir is not None:
+            ckpt = Checkpointer(checkpoint_dir, keep=keep_checkpoints, mode=metric_mode(monitor),
+                                monitor=monitor if monitor in self._epoch_keys() else None)
+        state = self._train_state()
+        self._state = None  # donated to the step from here on
+        position = {"first_epoch": self._epochs_done, "first_step": self.steps.step_of(state), "epoch": self._epochs_done,
+                    "batch": 0}
+        initial = None
+        average: dict[str, Any] = {"params": None, "count": 0}
+        if resume:
+            restored = self._restore(ckpt, state, plan)
+            if restored is None:
+                if verbose:
+                    print(f"no checkpoint in {ckpt.directory} yet: starting from the beginning")
+            else:
+                state, meta, tree = restored
+                position = {k: meta[k] for k in position}
+                initial = None if meta["sums"] is None else {k: np.float32(v) for k, v in meta["sums"].items()}
+                self.history = meta["history"]
+                self._epochs_done = meta["epoch"]
+                average = {"params": tree.get("average"), "count": meta["swa_count"]}
+                if plateau is not None:
+                    plateau.load(meta["plateau"], tree.get("best"))
+                if verbose:
+                    print(f"resuming from checkpoint step {meta['step']} in {ckpt.directory}: epoch {meta['epoch'] + 1}, "
+                          f"batch {meta['batch']}")
+        first_epoch, first_step = position["first_epoch"], position["first_step"]
+        schedule, epochs = make_schedule(first_step)
         if swa_from is not None and not 1 <= swa_from <= epochs:
             raise FlaxtrainError(f"swa_from must lie between 1 and epochs ({epochs}), got {swa_from}")
         trace = self.lr_trace
+        resumed_step = self.steps.step_of(state)
+        trace.extend((step, schedule(step)["learning_rate"]) for step in range(first_step, resumed_step))
 
         def traced(step: int) -> dict[str, float]:
             values = {"b1": ADAM_B1, **schedule(step)}
             trace.append((step, values["learning_rate"]))
             return values
-
-        state = self._train_state()
-        self._state = None  # donated to the step from here on
-        first_epoch = self._epochs_done
-        average: dict[str, Any] = {"params": None, "count": 0}
 
         def accumulate(epoch: int, current: TrainState) -> None:
             if swa_from is None or epoch - first_epoch + 1 < swa_from:
@@ -299,27 +480,92 @@ class Learner:
                                                    jnp.asarray(average["count"]))
             average["count"] += 1
 
+        def save(current: TrainState, epoch: int, batch: int, sums: Any, *, wait: bool = False) -> None:
+            one = self.steps.unreplicated(current)
+            tree = {"step": one.step, "params": one.params, "opt_state": one.opt_state}
+            if average["params"] is not None:
+                tree["average"] = average["params"]
+            if plateau is not None and plateau.best_params is not None:
+                tree["best"] = plateau.best_params
+            meta = {"plan": plan, "items": sorted(set(tree) - {"step", "params", "opt_state"}),
+                    **{k: position[k] for k in ("first_epoch", "first_step")}, "epoch": epoch,
+                    "batch": batch, "sums": None if sums is None else {k: float(v) for k, v in jax.device_get(sums).items()},
+                    "history": list(self.history), "swa_count": average["count"],
+                    "plateau": None if plateau is None else plateau.dump()}
+            ckpt.save(self.steps.step_of(current), tree, meta, wait=wait)
+
+        stop_signal: dict[str, str] = {}
+        tensorboard = self._summary_writer()
+        traced_until = [len(trace)]
+
+        def after_epoch(epoch: int, current: TrainState, record: dict[str, float]) -> str | None:
+            self.history.append(record)
+            self._epochs_done = epoch + 1
+            step = self.steps.step_of(current)
+            stop = None
+            if plateau is not None:
+                stop = plateau.update(record, epoch, self.steps.params_of(current))
+            if tensorboard is not None:
+                tensorboard.epoch(record, step)
+                tensorboard.learning_rates(trace[traced_until[0]:])
+                traced_until[0] = len(trace)
+            if ckpt is not None:
+                save(current, epoch + 1, 0, None)
+                ckpt.save_best(step, self.steps.params_of(current), record)
+            return stop
+
         val = self.val_data
-        state, history, stop = loop.fit(
-            state,
-            epochs=epochs,
-            train_batches=lambda epoch: self._batches(self.train_data, train=True, epoch=epoch),
-            val_batches=None if val is None else (lambda: self._batches(val, train=False)),
-            steps=self.steps,
-            rng=jax.random.key(self.seed),
-            start_epoch=first_epoch,
-            verbose=bool(verbose),
-            on_epoch_end=accumulate,
-            precision=self.precision,
-            schedule=traced,
-        )
+        history_before = len(self.history)
+        remaining = None if epochs is None else first_epoch + epochs - position["epoch"]
+        try:
+            with _saving_on_sigterm(ckpt is not None, stop_signal):
+                state, _, stop = loop.fit(
+                    state,
+                    epochs=MAX_AUTOFIT_EPOCHS if remaining is None else remaining,
+                    train_batches=lambda epoch: self._batches(self.train_data, train=True, epoch=epoch),
+                    val_batches=None if val is None else (lambda: self._batches(val, train=False)),
+                    steps=self.steps,
+                    rng=jax.random.key(self.seed),
+                    start_epoch=position["epoch"],
+                    verbose=bool(verbose),
+                    on_epoch_end=accumulate,
+                    precision=self.precision,
+                    schedule=traced,
+                    start_batch=position["batch"],
+                    initial_sums=initial,
+                    save_every=checkpoint_every,
+                    save=None if ckpt is None else save,
+                    should_stop=lambda: stop_signal.get("name"),
+                    after_epoch=after_epoch,
+                )
+        finally:
+            if ckpt is not None:
+                ckpt.wait()
+            if tensorboard is not None:
+                tensorboard.close()
         self._state = state
-        self._epochs_done += len(history)
-        self.history.extend(history)
+        history = self.history[history_before:]
         final_params = self.steps.params_of(state)
-        if stop:
+        early_stop = plateau is not None and plateau.stopped
+        if early_stop and verbose:
+            print(stop)
+        if stop and not early_stop:
             self.model.params = jax.tree.map(jnp.copy, final_params)
+            if stop_signal:
+                step = self.steps.step_of(state)
+                message = (f"received {stop_signal['name']} at step {step}: saved checkpoint step {step} to "
+                           f"{ckpt.directory}; run the same fit with resume=True to continue")
+                ckpt.close()
+                print(message, file=sys.stderr, flush=True)
+                signal.raise_signal(signal.Signals[stop_signal["name"]])  # exit as the signal asked
+                raise FlaxtrainError(message)  # when the previous handler returns instead
+            if ckpt is not None:
+                last = ckpt.last_step()
+                stop += ("; the last good checkpoint is " + (f"step {last} in {ckpt.directory} (resume=True "
+                         "continues from it)" if last is not None else "none yet"))
             raise FlaxtrainError(stop)
+        if ckpt is not None:
+            ckpt.close()
         if average["params"] is not None:
             self.model.params = average["params"]
             if val is not None:
@@ -335,6 +581,82 @@ class Learner:
         else:
             self.model.params = jax.tree.map(jnp.copy, final_params)
         return history
+
+    def _epoch_keys(self) -> set[str]:
+        """Keys an epoch record will have (for checking a monitored metric up front)."""
+        keys = {"loss", "mae" if self.model.preproc.regression else "acc"}
+        if self.val_data is not None:
+            keys |= {f"val_{k}" for k in keys}
+        return keys
+
+    def _restore(self, ckpt: Checkpointer, state: TrainState, plan: dict[str, Any]) -> tuple[TrainState, dict, dict] | None:
+        """(state, meta, saved tree) from the newest readable checkpoint, placed for this learner's
+        strategy (the device count may differ from the saving run's); None when there is none."""
+        one = self.steps.unreplicated(state)
+        base = {"step": one.step, "params": one.params, "opt_state": one.opt_state}
+        params_target = abstract_like(one.params)
+
+        def target(meta: dict[str, Any]) -> Any:
+            return {**abstract_like(base), **{name: params_target for name in meta.get("items", ())}}
+
+        restored = ckpt.restore(target)
+        if restored is None:
+            return None
+        tree, meta = restored
+        saved = meta.get("plan", {})
+        if saved != plan:
+            changed = sorted(k for k in set(saved) | set(plan) if saved.get(k) != plan.get(k))
+            differences = ", ".join(f"{k} {saved.get(k)!r} there, {plan.get(k)!r} here" for k in changed)
+            raise FlaxtrainError(
+                f"the checkpoints in {ckpt.directory} come from a different run ({differences}): "
+                "repeat the original call or use a new checkpoint_dir"
+            )
+        restored_state = one.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
+        if self.strategy.kind == "pmap":
+            restored_state = self.steps.place_state(restored_state)
+        return restored_state, meta, tree
+
+    def _summary_writer(self) -> SummaryWriter | None:
+        return None if self.log_dir is None else SummaryWriter(self.log_dir, active=jax.process_index() == 0)
+
+    def top_losses(self, n: int = 4, val_data: TextDataset | None = None) -> list[tuple[int, float, Any, Any]]:
+        """The `n` validation examples with the highest loss, worst first, as
+        (index, loss, true label, predicted label) — ktrain's top_losses. Per-example losses are the
+        model's own loss function vmapped over rows on the device."""
+        data = val_data or self.val_data
+        if data is None or data.labels is None:
+            raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to top_losses")
+        if n < 1:
+            raise FlaxtrainError(f"n must be at least 1, got {n}")
+        steps = self.model.steps
+        losses = np.zeros(len(data), np.float32)
+        batches, _ = self._batches(data, train=False)
+        pending = [(b["index"], b["weight"], steps.example_losses(self.model.params, b)) for b in batches]
+        for index, weight, values in pending:
+            keep = weight > 0
+            losses[index[keep]] = np.asarray(values)[keep]
+        from flaxtrain.api.predictor import get_predictor
+
+        outputs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
+        order = np.argsort(-losses, kind="stable")[:n]
+        preproc = self.model.preproc
+        if preproc.regression:
+            return [(int(i), float(losses[i]), float(data.labels[i]), float(outputs[i])) for i in order]
+        truth = preproc.decode_labels(data.labels[order])
+        predicted = preproc.decode_labels(outputs[order].argmax(-1))
+        return [(int(i), float(losses[i]), t, p) for i, t, p in zip(order, truth, predicted)]
+
+    def view_top_losses(self, n: int = 4, preproc: Any = None, val_data: TextDataset | None = None) -> list[tuple]:
+        """Prints the `n` worst validation examples (loss, true and predicted label, the text) and
+        returns them as `top_losses` does. `preproc` is accepted for ktrain's signature; the texts
+        come from the dataset itself."""
+        data = val_data or self.val_data
+        worst = self.top_losses(n, data)
+        for index, loss, truth, predicted in worst:
+            print("-" * 40)
+            print(f"id {index} | loss {loss:.4f} | true {truth} | predicted {predicted}")
+            print(data.texts[index])
+        return worst
 
     def validate(self, val_data: TextDataset | None = None, class_names: list[Any] | None = None,
                  print_report: bool = True) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -35,17 +36,35 @@ def summarize(sums: dict[str, Any], prefix: str = "") -> dict[str, float]:
         out[f"{prefix}acc"] = host["correct"] / count
     if "abs_error" in host:  # regression: loss is the mean squared error
         out[f"{prefix}mae"] = host["abs_error"] / count
+    if host.get("skipped"):
+        out[f"{prefix}skipped"] = int(host["skipped"])
     return out
 
 
-def _nonfinite_message(sums: dict[str, jax.Array], *, step: int, epoch: int) -> str | None:
-    loss_sum = float(sums["loss_sum"])
-    if math.isfinite(loss_sum):
-        return None
+def _nonfinite_message(loss_sum: float, *, step: int, epoch: int) -> str:
     return (
-        f"training loss became {loss_sum} by step {step} (epoch {epoch + 1}): lower the learning rate "
-        "or set clip_norm, and check the inputs for bad values"
+        f"training loss became {loss_sum} at step {step} (epoch {epoch + 1}): lower the learning rate, set "
+        "clip_norm, check the inputs for bad values, or pass skip_nonfinite=True to skip such batches"
     )
+
+
+class _Guard:
+    """Finds the first step with a non-finite loss, reading the device only at checks."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[int, jax.Array]] = []  # (step number, loss sum) since the last check
+
+    def add(self, step: int, loss_sum: jax.Array) -> None:
+        self.pending.append((step, loss_sum))
+
+    def check(self, epoch: int) -> str | None:
+        values = jax.device_get([loss for _, loss in self.pending])
+        steps = [step for step, _ in self.pending]
+        self.pending = []
+        for step, value in zip(steps, values):
+            if not math.isfinite(float(value)):
+                return _nonfinite_message(float(value), step=step, epoch=epoch)
+        return None
 
 
 def train_epoch(
@@ -61,23 +80,39 @@ def train_epoch(
     meter: Throughput | None = None,
     schedule: Callable[[int], dict[str, float]] | None = None,
     first_step: int = 0,
+    start_batch: int = 0,
+    initial: dict[str, jax.Array] | None = None,
+    save_every: int | None = None,
+    save: Callable[[TrainState, int, int, dict[str, jax.Array]], None] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array], str | None]:
     """Runs the train step over one epoch of batches.
 
-    Metrics stay on device between checks, so the host reads them once every `check_every` steps.
+    Metrics stay on device between checks, so the host reads them once every `check_every` steps
+    (and before every save, so no checkpoint holds weights from after a non-finite loss).
     A `meter` counts the epoch's tokens and model FLOPs (read from the batch shapes on the host).
-    A `schedule` maps the global step (counted on the host from `first_step`) to optimizer
+    A `schedule` maps the global step (`first_step` is the epoch's first) to optimizer
     hyperparams, written into the state before each step.
 
+    Args (resuming and saving):
+      start_batch: batches of this epoch already trained (skipped here); `initial` their metric sums.
+      save_every: call `save(state, epoch, batches done, sums)` after every `save_every`-th global step.
+      should_stop: polled after each step; a message stops the epoch after saving (a SIGTERM).
+
     Returns:
-      (state, the epoch's metric sums, None or why training must stop: a non-finite loss or an
-      interrupt). The state is always the last one computed, so no finished step is lost.
+      (state, the epoch's metric sums, None or why training must stop: a non-finite loss, an
+      interrupt or a stop request). The state is always the last one computed, so no finished
+      step is lost.
     """
-    total = None
+    total = initial
     applied: dict[str, float] | None = None
-    bar = _progress(batches, total=num_batches, desc=f"epoch {epoch + 1}", verbose=verbose)
+    guard = _Guard()
+    rest = itertools.islice(batches, start_batch, None)
+    bar = _progress(rest, total=None if num_batches is None else num_batches - start_batch, desc=f"epoch {epoch + 1}",
+                    verbose=verbose)
+    i = start_batch
     try:
-        for i, batch in enumerate(bar):
+        for i, batch in enumerate(bar, start=start_batch):
             if schedule is not None:
                 values = dict(schedule(first_step + i))
                 if values != applied:  # a constant lr is written once, not sent to the device every step
@@ -86,17 +121,25 @@ def train_epoch(
                 meter.add(state, batch, rng)
             state, sums = steps.train(state, batch, rng)
             total = _add(total, sums)
-            if (i + 1) % check_every == 0:
-                stop = _nonfinite_message(total, step=steps.step_of(state), epoch=epoch)
-                if stop:
-                    return state, total, stop
+            guard.add(first_step + i + 1, sums["loss_sum"])
+            stop = should_stop() if should_stop is not None else None
+            periodic = bool(save_every) and (first_step + i + 1) % save_every == 0 and i + 1 != num_batches
+            saving = save is not None and (stop is not None or periodic)
+            if saving or (i + 1) % check_every == 0:
+                bad = guard.check(epoch)
+                if bad:
+                    return state, total, bad
+                if saving:
+                    save(state, epoch, i + 1, total)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(summarize(total))
+            if stop is not None:
+                return state, total, stop
     except KeyboardInterrupt:
         return state, total, f"interrupted at step {steps.step_of(state)} (epoch {epoch + 1})"
     if total is None:
         raise FlaxtrainError("the training data gave no batches: pass a non-empty training set")
-    return state, total, _nonfinite_message(total, step=steps.step_of(state), epoch=epoch)
+    return state, total, guard.check(epoch)
 
 
 def evaluate(
@@ -158,6 +201,12 @@ def fit(
     on_epoch_end: Callable[[int, TrainState], None] | None = None,
     precision: str = "float32",
     schedule: Callable[[int], dict[str, float]] | None = None,
+    start_batch: int = 0,
+    initial_sums: dict[str, jax.Array] | None = None,
+    save_every: int | None = None,
+    save: Callable[[TrainState, int, int, dict[str, jax.Array]], None] | None = None,
+    should_stop: Callable[[], str | None] | None = None,
+    after_epoch: Callable[[int, TrainState, dict[str, float]], str | None] | None = None,
 ) -> tuple[TrainState, list[dict[str, float]], str | None]:
     """Trains for `epochs` epochs, validating after each.
 
@@ -174,12 +223,16 @@ def fit(
       on_epoch_end: called with (epoch, state) after each finished epoch, before validation.
       precision: the compute precision, for the MFU's peak.
       schedule: global step -> optimizer hyperparams (learning_rate, b1), set before each step.
+      start_batch, initial_sums: resuming inside `start_epoch`: batches already trained and their sums.
+      save_every, save, should_stop: as `train_epoch` takes them.
+      after_epoch: called with (epoch, state, record) once the epoch's record (with validation)
+        exists; a message it returns ends training there (early stopping).
 
     Returns:
       (last state, per-epoch history, None or why training stopped early).
     """
     history: list[dict[str, float]] = []
-    step = steps.step_of(state) if schedule is not None else 0
+    step = steps.step_of(state) - start_batch  # global step at the start of the first epoch
     last: dict[str, float] = {}
 
     def remembered(global_step: int) -> dict[str, float]:
@@ -188,9 +241,11 @@ def fit(
     for epoch in range(start_epoch, start_epoch + epochs):
         batches, num_batches = train_batches(epoch)
         meter = Throughput(steps, precision)
+        skip, initial = (start_batch, initial_sums) if epoch == start_epoch else (0, None)
         state, sums, stop = train_epoch(
             state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose, meter=meter,
-            schedule=None if schedule is None else remembered, first_step=step,
+            schedule=None if schedule is None else remembered, first_step=step, start_batch=skip, initial=initial,
+            save_every=save_every, save=save, should_stop=should_stop,
         )
         step += num_batches
         if stop:
@@ -207,4 +262,8 @@ def fit(
         history.append(record)
         if verbose:
             log(format_record(record))
+        if after_epoch is not None:
+            stop = after_epoch(epoch, state, record)
+            if stop:
+                return state, history, stop
     return state, history, None

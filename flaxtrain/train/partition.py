@@ -161,6 +161,7 @@ class CompiledSteps:
         grad_accum_steps: int = 1,
         param_specs: Any = None,
         predict_fn: Callable = step_lib.predict_step,
+        skip_nonfinite: bool = False,
     ):
         if grad_accum_steps < 1:
             raise FlaxtrainError(f"grad_accum_steps must be at least 1, got {grad_accum_steps}")
@@ -169,10 +170,11 @@ class CompiledSteps:
         self.strategy = strategy or Strategy("single")
         self.grad_accum_steps = grad_accum_steps
         self.param_specs = param_specs
+        self.skip_nonfinite = skip_nonfinite
         self._jitted: dict[str, Callable] = {}
         self._state_sharding: Any = None
         self._flops: dict[tuple, float | None] = {}
-        train = functools.partial(step_lib.train_step, loss_fn=loss_fn, grad_accum_steps=grad_accum_steps)
+        train = self._train_fn()
         evaluate = functools.partial(step_lib.eval_step, loss_fn=loss_fn)
         kind = self.strategy.kind
         if kind == "single":
@@ -183,6 +185,11 @@ class CompiledSteps:
                                              in_axes=(0, 0, None), donate_argnums=0)
             self._jitted["eval"] = jax.pmap(functools.partial(evaluate, axis_name="data"), axis_name="data")
         self._jitted["predict"] = jax.jit(functools.partial(predict_fn, apply_fn))
+        self._jitted["example_losses"] = jax.jit(functools.partial(step_lib.example_losses, apply_fn, loss_fn=loss_fn))
+
+    def _train_fn(self) -> Callable:
+        return functools.partial(step_lib.train_step, loss_fn=self.loss_fn, grad_accum_steps=self.grad_accum_steps,
+                                 skip_nonfinite=self.skip_nonfinite)
 
     # --- placement -------------------------------------------------------------------------------
     def init_state(self, module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax.Array,
@@ -259,7 +266,7 @@ class CompiledSteps:
             batch = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
             sharding = self.state_sharding(state)
             if name == "train":
-                fn = functools.partial(step_lib.train_step, loss_fn=self.loss_fn, grad_accum_steps=self.grad_accum_steps)
+                fn = self._train_fn()
                 self._jitted[name] = jax.jit(fn, in_shardings=(sharding, batch, replicated),
                                              out_shardings=(sharding, replicated), donate_argnums=0)
             else:
@@ -293,6 +300,10 @@ class CompiledSteps:
     def predict(self, params: Any, batch: dict[str, np.ndarray]) -> jax.Array:
         """Log-probabilities of the batch's rows (params as `params_of` returns them)."""
         return self._jitted["predict"](params, batch)
+
+    def example_losses(self, params: Any, batch: dict[str, np.ndarray]) -> jax.Array:
+        """Per-row losses [b] of a batch without dropout (params as `params_of` returns them)."""
+        return self._jitted["example_losses"](params, batch)
 
     def with_hyperparams(self, state: TrainState, **values: float) -> TrainState:
         """The state with injected optimizer hyperparams (learning_rate, b1, ...) set to `values`."""
@@ -350,5 +361,5 @@ def _not_addressable(x: Any) -> bool:
 
 def compile_steps(apply_fn: Callable, loss_fn: step_lib.LossFn = step_lib.classification_loss, **options: Any) -> CompiledSteps:
     """Train/eval/predict steps for one model: one device by default; `options` as CompiledSteps takes
-    them (strategy=make_strategy(...), grad_accum_steps, param_specs, predict_fn)."""
+    them (strategy=make_strategy(...), grad_accum_steps, param_specs, predict_fn, skip_nonfinite)."""
     return CompiledSteps(apply_fn, loss_fn, **options)

@@ -62,3 +62,21 @@ def sgdr(lr: float, steps_per_epoch: int, *, n_cycles: int, cycle_len: int = 1, 
         return {"learning_rate": float(min_lr + 0.5 * (lr - min_lr) * (1 + np.cos(np.pi * progress)))}
 
     return schedule, sum(cycle_len * cycle_mult**i for i in range(n_cycles))
+
+
+def triangular(peak: Callable[[], float], steps_per_epoch: int, *, start_step: int = 0, div_factor: float = 10.0,
+               b1_range: tuple[float, float] = (0.95, 0.85)) -> Schedule:
+    """The triangular cyclical policy (Smith 2017) with one cycle per epoch: the learning rate
+    climbs linearly from peak / div_factor to peak over the first half of each epoch and back down
+    over the second; Adam's b1 moves inversely. `peak()` is read at every step, so a plateau rule
+    can lower it between epochs."""
+    high_b1, low_b1 = b1_range
+
+    def schedule(step: int) -> dict[str, float]:
+        position = ((step - start_step) % steps_per_epoch + 0.5) / steps_per_epoch
+        height = 1.0 - abs(2.0 * position - 1.0)
+        top = peak()
+        low = top / div_factor
+        return {"learning_rate": low + (top - low) * height, "b1": high_b1 - (high_b1 - low_b1) * height}
+
+    return schedule

@@ -42,6 +42,7 @@ def train_step(
     loss_fn: LossFn,
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
+    skip_nonfinite: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on the batch's mean loss.
 
@@ -56,6 +57,9 @@ def train_step(
         memory. Micro-batch i's dropout key is `fold_in(step key, i)`.
       axis_name: under `pmap`, the mapped axis: gradient and metric sums are `psum`-ed over it, so
         every replica takes the same step as one device would on the whole batch.
+      skip_nonfinite: when the batch's loss or any gradient is not finite, keep the params and
+        optimizer state unchanged (the step counter still advances), drop the batch from the metric
+        sums and count it in an extra 'skipped' sum, instead of letting NaN reach the weights.
 
     Returns:
       (new state, metric sums of this batch).
@@ -90,8 +94,18 @@ def train_step(
     # Optax's Adam raises a Python float to its int32 step count, which strict dtype promotion
     # (on in flaxtrain's tests) rejects; its maths is Optax's own, so it runs under standard rules.
     with jax.numpy_dtype_promotion("standard"):
-        state = state.apply_gradients(grads=grads)
-    return state, sums
+        new_state = state.apply_gradients(grads=grads)
+    if not skip_nonfinite:
+        return new_state, sums
+    finite = jnp.isfinite(sums["loss_sum"])
+    for g in jax.tree.leaves(grads):
+        finite = finite & jnp.all(jnp.isfinite(g))
+    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    new_state = new_state.replace(params=jax.tree.map(keep, new_state.params, state.params),
+                                  opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state))
+    sums = {k: jnp.where(finite, v, jnp.zeros_like(v)) for k, v in sums.items()}
+    sums["skipped"] = jnp.where(finite, 0.0, 1.0).astype(jnp.float32)
+    return new_state, sums
 
 
 def _strided_split(x: jax.Array, k: int) -> jax.Array:
@@ -103,6 +117,17 @@ def eval_step(state: TrainState, batch: Batch, *, loss_fn: LossFn, axis_name: st
     """Metric sums of the batch without dropout (`psum`-ed over `axis_name` under pmap)."""
     _, sums = loss_fn(state.apply_fn, state.params, batch, rngs={}, deterministic=True)
     return sums if axis_name is None else jax.lax.psum(sums, axis_name)
+
+
+def example_losses(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, loss_fn: LossFn) -> jax.Array:
+    """Float32 loss of every row of the batch [b] without dropout: `loss_fn` vmapped over one-row batches."""
+
+    def one(row: Batch) -> jax.Array:
+        single = jax.tree.map(lambda x: x[None], row)
+        loss_sum, sums = loss_fn(apply_fn, params, single, rngs={}, deterministic=True)
+        return (loss_sum / jnp.maximum(sums["count"], 1e-9)).astype(jnp.float32)
+
+    return jax.vmap(one)(batch)
 
 
 def predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
