@@ -561,8 +561,8 @@ class Learner:
                 raise FlaxtrainError(message)  # when the previous handler returns instead
             if ckpt is not None:
                 last = ckpt.last_step()
-                stop += ("; the last good checkpoint is " + (f"step {last} in {ckpt.directory} (resume=True "
-                         "continues from it)" if last is not None else "none yet"))
+                stop += (f"; the last good checkpoint is step {last} in {ckpt.directory} (resume=True continues "
+                         "from it)" if last is not None else f"; no checkpoint was saved in {ckpt.directory} yet")
             raise FlaxtrainError(stop)
         if ckpt is not None:
             ckpt.close()

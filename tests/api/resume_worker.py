@@ -5,10 +5,13 @@ usage: resume_worker.py OUT_DIR MODE [STEP]
   MODE sigkill STEP  train with checkpoints; SIGKILL this process right after global step STEP
   MODE sigterm STEP  same, but send SIGTERM (the learner saves a checkpoint and exits)
   MODE resume        train the same call with resume=True, then write params and history
+  MODE devices       (8 devices) train on an spmd 2x2x2 mesh with checkpoints, then resume a copy cut
+                     back to step 28 on one device and under pmap; write all three final params
 """
 
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -26,14 +29,43 @@ import flaxtrain.text  # noqa: E402
 EPOCHS, LR, EVERY = 2, 1e-2, 4
 
 
-def main() -> None:
-    out, mode = Path(sys.argv[1]), sys.argv[2]
+def make_learner(dropout=0.5, **options):
     texts, labels = make_sentiment_texts(240)
     train, val, preproc = flaxtrain.text.texts_from_array(texts[:200], labels[:200], texts[200:], labels[200:],
                                                           maxlen=24, max_features=100, verbose=0)
-    model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 16, "num_filters": 8},
+    model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 16, "num_filters": 8, "dropout": dropout},
                                            verbose=0)
-    learner = flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8)
+    return flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8, **options)
+
+
+def save_params(path, params):
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    np.savez(path, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
+
+
+def devices(out: Path) -> None:
+    """Saves on 8 devices (2x2x2 mesh), resumes on 1 device and under pmap over 8."""
+    assert jax.device_count() == 8, jax.devices()
+    mesh = make_learner(0.0, strategy="spmd", mesh=(2, 2, 2))  # pmap draws dropout per device
+    mesh.fit_onecycle(LR, EPOCHS, verbose=0, checkpoint_dir=str(out / "mesh"), checkpoint_every=EVERY,
+                      keep_checkpoints=100)
+    save_params(out / "params_mesh.npz", mesh.model.params)
+    for strategy in ("single", "pmap"):
+        cut = out / f"cut_{strategy}"
+        shutil.copytree(out / "mesh", cut)
+        for step in (cut / "latest").iterdir():
+            if int(step.name) > 28:
+                shutil.rmtree(step)
+        learner = make_learner(0.0, strategy=strategy)
+        learner.fit_onecycle(LR, EPOCHS, verbose=1, checkpoint_dir=str(cut), checkpoint_every=EVERY, resume=True)
+        save_params(out / f"params_{strategy}.npz", learner.model.params)
+
+
+def main() -> None:
+    out, mode = Path(sys.argv[1]), sys.argv[2]
+    if mode == "devices":
+        return devices(out)
+    learner = make_learner()
     if mode in ("sigkill", "sigterm"):
         at, sig = int(sys.argv[3]), signal.SIGKILL if mode == "sigkill" else signal.SIGTERM
         steps, train_step = learner.steps, learner.steps.train
@@ -49,8 +81,7 @@ def main() -> None:
     checkpoint_dir = None if mode == "full" else str(out / "checkpoints")
     learner.fit_onecycle(LR, EPOCHS, verbose=1, checkpoint_dir=checkpoint_dir, checkpoint_every=EVERY,
                          resume=mode == "resume")
-    leaves = jax.tree_util.tree_leaves_with_path(learner.model.params)
-    np.savez(out / f"params_{mode}.npz", **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
+    save_params(out / f"params_{mode}.npz", learner.model.params)
     speed = ("tokens_per_s", "step_s", "mfu")
     history = [{k: v for k, v in r.items() if k not in speed} for r in learner.history]
     (out / f"history_{mode}.json").write_text(json.dumps({"history": history, "lr_trace": learner.lr_trace}))
