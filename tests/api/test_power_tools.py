@@ -59,3 +59,74 @@ def test_bad_power_tool_arguments(learner):
         learner.lr_find(1.0, 1e-3)
     with pytest.raises(FlaxtrainError, match="cycle_len and cycle_mult"):
         learner.fit(1e-3, 2, cycle_len=0)
+
+
+def test_autofit_reduces_lr_stops_early_and_restores_the_best_weights(learner):
+    history = learner.autofit(0.5, early_stopping=2, reduce_on_plateau=1, verbose=0)  # far too high: val_loss stalls
+    val_losses = [r["val_loss"] for r in history]
+    best = int(np.argmin(val_losses))
+    assert len(history) == best + 1 + 2, val_losses  # stopped 2 epochs after the best one
+    assert len(history) < 50
+    # The learner's model and its train state hold the best epoch's weights, not the last.
+    from flaxtrain.train import loop
+
+    batches, count = learner._batches(learner.val_data, train=False)
+    state = learner.steps.unreplicated(learner._train_state())
+    assert abs(loop.summarize(loop.evaluate(state, batches, steps=learner.steps, num_batches=count, verbose=False))["loss"]
+               - val_losses[best]) < 1e-5
+    for a, b in zip(_host(learner.model.params), _host(state.params)):
+        np.testing.assert_array_equal(a, b)
+    # The triangular policy: each epoch climbs from lr/10 to the peak and back; the peak halves per stalled epoch.
+    per_epoch = learner._steps_per_epoch()
+    lrs = np.array([lr for _, lr in learner.lr_trace])
+    peaks = lrs.reshape(len(history), per_epoch).max(1)
+    assert np.isclose(peaks[0], 0.5, rtol=0.1) and lrs[0] < 0.08  # lr/10 plus half a step up
+    assert peaks[-1] < peaks[best]
+
+
+def test_autofit_arguments(learner):
+    with pytest.raises(FlaxtrainError, match="needs epochs or early_stopping"):
+        learner.autofit(1e-3, epochs=None, early_stopping=None)
+    with pytest.raises(FlaxtrainError, match="reduce_factor must be greater than 1"):
+        learner.autofit(1e-3, 2, reduce_factor=1)
+    learner.val_data = None
+    with pytest.raises(FlaxtrainError, match="monitor 'val_loss' needs validation data"):
+        learner.autofit(1e-3, 2)
+    assert len(learner.autofit(1e-3, 2, early_stopping=None, monitor="loss", verbose=0)) == 2
+
+
+def test_top_losses_are_the_models_own_losses(learner, capsys):
+    learner.fit(1e-2, 1, verbose=0)
+    worst = learner.top_losses(5)
+    losses = [loss for _, loss, _, _ in worst]
+    assert len(worst) == 5 and losses == sorted(losses, reverse=True)
+    val = learner.val_data
+    predictor = flaxtrain.get_predictor(learner.model)
+    log_probs = predictor.log_probs(val.input_ids)
+    reference = -log_probs[np.arange(len(val)), val.labels]
+    assert np.isclose(losses[0], reference.max(), atol=1e-5)
+    for index, loss, truth, predicted in worst:
+        assert np.isclose(loss, reference[index], atol=1e-5)
+        assert truth == val.class_names[val.labels[index]] and predicted == val.class_names[log_probs[index].argmax()]
+    shown = learner.view_top_losses(2)
+    out = capsys.readouterr().out
+    assert shown == worst[:2] and val.texts[worst[0][0]] in out and f"loss {worst[0][1]:.4f}" in out
+
+
+def test_tensorboard_event_files(tiny_split, tmp_path):
+    import tensorflow as tf
+
+    train, val, preproc = tiny_split
+    model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 16, "num_filters": 8}, verbose=0)
+    learner = flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8, log_dir=str(tmp_path))
+    learner.fit_onecycle(1e-2, 2, verbose=0)
+    values: dict[str, list[tuple[int, float]]] = {}
+    for path in tmp_path.iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                values.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    per_epoch = learner._steps_per_epoch()
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "speed/tokens_per_s", "speed/step_s"):
+        assert [step for step, _ in values[tag]] == [per_epoch, 2 * per_epoch], tag
+    assert np.isclose(values["val/loss"][-1][1], learner.history[-1]["val_loss"], rtol=1e-6)
+    assert [v for _, v in values["train/lr"]] == pytest.approx([lr for _, lr in learner.lr_trace], rel=1e-6)
