@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.workdir = "runs/minilm_rotten_tomatoes"  # where the predictor is saved
     config.train.grad_accum_steps = 1  # split each batch into this many micro-batches (same update, less memory)
     config.train.precision = "float32"  # compute precision: float32 or bfloat16 (params stay float32)
+    config.train.checkpoint_every = -1  # workdir/checkpoints: -1 none, 0 at epoch ends, N also every N steps
+    config.train.resume = False  # continue the run in workdir/checkpoints (after a kill or SIGTERM)
+    config.train.tensorboard = False  # TensorBoard event files in workdir/tensorboard
 
     config.mesh = ml_collections.ConfigDict()
     config.mesh.strategy = "auto"  # auto (data parallel over all devices), spmd, pmap or single

@@ -18,9 +18,14 @@ def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def trained_dir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("run")
-    result = _cli("train", "--config", TINY, f"--config.train.workdir={workdir}")
+    run = ("train", "--config", TINY, f"--config.train.workdir={workdir}", "--config.train.checkpoint_every=100",
+           "--config.train.tensorboard=True")
+    result = _cli(*run)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "epoch 2" in result.stdout and "test  loss" in result.stdout
+    assert list((workdir / "tensorboard").iterdir()) and list((workdir / "checkpoints" / "latest").iterdir())
+    again = _cli(*run)  # the checkpoints are not overwritten by accident
+    assert again.returncode == 2 and "already holds checkpoints" in again.stderr and "resume=True" in again.stderr
     return workdir / "predictor"
 
 

@@ -17,7 +17,8 @@ from flaxtrain.errors import FlaxtrainError, nearest
 SECTION_KEYS = {
     "data": {"name", "data_dir", "maxlen", "max_features", "val_pct", "max_examples"},
     "optim": {"lr", "weight_decay", "clip_norm"},
-    "train": {"epochs", "batch_size", "swa_from", "seed", "workdir", "grad_accum_steps", "precision"},
+    "train": {"epochs", "batch_size", "swa_from", "seed", "workdir", "grad_accum_steps", "precision",
+              "checkpoint_every", "resume", "tensorboard"},
     "mesh": {"strategy", "data", "fsdp", "tensor"},
 }
 OPTIONAL_SECTIONS = {"mesh"}  # defaults: strategy 'auto' over every device
@@ -93,9 +94,13 @@ def train_from_config(config: Any, *, verbose: bool = True) -> tuple[Predictor, 
     learner = get_learner(model, model.train_data, model.val_data, batch_size=config.train.batch_size,
                           weight_decay=config.optim.weight_decay, clip_norm=config.optim.clip_norm, seed=config.train.seed,
                           grad_accum_steps=config.train.get("grad_accum_steps", 1),
-                          precision=config.train.get("precision", "float32"), **mesh_arguments(config))
+                          precision=config.train.get("precision", "float32"), **mesh_arguments(config),
+                          log_dir=Path(config.train.workdir) / "tensorboard" if config.train.get("tensorboard") else None)
     log(f"training on {learner.strategy.describe()}, {learner.precision}")
-    learner.fit(config.optim.lr, config.train.epochs, swa_from=config.train.get("swa_from") or None, verbose=verbose)
+    checkpoints = config.train.get("checkpoint_every", -1)
+    learner.fit(config.optim.lr, config.train.epochs, swa_from=config.train.get("swa_from") or None, verbose=verbose,
+                checkpoint_dir=None if checkpoints < 0 else Path(config.train.workdir) / "checkpoints",
+                checkpoint_every=checkpoints or None, resume=config.train.get("resume", False))
     predictor = get_predictor(model, batch_size=max(config.train.batch_size, 32))
     loss, metrics = predictor.evaluate(test.val_x, test.val_y)
     metrics = {"loss": loss, **metrics}

@@ -434,6 +434,11 @@ class Learner:
         if checkpoint_dir is not None:
             ckpt = Checkpointer(checkpoint_dir, keep=keep_checkpoints, mode=metric_mode(monitor),
                                 monitor=monitor if monitor in self._epoch_keys() else None)
+        if ckpt is not None and not resume and ckpt.last_step() is not None:
+            raise FlaxtrainError(
+                f"{ckpt.directory} already holds checkpoints (steps {ckpt.steps()}) of another run: pass resume=True to "
+                "continue that run, or a new checkpoint_dir"
+            )
         state = self._train_state()
         self._state = None  # donated to the step from here on
         position = {"first_epoch": self._epochs_done, "first_step": self.steps.step_of(state), "epoch": self._epochs_done,

@@ -43,6 +43,7 @@ def make_batches(
     pad_id: int = 0,
     process_index: int = 0,
     process_count: int = 1,
+    sequences: dict[str, tuple[Sequence[np.ndarray], int]] | None = None,
 ) -> tuple[Iterator[Batch], int]:
     """Batches of {'input_ids' [b, L] int32, 'label' [b] int32, 'index' [b] int64, 'weight' [b] float32}.
 
@@ -57,6 +58,8 @@ def make_batches(
       pad_id: token id for padding.
       process_index, process_count: on several hosts, every process builds the same global batches
         (same seed) and yields only its contiguous block of batch_size / process_count rows.
+      sequences: more per-token fields, name -> (one int32 array per example, no longer than its
+        input_ids, pad value): padded to the same bucket length as input_ids (e.g. NER tags).
 
     Returns:
       (iterator over batches, number of batches).
@@ -78,30 +81,38 @@ def make_batches(
     total = num_batches(lengths, batch_size=batch_size, buckets=buckets)
 
     tf = import_tensorflow()
-    padded = np.full((n, max(int(lengths.max()), 1)), pad_id, np.int32)
-    for row, ids in enumerate(input_ids):
-        padded[row, : len(ids)] = ids
-    ds = tf.data.Dataset.from_tensor_slices(
-        {"input_ids": padded, "length": lengths, "label": labels, "index": np.arange(n, dtype=np.int64)}
-    )
+    fields = {"input_ids": (input_ids, pad_id), **(sequences or {})}
+    columns: dict[str, np.ndarray] = {"label": labels, "index": np.arange(n, dtype=np.int64)}
+    for name, (arrays, pad) in fields.items():
+        if len(arrays) != n:
+            raise FlaxtrainError(f"{len(arrays)} {name} rows for {n} examples: pass one per example")
+        field_lengths = np.fromiter((len(x) for x in arrays), np.int64, count=n)
+        if np.any(field_lengths > lengths):
+            raise FlaxtrainError(f"a {name} row is longer than its input_ids: each must fit the example's tokens")
+        padded = np.full((n, max(int(lengths.max()), 1)), pad, np.int32)
+        for row, values in enumerate(arrays):
+            padded[row, : len(values)] = values
+        columns[name], columns[f"{name}_length"] = padded, field_lengths
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         ds = ds.shuffle(n, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-    ds = ds.map(lambda ex: {"input_ids": ex["input_ids"][: ex["length"]], "label": ex["label"], "index": ex["index"]})
+    ds = ds.map(lambda ex: {"label": ex["label"], "index": ex["index"],
+                            **{name: ex[name][: ex[f"{name}_length"]] for name in fields}})
     ds = ds.bucket_by_sequence_length(
         lambda example: tf.shape(example["input_ids"])[0],
         bucket_boundaries=[length + 1 for length in buckets],  # lengths < boundary go to that bucket
         bucket_batch_sizes=[batch_size] * (len(buckets) + 1),
         padding_values={
-            "input_ids": tf.constant(pad_id, tf.int32),
             "label": tf.constant(0, tf.float32 if labels.dtype == np.float32 else tf.int32),
             "index": tf.constant(0, tf.int64),
+            **{name: tf.constant(pad, tf.int32) for name, (_, pad) in fields.items()},
         },
         pad_to_bucket_boundary=True,
     )
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-    batches = _fill_batches(ds.as_numpy_iterator(), batch_size, pad_id)
+    batches = _fill_batches(ds.as_numpy_iterator(), batch_size, {name: pad for name, (_, pad) in fields.items()})
     if process_count > 1:
         rows = batch_size // process_count
         start = process_index * rows
@@ -109,12 +120,11 @@ def make_batches(
     return batches, total
 
 
-def _fill_batches(batches: Iterator[Batch], batch_size: int, pad_id: int) -> Iterator[Batch]:
+def _fill_batches(batches: Iterator[Batch], batch_size: int, fill: dict[str, int]) -> Iterator[Batch]:
     for batch in batches:
         rows = len(batch["label"])
         batch["weight"] = np.ones(rows, np.float32)
         if rows < batch_size:
-            fill = {"input_ids": pad_id}
             batch = {
                 k: np.concatenate([v, np.full((batch_size - rows, *v.shape[1:]), fill.get(k, 0), v.dtype)])
                 for k, v in batch.items()

@@ -5,8 +5,8 @@ usage: resume_worker.py OUT_DIR MODE [STEP]
   MODE sigkill STEP  train with checkpoints; SIGKILL this process right after global step STEP
   MODE sigterm STEP  same, but send SIGTERM (the learner saves a checkpoint and exits)
   MODE resume        train the same call with resume=True, then write params and history
-  MODE devices       (8 devices) train on an spmd 2x2x2 mesh with checkpoints, then resume a copy cut
-                     back to step 28 on one device and under pmap; write all three final params
+  MODE devices       (8 devices) train on an spmd 2x2x2 mesh with checkpoints, stop it after step 28,
+                     resume on one device and under pmap; write those and a one-device reference
 """
 
 import json
@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from conftest import make_sentiment_texts  # noqa: E402
 
 import flaxtrain  # noqa: E402
+import flaxtrain.errors  # noqa: E402
 import flaxtrain.text  # noqa: E402
 
 EPOCHS, LR, EVERY = 2, 1e-2, 4
@@ -44,20 +45,30 @@ def save_params(path, params):
 
 
 def devices(out: Path) -> None:
-    """Saves on 8 devices (2x2x2 mesh), resumes on 1 device and under pmap over 8."""
+    """Stops an 8-device (2x2x2 mesh) run after step 28, resumes it on 1 device and under pmap over 8;
+    writes those and an uninterrupted one-device run."""
     assert jax.device_count() == 8, jax.devices()
-    mesh = make_learner(0.0, strategy="spmd", mesh=(2, 2, 2))  # pmap draws dropout per device
-    mesh.fit_onecycle(LR, EPOCHS, verbose=0, checkpoint_dir=str(out / "mesh"), checkpoint_every=EVERY,
-                      keep_checkpoints=100)
-    save_params(out / "params_mesh.npz", mesh.model.params)
+    mesh = make_learner(0.0, strategy="spmd", mesh=(2, 2, 2))  # no dropout: pmap draws it per device
+    train_step = mesh.steps.train
+
+    def stop_after_28(state, batch, rng):
+        if int(jax.device_get(state.step)) == 28:
+            raise KeyboardInterrupt  # the loop stops there, as on Ctrl-C
+        return train_step(state, batch, rng)
+
+    mesh.steps.train = stop_after_28
+    try:
+        mesh.fit_onecycle(LR, EPOCHS, verbose=0, checkpoint_dir=str(out / "mesh"), checkpoint_every=EVERY)
+    except flaxtrain.errors.FlaxtrainError as err:
+        assert "interrupted at step 28" in str(err), err
+    reference = make_learner(0.0, strategy="single")
+    reference.fit_onecycle(LR, EPOCHS, verbose=0)
+    save_params(out / "params_reference.npz", reference.model.params)
     for strategy in ("single", "pmap"):
-        cut = out / f"cut_{strategy}"
-        shutil.copytree(out / "mesh", cut)
-        for step in (cut / "latest").iterdir():
-            if int(step.name) > 28:
-                shutil.rmtree(step)
+        shutil.copytree(out / "mesh", out / strategy)
         learner = make_learner(0.0, strategy=strategy)
-        learner.fit_onecycle(LR, EPOCHS, verbose=1, checkpoint_dir=str(cut), checkpoint_every=EVERY, resume=True)
+        learner.fit_onecycle(LR, EPOCHS, verbose=1, checkpoint_dir=str(out / strategy), checkpoint_every=EVERY,
+                             resume=True)
         save_params(out / f"params_{strategy}.npz", learner.model.params)
 
 

@@ -92,7 +92,7 @@ def test_resume_on_other_device_counts(tmp_path):
     code, output = _finish(proc)
     assert code == 0, output[-3000:]
     assert output.count("resuming from checkpoint step 28") == 2
-    mesh = dict(np.load(tmp_path / "params_mesh.npz"))
+    mesh = dict(np.load(tmp_path / "params_reference.npz"))
     for strategy in ("single", "pmap"):
         ours = dict(np.load(tmp_path / f"params_{strategy}.npz"))
         assert ours.keys() == mesh.keys()

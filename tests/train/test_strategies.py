@@ -26,11 +26,23 @@ def _env(devices: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def _run(out: Path, specs: list[str], devices: int = 8, **extra: str) -> dict[str, np.ndarray]:
-    proc = subprocess.run([sys.executable, str(WORKER), str(out), *specs], env=_env(devices, **extra),
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(out))
+def _start(out: Path, specs: list[str], devices: int = 8, **extra: str) -> subprocess.Popen:
+    log = out.with_name(f"{out.stem}-{len(list(out.parent.glob(out.stem + '-*.log')))}.log")
+    with open(log, "w") as err:  # a file, not a pipe: a process that waits for its reader would stall
+        proc = subprocess.Popen([sys.executable, str(WORKER), str(out), *specs], env=_env(devices, **extra),
+                                stdout=subprocess.DEVNULL, stderr=err)
+    proc.log = log
+    return proc
+
+
+def _check(proc: subprocess.Popen) -> None:
+    try:
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.log.read_text()[-3000:]
 
 
 def _params(result: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
@@ -46,11 +58,50 @@ def _assert_same_run(result: dict[str, np.ndarray], spec: str, reference: dict[s
         np.testing.assert_allclose(ours[name], value, rtol=0, atol=1e-5, err_msg=f"{spec}: {name}")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+MULTI_SPECS = ["spmd:spmd:8x1x1", "pmap"]
+
+
 @pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory) -> dict[str, np.ndarray]:
-    out = tmp_path_factory.mktemp("strategies") / "run.npz"
-    return _run(out, ["single", "pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2",
-                      "accum:single::4", "accum-spmd:spmd:2x2x2:2", "born:spmd:2x2x2"])
+def runs(tmp_path_factory) -> dict[str, tuple[list[subprocess.Popen], Path]]:
+    """Every worker run of this module, started together: they are mostly single-threaded compiles,
+    so the 2-core machine overlaps them."""
+    tmp = tmp_path_factory.mktemp("strategies")
+    port = _free_port()
+    started = {
+        "main": ([_start(tmp / "run.npz", ["single", "pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2",
+                                            "accum:single::4", "accum-spmd:spmd:2x2x2:2", "born:spmd:2x2x2"])],
+                 tmp / "run.npz"),
+        # Threefry keys are partitionable: the sharded step draws the one-device masks.
+        "dropout": ([_start(tmp / "dropout.npz", ["single", "spmd:spmd:2x2x2"], FLAXTRAIN_TEST_DROPOUT="0.2")],
+                    tmp / "dropout.npz"),
+        # Two processes of 4 devices each, joined by jax.distributed on 127.0.0.1.
+        "multi": ([_start(tmp / "multi.npz", MULTI_SPECS, 4, FLAXTRAIN_TEST_PROCESS=f"{i}/2/{port}") for i in range(2)],
+                  tmp / "multi.npz"),
+    }
+    yield started
+    for procs, _ in started.values():
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _results(runs, name: str) -> dict[str, np.ndarray]:
+    procs, out = runs[name]
+    for proc in procs:
+        _check(proc)
+    return dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def eight_devices(runs) -> dict[str, np.ndarray]:
+    return _results(runs, "main")
 
 
 @pytest.mark.parametrize("spec", ["pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2", "born:spmd:2x2x2"])
@@ -73,39 +124,14 @@ def test_spmd_shards_params_by_logical_axes(eight_devices):
     assert str(eight_devices["spmd:spmd:8x1x1/spec['encoder']['layer_0']['mlp']['hidden']['kernel']"]) == "P(None, None)"
 
 
-def test_spmd_dropout_masks_match_one_device(tmp_path):
-    # Threefry keys are partitionable: the sharded step draws the one-device masks.
-    result = _run(tmp_path / "dropout.npz", ["single", "spmd:spmd:2x2x2"], FLAXTRAIN_TEST_DROPOUT="0.2")
+def test_spmd_dropout_masks_match_one_device(runs):
+    result = _results(runs, "dropout")
     _assert_same_run(result, "spmd:spmd:2x2x2", result, "single")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_processes_match_one_process(eight_devices, tmp_path):
-    port = _free_port()
-    out = tmp_path / "multi.npz"
-    specs = ["spmd:spmd:8x1x1", "pmap"]
-    procs = [
-        subprocess.Popen([sys.executable, str(WORKER), str(out), *specs],
-                         env=_env(4, FLAXTRAIN_TEST_PROCESS=f"{i}/2/{port}"),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    result = dict(np.load(out))
+def test_two_processes_match_one_process(eight_devices, runs):
+    result = _results(runs, "multi")
     assert int(result["devices"]) == 8
-    for spec in specs:
+    for spec in MULTI_SPECS:
         _assert_same_run(result, spec, eight_devices, "single")
