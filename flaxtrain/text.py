@@ -1,11 +1,18 @@
 """`flaxtrain.text`: the text-task namespace users type, as in `ktrain.text`."""
 
 from flaxtrain.api.model import get_model, text_classifier
+from flaxtrain.api.tagging import sequence_tagger
 from flaxtrain.api.transformer import Transformer
 from flaxtrain.data import (
+    EntityPreprocessor,
     LoadedData,
+    TaggedDataset,
     TextDataset,
     TextPreprocessor,
+    entities_from_array,
+    entities_from_conll2003,
+    entities_from_df,
+    entities_from_txt,
     load_data,
     texts_from_array,
     texts_from_csv,
@@ -14,6 +21,13 @@ from flaxtrain.data import (
 )
 
 __all__ = [
+    "sequence_tagger",
+    "EntityPreprocessor",
+    "TaggedDataset",
+    "entities_from_array",
+    "entities_from_conll2003",
+    "entities_from_df",
+    "entities_from_txt",
     "get_model",
     "text_classifier",
     "Transformer",

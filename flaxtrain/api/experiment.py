@@ -100,7 +100,7 @@ def train_from_config(config: Any, *, verbose: bool = True) -> tuple[Predictor, 
     checkpoints = config.train.get("checkpoint_every", -1)
     learner.fit(config.optim.lr, config.train.epochs, swa_from=config.train.get("swa_from") or None, verbose=verbose,
                 checkpoint_dir=None if checkpoints < 0 else Path(config.train.workdir) / "checkpoints",
-                checkpoint_every=checkpoints or None, resume=config.train.get("resume", False))
+                checkpoint_every=checkpoints if checkpoints > 0 else None, resume=config.train.get("resume", False))
     predictor = get_predictor(model, batch_size=max(config.train.batch_size, 32))
     loss, metrics = predictor.evaluate(test.val_x, test.val_y)
     metrics = {"loss": loss, **metrics}

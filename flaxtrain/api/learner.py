@@ -19,9 +19,10 @@ import numpy as np
 
 from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
+from flaxtrain.data.entities import TaggedDataset
 from flaxtrain.data.pipeline import num_batches
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import classification_report, regression_metrics
+from flaxtrain.eval import classification_report, entity_metrics, regression_metrics
 from flaxtrain.train import (
     TrainState,
     create_train_state,
@@ -36,6 +37,7 @@ from flaxtrain.train.partition import compile_steps, logical_param_specs, make_s
 from flaxtrain.train.summaries import SummaryWriter
 
 PRECISIONS = ("float32", "bfloat16")
+DATASETS = (TextDataset, TaggedDataset)
 ADAM_B1 = 0.9  # Adam's b1 outside the 1cycle policy
 MAX_AUTOFIT_EPOCHS = 10_000  # autofit(epochs=None) runs until early stopping; this only bounds the loop
 
@@ -143,7 +145,7 @@ class Learner:
                  clip_norm: float | None = None, seed: int = 0, strategy: str = "auto",
                  mesh: tuple[int, int, int] | None = None, grad_accum_steps: int = 1, precision: str = "float32",
                  skip_nonfinite: bool = False, log_dir: str | os.PathLike | None = None):
-        if not isinstance(train_data, TextDataset):
+        if not isinstance(train_data, DATASETS):
             raise FlaxtrainError(
                 f"train_data must be a dataset from a flaxtrain.text loader, not {type(train_data).__name__}"
             )
@@ -206,7 +208,11 @@ class Learner:
                                         predict_fn=self.model.predict_fn, skip_nonfinite=self.skip_nonfinite)
         return self._steps
 
-    def _batches(self, data: TextDataset, *, train: bool, epoch: int = 0) -> tuple[Any, int]:
+    def _batches(self, data: Any, *, train: bool, epoch: int = 0) -> tuple[Any, int]:
+        if not isinstance(data, TextDataset):  # task datasets batch their own fields
+            return data.batches(batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+                                seed=self.seed, epoch=epoch, process_index=jax.process_index(),
+                                process_count=jax.process_count())
         return make_batches(
             data.input_ids, data.labels, batch_size=self.batch_size if train else self.eval_batch_size,
             buckets=self.model.preproc.buckets, shuffle=train, seed=self.seed, epoch=epoch,
@@ -414,6 +420,8 @@ class Learner:
         return _finish_plot(fig, path or f"{kind}.png")
 
     def _steps_per_epoch(self) -> int:
+        if not isinstance(self.train_data, TextDataset):
+            return self.train_data.num_batches(self.batch_size)
         lengths = np.fromiter((len(x) for x in self.train_data.input_ids), np.int64, count=len(self.train_data))
         return num_batches(lengths, batch_size=self.batch_size, buckets=self.model.preproc.buckets)
 
@@ -642,9 +650,13 @@ class Learner:
             losses[index[keep]] = np.asarray(values)[keep]
         from flaxtrain.api.predictor import get_predictor
 
-        outputs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
         order = np.argsort(-losses, kind="stable")[:n]
         preproc = self.model.preproc
+        if isinstance(data, TaggedDataset):  # (index, loss, true tags, predicted tags)
+            predicted = get_predictor(self.model, batch_size=self.eval_batch_size).predict_words(
+                [data.words[i] for i in order])
+            return [(int(i), float(losses[i]), data.tags[i], p) for i, p in zip(order, predicted)]
+        outputs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
         if preproc.regression:
             return [(int(i), float(losses[i]), float(data.labels[i]), float(outputs[i])) for i in order]
         truth = preproc.decode_labels(data.labels[order])
@@ -674,6 +686,12 @@ class Learner:
         data = val_data or self.val_data
         if data is None or data.labels is None:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
+        if isinstance(data, TaggedDataset):  # entity-level scores, as CoNLL reports them
+            predicted = get_predictor(self.model, batch_size=self.eval_batch_size).predict_words(data.words)
+            metrics = entity_metrics(data.tags, predicted, scheme=data.preproc.tag_scheme)
+            if print_report:
+                print(metrics["report"])
+            return {k: v for k, v in metrics.items() if k != "report"}
         log_probs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
         if self.model.preproc.regression:
             metrics = regression_metrics(data.labels, log_probs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from flaxtrain.train import (
     predict_step,
     regression_loss,
     regression_predict_step,
+    tagging_loss,
+    tagging_predict_step,
 )
 
 
@@ -56,17 +59,29 @@ class Model:
         return self._steps
 
     @property
+    def task(self) -> str:
+        """The registry's task family: 'text_classification' or 'sequence_tagging'."""
+        return models.get_entry(self.name).task
+
+    @property
     def loss_fn(self) -> Any:
-        """The train/eval loss: cross entropy, or squared error for a regression preprocessor."""
+        """The train/eval loss: cross entropy (per text or per tagged word), the CRF likelihood, or
+        squared error for a regression preprocessor."""
+        if self.task == "sequence_tagging":
+            return functools.partial(tagging_loss, use_crf=self.config.use_crf)
         return regression_loss if self.preproc.regression else classification_loss
 
     @property
     def predict_fn(self) -> Any:
-        """The predict step: log-probabilities, or float predictions for regression."""
+        """The predict step: log-probabilities, float predictions for regression, or tag ids per word."""
+        if self.task == "sequence_tagging":
+            return functools.partial(tagging_predict_step, use_crf=self.config.use_crf)
         return regression_predict_step if self.preproc.regression else predict_step
 
     @property
     def default_lr(self) -> float:
+        if getattr(self.config, "encoder", None) is not None:  # fine-tuning a pretrained encoder
+            return models.get_entry("transformer").default_lr
         return models.get_entry(self.name).default_lr
 
     def num_params(self) -> int:

@@ -110,10 +110,17 @@ class Predictor:
 
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes a pretrained-encoder classifier in Hugging Face format (PyTorch `transformers` loads it)."""
+        """Writes a pretrained-encoder classifier or tagger in Hugging Face format (PyTorch `transformers`
+        loads it as *ForSequenceClassification / *ForTokenClassification)."""
+        config = self.model.config
+        if self.model.name == "sequence_tagger" and getattr(config, "encoder", None) is not None:
+            if config.use_crf:
+                raise FlaxtrainError("Hugging Face token classification has no CRF layer: save a CRF tagger with save()")
+            return hub.save_pretrained(directory, config.encoder, self.model.params, self.preproc.tokenizer,
+                                       task="token", class_names=self.preproc.class_names)
         if self.model.name != "transformer":
             raise FlaxtrainError(f"save_pretrained writes pretrained-encoder models; a {self.model.name} saves with save()")
-        return hub.save_pretrained(directory, self.model.config.encoder, self.model.params, self.preproc.tokenizer,
+        return hub.save_pretrained(directory, config.encoder, self.model.params, self.preproc.tokenizer,
                                    task="sequence", class_names=self.preproc.class_names,
                                    problem_type="regression" if self.preproc.regression else None)
 
@@ -122,7 +129,23 @@ def get_predictor(model: Model, preproc: TextPreprocessor | None = None, batch_s
     """ktrain's `get_predictor(model, preproc)`."""
     if not isinstance(model, Model):
         raise FlaxtrainError(f"get_predictor needs a flaxtrain model, not {type(model).__name__}")
-    return Predictor(model, preproc, batch_size)
+    return _predictor_class(model.task)(model, preproc, batch_size)
+
+
+def _predictor_class(task: str) -> type[Predictor]:
+    if task == "sequence_tagging":
+        from flaxtrain.api.tagging import TaggerPredictor
+
+        return TaggerPredictor
+    return Predictor
+
+
+def _load_preprocessor(path: Path, section: dict[str, Any]) -> Any:
+    if section.get("kind") == "entities":
+        from flaxtrain.data.entities import EntityPreprocessor
+
+        return EntityPreprocessor.load(path, section)
+    return TextPreprocessor.load(path, section)
 
 
 def read_predictor_config(directory: str | os.PathLike) -> dict[str, Any]:
@@ -153,7 +176,7 @@ def load_predictor(directory: str | os.PathLike, batch_size: int = 32) -> Predic
 
     path = Path(directory).absolute()
     config = read_predictor_config(path)
-    preproc = TextPreprocessor.load(path, config["preprocessor"])
+    preproc = _load_preprocessor(path, config["preprocessor"])
     name = config["model"].get("name", "?")
     model_config = models.make_config(name, **config["model"].get("config", {}))
     module = models.build_model(name, model_config)
@@ -166,4 +189,5 @@ def load_predictor(directory: str | os.PathLike, batch_size: int = 32) -> Predic
     except Exception as err:  # Orbax and TensorStore raise many types for unreadable files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FlaxtrainError(f"the weights in {params_dir} are unreadable ({first[:200]}): save the predictor again") from None
-    return Predictor(Model(name, model_config, params, preproc), preproc, batch_size)
+    model = Model(name, model_config, params, preproc)
+    return _predictor_class(model.task)(model, preproc, batch_size)

@@ -1,11 +1,25 @@
 """Text data: named sets, ktrain loaders, tokenizers and the tf.data pipeline (yields numpy)."""
 
 from flaxtrain.data.dataset import TextDataset
+from flaxtrain.data.entities import (
+    EntityPreprocessor,
+    TaggedDataset,
+    entities_from_array,
+    entities_from_conll2003,
+    entities_from_df,
+    entities_from_txt,
+)
 from flaxtrain.data.loaders import LoadedData, load_data, texts_from_array, texts_from_csv, texts_from_df, texts_from_folder
 from flaxtrain.data.pipeline import make_batches
 from flaxtrain.data.preprocess import TextPreprocessor
 
 __all__ = [
+    "EntityPreprocessor",
+    "TaggedDataset",
+    "entities_from_array",
+    "entities_from_conll2003",
+    "entities_from_df",
+    "entities_from_txt",
     "TextDataset",
     "LoadedData",
     "load_data",

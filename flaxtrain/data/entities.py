@@ -189,7 +189,7 @@ class TaggedDataset:
         tags = labels if labels is not None else [np.full(len(s), -1, np.int32) for s in starts]
         return make_batches(input_ids, None, batch_size=batch_size, buckets=self.preproc.buckets, shuffle=shuffle,
                             seed=seed, epoch=epoch, pad_id=self.preproc.pad_id, process_index=process_index,
-                            process_count=process_count, sequences={"word_starts": (starts, 0), "tags": (tags, -1)})
+                            process_count=process_count, sequences={"word_starts": (starts, -1), "tags": (tags, -1)})
 
     def num_batches(self, batch_size: int) -> int:
         lengths = np.fromiter((len(x) for x in self.input_ids), np.int64, count=len(self))

@@ -4,6 +4,7 @@ from flaxtrain.models.encoder import Encoder, EncoderConfig, EncoderLayer
 from flaxtrain.models.fasttext import FastText, FastTextConfig
 from flaxtrain.models.heads import HeadConfig, MaskedLM, SequenceClassifier, SpanClassifier, TokenClassifier
 from flaxtrain.models.registry import MODELS, build_model, config_to_dict, get_entry, make_config
+from flaxtrain.models.tagger import SequenceTagger, TaggerConfig
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "SequenceClassifier",
     "SpanClassifier",
     "TokenClassifier",
+    "SequenceTagger",
+    "TaggerConfig",
     "FastTextConfig",
     "TextCNN",
     "TextCNNConfig",

@@ -12,6 +12,7 @@ from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.models.fasttext import FastText, FastTextConfig
 from flaxtrain.models.heads import HeadConfig, SequenceClassifier
+from flaxtrain.models.tagger import SequenceTagger, TaggerConfig
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
 
 
@@ -27,10 +28,12 @@ MODELS: dict[str, ModelEntry] = {
     "fasttext": ModelEntry(FastText, FastTextConfig, 5e-3, "text_classification"),
     # A pretrained encoder with a sequence-classification head (flaxtrain.text.Transformer).
     "transformer": ModelEntry(SequenceClassifier, HeadConfig, 5e-5, "text_classification"),
+    # NER: a token-classification head on a pretrained encoder, or a BiLSTM; optional CRF.
+    "sequence_tagger": ModelEntry(SequenceTagger, TaggerConfig, 1e-3, "sequence_tagging"),
 }
 
 # Config fields that are themselves config dataclasses, rebuilt from the dicts of saved JSON.
-_NESTED = {(HeadConfig, "encoder"): EncoderConfig}
+_NESTED = {(HeadConfig, "encoder"): EncoderConfig, (TaggerConfig, "encoder"): EncoderConfig}
 
 # ktrain spellings accepted from users' code, mapped to flaxtrain's names.
 _ALIASES = {"dropout": "dropout_rate", "embedding_dim": "embed_dim", "filters": "num_filters"}

@@ -41,9 +41,11 @@ class SequenceTagger(nn.Module):
     config: TaggerConfig
 
     @nn.compact
-    def __call__(self, input_ids: Int[Array, "b t"], *, word_starts: Int[Array, "b t"], deterministic: bool,
+    def __call__(self, input_ids: Int[Array, "b t"], *, deterministic: bool, word_starts: Int[Array, "b t"] | None = None,
                  attention_mask: Int[Array, "b t"] | None = None) -> Float[Array, "b t c"]:
         cfg = self.config
+        if word_starts is None:  # every token a word
+            word_starts = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
         if cfg.encoder is not None:
             enc = cfg.encoder
             dtypes = {"dtype": jnp.dtype(enc.dtype), "param_dtype": jnp.dtype(enc.param_dtype)}

@@ -1,5 +1,6 @@
 """Pure jnp maths with no parameters: activations, attention, masks, losses, normalisation, pooling."""
 
+from flaxtrain.ops import crf
 from flaxtrain.ops.activations import gelu
 from flaxtrain.ops.attention import dot_product_attention
 from flaxtrain.ops.losses import classification_sums, regression_sums, softmax_cross_entropy
@@ -13,6 +14,7 @@ from flaxtrain.ops.normalization import layer_norm
 from flaxtrain.ops.pooling import masked_max_over_time, masked_mean_over_time
 
 __all__ = [
+    "crf",
     "gelu",
     "layer_norm",
     "dot_product_attention",

@@ -12,12 +12,17 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 
+def _as_float32(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    return tuple(jnp.asarray(a).astype(jnp.float32) for a in arrays)
+
+
 def sequence_score(
     emissions: Float[Array, "b t c"], tags: Int[Array, "b t"], mask: Bool[Array, "b t"],
     transitions: Float[Array, "c c"], start: Float[Array, " c"], end: Float[Array, " c"],
 ) -> Float[Array, " b"]:
     """Unnormalised score of `tags`: start + sum of emissions and transitions along the sequence + end."""
-    emissions = emissions.astype(jnp.float32)
+    emissions, transitions, start, end = _as_float32(emissions, transitions, start, end)
+    tags, mask = jnp.asarray(tags), jnp.asarray(mask)
     maskf = mask.astype(jnp.float32)
     emitted = jnp.take_along_axis(emissions, tags[..., None], axis=-1)[..., 0]
     score = jnp.sum(emitted * maskf, axis=1)
@@ -34,7 +39,8 @@ def log_partition(
     transitions: Float[Array, "c c"], start: Float[Array, " c"], end: Float[Array, " c"],
 ) -> Float[Array, " b"]:
     """log Z: the forward algorithm (log-sum-exp over all tag sequences) as a `lax.scan` over positions."""
-    emissions = emissions.astype(jnp.float32)
+    emissions, transitions, start, end = _as_float32(emissions, transitions, start, end)
+    mask = jnp.asarray(mask)
     alpha = start[None, :] + emissions[:, 0]  # [b, c]
 
     def step(alpha: jax.Array, xs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
@@ -61,7 +67,8 @@ def viterbi_decode(
     transitions: Float[Array, "c c"], start: Float[Array, " c"], end: Float[Array, " c"],
 ) -> tuple[Int[Array, "b t"], Float[Array, " b"]]:
     """The highest-scoring tag sequence of each row (0 on padding) and its score (Viterbi 1967)."""
-    emissions = emissions.astype(jnp.float32)
+    emissions, transitions, start, end = _as_float32(emissions, transitions, start, end)
+    mask = jnp.asarray(mask)
     delta = start[None, :] + emissions[:, 0]
 
     def forward(delta: jax.Array, xs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:

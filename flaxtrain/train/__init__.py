@@ -15,6 +15,8 @@ from flaxtrain.train.step import (
     predict_step,
     regression_loss,
     regression_predict_step,
+    tagging_loss,
+    tagging_predict_step,
     train_step,
 )
 
@@ -33,5 +35,7 @@ __all__ = [
     "predict_step",
     "regression_loss",
     "regression_predict_step",
+    "tagging_loss",
+    "tagging_predict_step",
     "train_step",
 ]

@@ -159,19 +159,23 @@ def predict(
     params: Any, batches: Iterable[dict[str, np.ndarray]], *, steps: CompiledSteps, num_examples: int,
     num_batches: int | None = None, verbose: bool = False,
 ) -> np.ndarray:
-    """Stacks the predict step's outputs back into example order using each batch's 'index'."""
-    out: np.ndarray | None = None
+    """Stacks the predict step's outputs back into example order using each batch's 'index'.
+
+    Per-token outputs ([b, L] with L the batch's bucket length) are padded to the longest bucket
+    seen, with -1 for integer outputs (tag ids) and 0 otherwise.
+    """
     pending = []
     for batch in _progress(batches, total=num_batches, desc="predict", verbose=verbose):
         pending.append((batch["index"], batch["weight"], steps.predict(params, batch)))
-    for index, weight, result in pending:  # read back after dispatching all batches
-        result = np.asarray(result)
-        if out is None:
-            out = np.zeros((num_examples, *result.shape[1:]), result.dtype)
-        keep = weight > 0
-        out[index[keep]] = result[keep]
-    if out is None:
+    if not pending:
         raise FlaxtrainError("nothing to predict: pass at least one text")
+    results = [np.asarray(result) for _, _, result in pending]  # read back after dispatching all batches
+    trailing = tuple(np.max([r.shape[1:] for r in results], axis=0).tolist()) if results[0].ndim > 1 else ()
+    dtype = results[0].dtype
+    out = np.full((num_examples, *trailing), -1 if np.issubdtype(dtype, np.integer) else 0, dtype)
+    for (index, weight, _), result in zip(pending, results):
+        keep = weight > 0
+        out[(index[keep], *(slice(0, n) for n in result.shape[1:]))] = result[keep]
     return out
 
 

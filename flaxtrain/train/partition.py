@@ -309,6 +309,11 @@ class CompiledSteps:
         """The state with injected optimizer hyperparams (learning_rate, b1, ...) set to `values`."""
         from flaxtrain.train.optim import set_hyperparams
 
+        if self.strategy.kind == "single":
+            # Committed to the device like the step's outputs: an uncommitted value would give the
+            # jitted step a different signature, and one more compilation, on the next call.
+            placed = {k: jax.device_put(np.float32(v), jax.devices()[0]) for k, v in values.items()}
+            return state.replace(opt_state=set_hyperparams(state.opt_state, **placed))
         if self.strategy.kind != "pmap":
             return state.replace(opt_state=set_hyperparams(state.opt_state, **values))
         hyper = dict(state.opt_state.hyperparams)

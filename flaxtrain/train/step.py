@@ -34,6 +34,50 @@ def regression_loss(
     return sums["loss_sum"], sums
 
 
+def _crf_params(params: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return params["crf_transitions"], params["crf_start"], params["crf_end"]
+
+
+def tagging_loss(
+    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool,
+    use_crf: bool = False,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Loss of a sequence tagger on batch {'input_ids', 'word_starts' (-1: no word), 'tags' (-1: no
+    tag), 'weight'}: cross entropy per tagged word, or the CRF's negative log-likelihood per sentence
+    spread over its words. Sums count words; 'correct' counts words tagged right (argmax or Viterbi)."""
+    scores = apply_fn({"params": params}, batch["input_ids"], word_starts=batch["word_starts"],
+                      deterministic=deterministic, rngs=rngs)  # [b, w, c] float32
+    tags = batch["tags"]
+    words = (batch["word_starts"] >= 0) & (tags >= 0) & (batch["weight"][:, None] > 0)
+    wordsf = words.astype(jnp.float32)
+    safe_tags = jnp.maximum(tags, 0)
+    if use_crf:
+        transitions, start, end = _crf_params(params)
+        nll = -ops.crf.log_likelihood(scores, safe_tags, words, transitions, start, end)  # [b]
+        loss_sum = jnp.sum(nll * batch["weight"])
+        predicted, _ = ops.crf.viterbi_decode(jax.lax.stop_gradient(scores), words, transitions, start, end)
+    else:
+        log_probs = jax.nn.log_softmax(scores, axis=-1)
+        picked = jnp.take_along_axis(log_probs, safe_tags[..., None], axis=-1)[..., 0]
+        loss_sum = -jnp.sum(picked * wordsf)
+        predicted = jnp.argmax(scores, axis=-1)
+    sums = {"loss_sum": loss_sum, "count": jnp.sum(wordsf),
+            "correct": jnp.sum((predicted == tags).astype(jnp.float32) * wordsf)}
+    return loss_sum, sums
+
+
+def tagging_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *,
+                         use_crf: bool = False) -> jax.Array:
+    """Tag ids [b, w] int32 of a sequence tagger (Viterbi under a CRF, else argmax); -1 where no word."""
+    scores = apply_fn({"params": params}, batch["input_ids"], word_starts=batch["word_starts"], deterministic=True)
+    words = batch["word_starts"] >= 0
+    if use_crf:
+        predicted, _ = ops.crf.viterbi_decode(scores, words, *_crf_params(params))
+    else:
+        predicted = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    return jnp.where(words, predicted, -1)
+
+
 def train_step(
     state: TrainState,
     batch: Batch,

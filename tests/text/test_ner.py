@@ -1,0 +1,97 @@
+"""NER end to end: parity with PyTorch token classification, CRF and BiLSTM training, MiniLM on unseen names."""
+
+import numpy as np
+import pytest
+
+import flaxtrain
+import flaxtrain.text
+from flaxtrain import hub
+from ner_data import make_ner_sentences
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TAGS = ["O", "B-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+
+
+def _reference_checkpoint(path, model):
+    model.save_pretrained(path, safe_serialization=True)
+    hub.load_tokenizer("minilm").save(str(path / "tokenizer.json"))
+    return path
+
+
+def _check_parity(checkpoint, reference):
+    words, tags = make_ner_sentences(8, seed=5)
+    _, _, preproc = flaxtrain.text.entities_from_array(words, tags, val_pct=0, maxlen=32, verbose=0)
+    model = flaxtrain.text.sequence_tagger(str(checkpoint), preproc, verbose=0)
+    ids = [preproc.tokenizer.encode(" ".join(w)).ids for w in words[:4]]
+    length = max(map(len, ids))
+    batch = np.array([i + [0] * (length - len(i)) for i in ids], np.int32)
+    ours = model.module.apply({"params": model.params}, batch, deterministic=True)  # every token a word
+    with torch.no_grad():
+        logits = reference.eval()(input_ids=torch.tensor(batch, dtype=torch.long),
+                                  attention_mask=torch.tensor(batch != 0, dtype=torch.long)).logits.numpy()
+    real = batch != 0
+    np.testing.assert_allclose(np.asarray(ours)[real], logits[real], atol=1e-4)
+    return model
+
+
+def test_token_head_matches_pytorch_on_a_random_tiny_bert(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=64, num_labels=len(TAGS))
+    reference = transformers.BertForTokenClassification(config)
+    _check_parity(_reference_checkpoint(tmp_path, reference), reference)
+
+
+def test_token_head_matches_pytorch_on_real_minilm(tmp_path):
+    torch.manual_seed(0)
+    reference = transformers.BertForTokenClassification.from_pretrained(str(hub.resolve_checkpoint("minilm")),
+                                                                        num_labels=len(TAGS))
+    model = _check_parity(_reference_checkpoint(tmp_path, reference), reference)
+    # And back: the tagger saved in Hugging Face format loads into PyTorch with the same weights.
+    predictor = flaxtrain.get_predictor(model)
+    exported = transformers.BertForTokenClassification.from_pretrained(str(predictor.save_pretrained(tmp_path / "hf")))
+    for name, tensor in reference.state_dict().items():
+        np.testing.assert_allclose(exported.state_dict()[name].numpy(), tensor.numpy(), atol=1e-6, err_msg=name)
+    assert exported.config.id2label[1] == "B-LOC"
+
+
+def test_bilstm_crf_tagger_learns_trains_and_reports(tmp_path, capsys):
+    words, tags = make_ner_sentences(200, seed=0)
+    val_words, val_tags = make_ner_sentences(60, seed=1)  # the names seen in training: a BiLSTM reads words
+    trn, val, preproc = flaxtrain.text.entities_from_array(words, tags, val_words, val_tags, maxlen=24, verbose=0)
+    model = flaxtrain.text.sequence_tagger("bilstm", preproc, use_crf=True, embed_dim=32, hidden_dim=32, verbose=0)
+    learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+    history = learner.fit(1e-2, 3, verbose=0)
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["val_acc"] > 0.95, history
+    metrics = learner.validate()
+    assert metrics["f1"] >= 0.95, metrics
+    assert "PER" in capsys.readouterr().out
+    transitions = np.asarray(learner.model.params["crf_transitions"])
+    o, i_per = TAGS.index("O"), TAGS.index("I-PER")
+    assert transitions[o, i_per] < transitions[TAGS.index("B-PER"), i_per]  # learned: I-PER follows B-PER, not O
+    worst = learner.top_losses(3)
+    assert len(worst) == 3 and worst[0][1] >= worst[-1][1] and len(worst[0][2]) == len(worst[0][3])
+    predictor = flaxtrain.get_predictor(learner.model)
+    again = flaxtrain.load_predictor(predictor.save(tmp_path / "ner"))
+    text = ["Jonas Kowalski visited Lagos last week .", "In Oslo , Anna founded Acme Corp ."]
+    assert again.predict(text) == predictor.predict(text)
+    loss, scores = again.evaluate(val_words, val_tags)
+    assert scores["f1"] >= 0.95 and np.isfinite(loss)
+
+
+@pytest.mark.slow
+def test_minilm_tagger_finds_unseen_names():
+    words, tags = make_ner_sentences(240, seed=0)
+    test_words, test_tags = make_ner_sentences(100, test=True, seed=1)  # every name unseen in training
+    trn, val, preproc = flaxtrain.text.entities_from_array(words, tags, test_words, test_tags, maxlen=32, verbose=0)
+    model = flaxtrain.text.sequence_tagger("minilm", preproc)
+    learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+    learner.fit(1e-4, 2)
+    metrics = learner.validate()
+    print(f"MiniLM tagger on unseen names: {metrics}")
+    assert metrics["f1"] >= 0.90, metrics
+    predictor = flaxtrain.get_predictor(learner.model)
+    assert predictor.predict("Barack Obama visited Paris last week .", merge_entities=True) == [
+        ("Barack Obama", "PER"), ("Paris", "LOC")]
