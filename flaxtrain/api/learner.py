@@ -20,9 +20,10 @@ import numpy as np
 from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
 from flaxtrain.data.entities import TaggedDataset
+from flaxtrain.data.qa import QADataset
 from flaxtrain.data.pipeline import num_batches
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import classification_report, entity_metrics, regression_metrics
+from flaxtrain.eval import classification_report, entity_metrics, regression_metrics, squad_metrics
 from flaxtrain.train import (
     TrainState,
     create_train_state,
@@ -37,7 +38,7 @@ from flaxtrain.train.partition import compile_steps, logical_param_specs, make_s
 from flaxtrain.train.summaries import SummaryWriter
 
 PRECISIONS = ("float32", "bfloat16")
-DATASETS = (TextDataset, TaggedDataset)
+DATASETS = (TextDataset, TaggedDataset, QADataset)
 ADAM_B1 = 0.9  # Adam's b1 outside the 1cycle policy
 MAX_AUTOFIT_EPOCHS = 10_000  # autofit(epochs=None) runs until early stopping; this only bounds the loop
 
@@ -642,7 +643,8 @@ class Learner:
         if n < 1:
             raise FlaxtrainError(f"n must be at least 1, got {n}")
         steps = self.model.steps
-        losses = np.zeros(len(data), np.float32)
+        rows = len(data.windows.input_ids) if isinstance(data, QADataset) else len(data)
+        losses = np.zeros(rows, np.float32)
         batches, _ = self._batches(data, train=False)
         pending = [(b["index"], b["weight"], steps.example_losses(self.model.params, b)) for b in batches]
         for index, weight, values in pending:
@@ -650,6 +652,14 @@ class Learner:
             losses[index[keep]] = np.asarray(values)[keep]
         from flaxtrain.api.predictor import get_predictor
 
+        if isinstance(data, QADataset):  # a question's loss: its worst window's
+            per_example = np.full(len(data), -np.inf, np.float32)
+            np.maximum.at(per_example, data.windows.example, losses)
+            order = np.argsort(-per_example, kind="stable")[:n]
+            found = get_predictor(self.model, batch_size=self.eval_batch_size).answers(
+                QADataset([data.examples[i] for i in order], data.preproc))
+            return [(int(i), float(per_example[i]), (data.examples[i].answers or ("",))[0], a["answer"])
+                    for i, a in zip(order, found)]
         order = np.argsort(-losses, kind="stable")[:n]
         preproc = self.model.preproc
         if isinstance(data, TaggedDataset):  # (index, loss, true tags, predicted tags)
@@ -686,6 +696,12 @@ class Learner:
         data = val_data or self.val_data
         if data is None or data.labels is None:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
+        if isinstance(data, QADataset):  # SQuAD exact match and F1 of the decoded answers
+            predicted = [a["answer"] for a in get_predictor(self.model, batch_size=self.eval_batch_size).answers(data)]
+            metrics = squad_metrics(predicted, [list(e.answers) for e in data.examples])
+            if print_report:
+                print("  ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+            return metrics
         if isinstance(data, TaggedDataset):  # entity-level scores, as CoNLL reports them
             predicted = get_predictor(self.model, batch_size=self.eval_batch_size).predict_words(data.words)
             metrics = entity_metrics(data.tags, predicted, scheme=data.preproc.tag_scheme)

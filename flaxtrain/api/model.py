@@ -22,6 +22,8 @@ from flaxtrain.train import (
     predict_step,
     regression_loss,
     regression_predict_step,
+    span_loss,
+    span_predict_step,
     tagging_loss,
     tagging_predict_step,
 )
@@ -69,6 +71,8 @@ class Model:
         squared error for a regression preprocessor."""
         if self.task == "sequence_tagging":
             return functools.partial(tagging_loss, use_crf=self.config.use_crf)
+        if self.task == "question_answering":
+            return span_loss
         return regression_loss if self.preproc.regression else classification_loss
 
     @property
@@ -76,6 +80,8 @@ class Model:
         """The predict step: log-probabilities, float predictions for regression, or tag ids per word."""
         if self.task == "sequence_tagging":
             return functools.partial(tagging_predict_step, use_crf=self.config.use_crf)
+        if self.task == "question_answering":
+            return span_predict_step
         return regression_predict_step if self.preproc.regression else predict_step
 
     @property

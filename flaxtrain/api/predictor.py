@@ -137,6 +137,10 @@ def _predictor_class(task: str) -> type[Predictor]:
         from flaxtrain.api.tagging import TaggerPredictor
 
         return TaggerPredictor
+    if task == "question_answering":
+        from flaxtrain.api.qa import QAPredictor
+
+        return QAPredictor
     return Predictor
 
 
@@ -145,6 +149,10 @@ def _load_preprocessor(path: Path, section: dict[str, Any]) -> Any:
         from flaxtrain.data.entities import EntityPreprocessor
 
         return EntityPreprocessor.load(path, section)
+    if section.get("kind") == "qa":
+        from flaxtrain.data.qa import QAPreprocessor
+
+        return QAPreprocessor.load(path, section)
     return TextPreprocessor.load(path, section)
 
 

@@ -9,11 +9,16 @@ from flaxtrain.data.entities import (
     entities_from_df,
     entities_from_txt,
 )
+from flaxtrain.data.qa import QADataset, QAPreprocessor, qa_from_array, qa_from_squad
 from flaxtrain.data.loaders import LoadedData, load_data, texts_from_array, texts_from_csv, texts_from_df, texts_from_folder
 from flaxtrain.data.pipeline import make_batches
 from flaxtrain.data.preprocess import TextPreprocessor
 
 __all__ = [
+    "QADataset",
+    "QAPreprocessor",
+    "qa_from_array",
+    "qa_from_squad",
     "EntityPreprocessor",
     "TaggedDataset",
     "entities_from_array",

@@ -11,7 +11,7 @@ import flax.linen as nn
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.models.fasttext import FastText, FastTextConfig
-from flaxtrain.models.heads import HeadConfig, SequenceClassifier
+from flaxtrain.models.heads import HeadConfig, SequenceClassifier, SpanClassifier
 from flaxtrain.models.tagger import SequenceTagger, TaggerConfig
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
 
@@ -30,6 +30,8 @@ MODELS: dict[str, ModelEntry] = {
     "transformer": ModelEntry(SequenceClassifier, HeadConfig, 5e-5, "text_classification"),
     # NER: a token-classification head on a pretrained encoder, or a BiLSTM; optional CRF.
     "sequence_tagger": ModelEntry(SequenceTagger, TaggerConfig, 1e-3, "sequence_tagging"),
+    # Extractive QA: a span start/end head on a pretrained encoder.
+    "qa": ModelEntry(SpanClassifier, HeadConfig, 5e-5, "question_answering"),
 }
 
 # Config fields that are themselves config dataclasses, rebuilt from the dicts of saved JSON.

@@ -78,6 +78,34 @@ def tagging_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch:
     return jnp.where(words, predicted, -1)
 
 
+def span_loss(
+    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Extractive QA: the mean of the start and end cross entropies over each window's tokens (padding
+    excluded) on batch {'input_ids', 'token_type_ids', 'attention_mask', 'label' [b, 2] (start, end),
+    'weight'}; 'correct' counts windows whose start and end are both right."""
+    start, end = apply_fn({"params": params}, batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                          attention_mask=batch["attention_mask"], deterministic=deterministic, rngs=rngs)
+    valid = batch["attention_mask"] > 0
+    weight = batch["weight"]
+    losses, hits = [], []
+    for logits, target in ((start, batch["label"][:, 0]), (end, batch["label"][:, 1])):
+        logits = jnp.where(valid, logits.astype(jnp.float32), -1e9)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        losses.append(-jnp.take_along_axis(log_probs, target[:, None], axis=-1)[:, 0])
+        hits.append(jnp.argmax(logits, axis=-1) == target)
+    loss_sum = jnp.sum(0.5 * (losses[0] + losses[1]) * weight)
+    correct = jnp.sum((hits[0] & hits[1]).astype(jnp.float32) * weight)
+    return loss_sum, {"loss_sum": loss_sum, "count": jnp.sum(weight), "correct": correct}
+
+
+def span_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
+    """Float32 [b, L, 2] start and end logits of every window token (decoding runs on the host)."""
+    start, end = apply_fn({"params": params}, batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                          attention_mask=batch["attention_mask"], deterministic=True)
+    return jnp.stack([start, end], axis=-1).astype(jnp.float32)
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
