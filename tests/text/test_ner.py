@@ -63,6 +63,7 @@ def test_bilstm_crf_tagger_learns_trains_and_reports(tmp_path, capsys):
     trn, val, preproc = flaxtrain.text.entities_from_array(words, tags, val_words, val_tags, maxlen=24, verbose=0)
     model = flaxtrain.text.sequence_tagger("bilstm", preproc, use_crf=True, embed_dim=32, hidden_dim=32, verbose=0)
     learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+    assert 1e-5 <= learner.lr_find(1e-5, 1.0, num_steps=20, verbose=0) <= 1.0  # the same Learner tools
     history = learner.fit(1e-2, 3, verbose=0)
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["val_acc"] > 0.95, history
     metrics = learner.validate()

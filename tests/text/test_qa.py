@@ -142,8 +142,9 @@ def test_tiny_qa_model_trains_through_the_learner_and_saves(checkpoint, tmp_path
     trn, val, preproc = flaxtrain.text.qa_from_array(q, c, a, s, maxlen=96, verbose=0)
     model = flaxtrain.text.qa_model(str(path), preproc, verbose=0)
     learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=8)
-    history = learner.fit(3e-3, 3, verbose=0)
+    history = learner.fit_onecycle(3e-3, 3, verbose=0, checkpoint_dir=tmp_path / "ckpt")  # the same Learner tools
     assert history[-1]["loss"] < history[0]["loss"], history
+    assert (tmp_path / "ckpt" / "latest" / str(3 * learner._steps_per_epoch())).is_dir()
     metrics = learner.validate(print_report=False)
     assert set(metrics) == {"exact_match", "f1"}
     worst = learner.top_losses(2)
