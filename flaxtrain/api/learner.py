@@ -20,10 +20,15 @@ import numpy as np
 from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
 from flaxtrain.data.entities import TaggedDataset
-from flaxtrain.data.qa import QADataset
 from flaxtrain.data.pipeline import num_batches
+from flaxtrain.data.qa import QADataset
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import classification_report, entity_metrics, regression_metrics, squad_metrics
+from flaxtrain.eval import (
+    classification_report,
+    entity_metrics,
+    regression_metrics,
+    squad_metrics,
+)
 from flaxtrain.train import (
     TrainState,
     create_train_state,

@@ -11,7 +11,12 @@ import numpy as np
 from flaxtrain import hub, models
 from flaxtrain.api.model import Model, init_model_params
 from flaxtrain.api.predictor import Predictor
-from flaxtrain.data.entities import EntityPreprocessor, TaggedDataset, entities, split_words
+from flaxtrain.data.entities import (
+    EntityPreprocessor,
+    TaggedDataset,
+    entities,
+    split_words,
+)
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import entity_metrics
 from flaxtrain.train import loop

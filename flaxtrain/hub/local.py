@@ -27,7 +27,8 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if not path.is_dir():
         names = ", ".join(repr(n) for n in PRETRAINED)
-        raise FlaxtrainError(f"{name_or_path!r} is neither a pretrained name ({names}) nor a checkpoint folder")
+        raise FlaxtrainError(f"{name_or_path!r} is neither a pretrained name ({names}) nor a checkpoint folder: pass the path "
+                             "of a Hugging Face-format folder (config.json, model.safetensors, tokenizer.json)")
     return path
 
 
