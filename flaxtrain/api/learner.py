@@ -5,12 +5,10 @@ The Learner coordinates train/ functions; it holds only the train state and the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import signal
 import sys
-import threading
 from typing import Any
 
 import jax
@@ -37,81 +35,16 @@ from flaxtrain.train import (
     schedules,
     update_average,
 )
-from flaxtrain.train.checkpoint import Checkpointer, abstract_like
+from flaxtrain.train.checkpoint import Checkpointer, abstract_like, saving_on_sigterm
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy
+from flaxtrain.train.plateau import Plateau, metric_mode
 from flaxtrain.train.summaries import SummaryWriter
 
 PRECISIONS = ("float32", "bfloat16")
 DATASETS = (TextDataset, TaggedDataset, QADataset)
 ADAM_B1 = 0.9  # Adam's b1 outside the 1cycle policy
 MAX_AUTOFIT_EPOCHS = 10_000  # autofit(epochs=None) runs until early stopping; this only bounds the loop
-
-
-def metric_mode(name: str) -> str:
-    """'max' for metrics where higher is better (accuracy, F1, R², exact match, BLEU...), else 'min'."""
-    higher = ("acc", "f1", "r2", "precision", "recall", "exact", "bleu", "rouge", "chrf")
-    return "max" if any(part in name for part in higher) else "min"
-
-
-class Plateau:
-    """autofit's watcher: best value of `monitor`, epochs without improvement, the current peak lr."""
-
-    def __init__(self, *, lr: float, monitor: str, early_stopping: int | None, reduce_on_plateau: int | None,
-                 reduce_factor: float, verbose: bool):
-        self.lr, self.monitor, self.verbose = lr, monitor, verbose
-        self.early_stopping, self.reduce_on_plateau, self.reduce_factor = early_stopping, reduce_on_plateau, reduce_factor
-        self.mode = metric_mode(monitor)
-        self.best: float | None = None
-        self.best_epoch = 0
-        self.best_params: Any = None
-        self.wait = 0  # epochs since the last improvement
-        self.stopped = False
-
-    def update(self, record: dict[str, float], epoch: int, params: Any) -> str | None:
-        """Takes one epoch's record; returns a message when training should stop."""
-        if self.monitor not in record:
-            raise FlaxtrainError(f"monitor {self.monitor!r} is not among the epoch metrics {sorted(record)}: pick one of them")
-        value = record[self.monitor]
-        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
-        if better:
-            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
-            self.best_params = jax.tree.map(jnp.copy, params)
-            return None
-        self.wait += 1
-        if self.reduce_on_plateau and self.wait % self.reduce_on_plateau == 0:
-            self.lr /= self.reduce_factor
-            if self.verbose:
-                print(f"{self.monitor} has not improved for {self.wait} epochs: lr reduced to {self.lr:.2e}")
-        if self.early_stopping and self.wait >= self.early_stopping:
-            self.stopped = True
-            return f"early stopping: {self.monitor} has not improved for {self.wait} epochs"
-        return None
-
-    def dump(self) -> dict[str, Any]:
-        return {"lr": self.lr, "best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
-
-    def load(self, saved: dict[str, Any], best_params: Any) -> None:
-        self.lr, self.best, self.best_epoch, self.wait = saved["lr"], saved["best"], saved["best_epoch"], saved["wait"]
-        self.best_params = best_params
-
-
-@contextlib.contextmanager
-def _saving_on_sigterm(active: bool, received: dict[str, str]):
-    """While training with checkpoints, SIGTERM only sets `received['name']`: the loop then saves a
-    checkpoint and stops, and the learner re-raises the signal. Outside the main thread it is a no-op."""
-    if not active or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        received["name"] = signal.Signals(signum).name
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def with_compute_dtype(config: Any, dtype: str) -> Any:
@@ -537,7 +470,7 @@ class Learner:
         history_before = len(self.history)
         remaining = None if epochs is None else first_epoch + epochs - position["epoch"]
         try:
-            with _saving_on_sigterm(ckpt is not None, stop_signal):
+            with saving_on_sigterm(ckpt is not None, stop_signal):
                 state, _, stop = loop.fit(
                     state,
                     epochs=MAX_AUTOFIT_EPOCHS if remaining is None else remaining,

@@ -126,6 +126,27 @@ class Model:
         return f"Model({self.name!r}, {self.num_params():,} params, {self.preproc!r})"
 
 
+_PAD_TOKENS = ("[PAD]", "<pad>")
+
+
+def load_encoder(name_or_path: str, *, task: str | None, maxlen: int) -> tuple[Any, Any, Any, int]:
+    """(EncoderConfig, params, tokenizer, pad id) of a pretrained encoder, checking that `maxlen`
+    fits its positions (RoBERTa-style positions start after the pad id)."""
+    config, params, tokenizer = hub.load_pretrained(name_or_path, task=task)
+    limit = config.max_positions - (config.pad_id + 1 if config.roberta_positions else 0)
+    if maxlen > limit:
+        raise FlaxtrainError(f"maxlen {maxlen} exceeds the {limit} positions {name_or_path!r} was trained with: lower maxlen")
+    pad_id = next((tokenizer.token_to_id(t) for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None), config.pad_id)
+    return config, params, tokenizer, pad_id
+
+
+def with_encoder(fresh: Any, pretrained: Any) -> dict[str, Any]:
+    """Freshly initialised head-model params with the pretrained encoder's weights in 'encoder'."""
+    params = dict(fresh)
+    params["encoder"] = jax.tree.map(lambda new, old: new.astype(old.dtype), pretrained, params["encoder"])
+    return params
+
+
 def init_model_params(module: Any, seed: int) -> Any:
     """Params of a token-id classifier initialised from `seed`."""
     sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}

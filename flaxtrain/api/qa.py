@@ -5,19 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
-from flaxtrain import hub, models
-from flaxtrain.api.model import Model, init_model_params
+from flaxtrain import models
+from flaxtrain.api.model import Model, init_model_params, load_encoder, with_encoder
 from flaxtrain.api.predictor import Predictor
 from flaxtrain.data.qa import QADataset, QAExample, QAPreprocessor, examples_from_arrays
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import squad_metrics
 from flaxtrain.eval.spans import best_span
 from flaxtrain.train import loop
-
-_PAD_TOKENS = ("[PAD]", "<pad>")
 
 
 def qa_model(name_or_path: str, preproc: QAPreprocessor, *, seed: int = 0, verbose: int = 1) -> Model:
@@ -26,16 +23,10 @@ def qa_model(name_or_path: str, preproc: QAPreprocessor, *, seed: int = 0, verbo
     its head. Gives `preproc` the encoder's tokenizer (datasets re-window on next use)."""
     if not isinstance(preproc, QAPreprocessor):
         raise FlaxtrainError(f"qa_model needs the preprocessor of qa_from_squad / qa_from_array, not {type(preproc).__name__}")
-    encoder_config, pretrained, tokenizer = hub.load_pretrained(name_or_path, task="span")
-    limit = encoder_config.max_positions - (encoder_config.pad_id + 1 if encoder_config.roberta_positions else 0)
-    if preproc.maxlen > limit:
-        raise FlaxtrainError(f"maxlen {preproc.maxlen} exceeds the {limit} positions of {name_or_path!r}: pass a smaller maxlen")
-    preproc.tokenizer = tokenizer
-    preproc.pad_id = next((tokenizer.token_to_id(t) for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None),
-                          encoder_config.pad_id)
+    encoder_config, pretrained, tokenizer, pad_id = load_encoder(name_or_path, task="span", maxlen=preproc.maxlen)
+    preproc.tokenizer, preproc.pad_id = tokenizer, pad_id
     config = models.make_config("qa", encoder=encoder_config)
-    params = dict(init_model_params(models.build_model("qa", config), seed))
-    params["encoder"] = jax.tree.map(lambda new, old: new.astype(old.dtype), pretrained["encoder"], params["encoder"])
+    params = with_encoder(init_model_params(models.build_model("qa", config), seed), pretrained["encoder"])
     if "qa_outputs" in pretrained:
         params["qa_outputs"] = pretrained["qa_outputs"]
     model = Model("qa", config, params, preproc)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
-from flaxtrain import hub, models
-from flaxtrain.api.model import Model, init_model_params
+from flaxtrain import models
+from flaxtrain.api.model import Model, init_model_params, load_encoder, with_encoder
 from flaxtrain.api.predictor import Predictor
 from flaxtrain.data.entities import (
     EntityPreprocessor,
@@ -22,7 +21,6 @@ from flaxtrain.eval import entity_metrics
 from flaxtrain.train import loop
 
 BILSTM = "bilstm"
-_PAD_TOKENS = ("[PAD]", "<pad>")
 
 
 def sequence_tagger(name: str, preproc: EntityPreprocessor, *, use_crf: bool = False, maxlen: int | None = None,
@@ -56,18 +54,11 @@ def sequence_tagger(name: str, preproc: EntityPreprocessor, *, use_crf: bool = F
     else:
         if params:
             raise FlaxtrainError(f"{sorted(params)} are BiLSTM sizes; a pretrained encoder keeps its own: drop them")
-        encoder_config, pretrained, tokenizer = hub.load_pretrained(name, task="token")
-        limit = encoder_config.max_positions - (encoder_config.pad_id + 1 if encoder_config.roberta_positions else 0)
-        if preproc.maxlen > limit:
-            raise FlaxtrainError(f"maxlen {preproc.maxlen} exceeds the {limit} positions of {name!r}: pass a smaller maxlen")
-        preproc.tokenizer = tokenizer
+        encoder_config, pretrained, tokenizer, pad_id = load_encoder(name, task="token", maxlen=preproc.maxlen)
+        preproc.tokenizer, preproc.pad_id, preproc.add_special_tokens = tokenizer, pad_id, True
         tokenizer.enable_truncation(max_length=preproc.maxlen)
-        preproc.add_special_tokens = True
-        preproc.pad_id = next((tokenizer.token_to_id(t) for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None),
-                              encoder_config.pad_id)
         config = models.make_config("sequence_tagger", num_classes=num_tags, use_crf=use_crf, encoder=encoder_config)
-        fresh = dict(init_model_params(models.build_model("sequence_tagger", config), seed))
-        fresh["encoder"] = jax.tree.map(lambda new, old: new.astype(old.dtype), pretrained["encoder"], fresh["encoder"])
+        fresh = with_encoder(init_model_params(models.build_model("sequence_tagger", config), seed), pretrained["encoder"])
         head = pretrained.get("classifier")
         if head is not None and np.shape(head["kernel"]) == np.shape(fresh["classifier"]["kernel"]):
             fresh["classifier"] = head

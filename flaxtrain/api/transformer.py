@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
-from flaxtrain import hub, models
-from flaxtrain.api.model import Model, init_model_params
+from flaxtrain import models
+from flaxtrain.api.model import Model, init_model_params, load_encoder, with_encoder
 from flaxtrain.data import TextDataset, TextPreprocessor
 from flaxtrain.data.preprocess import infer_class_names
 from flaxtrain.errors import FlaxtrainError
-
-_PAD_TOKENS = ("[PAD]", "<pad>")
 
 
 class Transformer:
@@ -35,10 +32,7 @@ class Transformer:
 
     def __init__(self, model_name: str, maxlen: int = 128, class_names: Sequence[Any] | None = None):
         self.model_name = model_name
-        self.encoder_config, self.encoder_params, tokenizer = hub.load_pretrained(model_name)
-        limit = self.encoder_config.max_positions - (self.encoder_config.pad_id + 1 if self.encoder_config.roberta_positions else 0)
-        if maxlen > limit:
-            raise FlaxtrainError(f"maxlen {maxlen} exceeds the {limit} positions {model_name!r} was trained with: lower maxlen")
+        self.encoder_config, self.encoder_params, tokenizer, self.pad_id = load_encoder(model_name, task=None, maxlen=maxlen)
         self.tokenizer = tokenizer
         self.maxlen = maxlen
         self.class_names = list(class_names) if class_names else None
@@ -56,11 +50,9 @@ class Transformer:
                 self.class_names = infer_class_names(labels)
             if not regression and len(self.class_names) < 2:
                 raise FlaxtrainError(f"a classifier needs two or more classes, got {self.class_names}")
-            pad_id = next((self.tokenizer.token_to_id(t) for t in _PAD_TOKENS if self.tokenizer.token_to_id(t) is not None),
-                          self.encoder_config.pad_id)
             self.preproc = TextPreprocessor(self.tokenizer, maxlen=self.maxlen,
                                             class_names=None if regression else self.class_names,
-                                            pad_id=pad_id, add_special_tokens=True)
+                                            pad_id=self.pad_id, add_special_tokens=True)
         return self.preproc
 
     def preprocess_train(self, texts: Sequence[str], labels: Any, verbose: int = 1) -> TextDataset:
@@ -95,7 +87,6 @@ class Transformer:
 
     def _model(self, preproc: TextPreprocessor, seed: int) -> Model:
         config = models.make_config("transformer", encoder=self.encoder_config, num_classes=preproc.num_classes)
-        params = dict(init_model_params(models.build_model("transformer", config), seed))
-        params["encoder"] = jax.tree.map(lambda new, old: new.astype(old.dtype), self.encoder_params, params["encoder"])
+        params = with_encoder(init_model_params(models.build_model("transformer", config), seed), self.encoder_params)
         return Model("transformer", config, params, preproc)
 

@@ -17,6 +17,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,24 @@ def _quiet_asyncio():
         yield
     finally:
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def saving_on_sigterm(active: bool, received: dict[str, str]):
+    """While training with checkpoints, SIGTERM only sets `received['name']`: the loop then saves a
+    checkpoint and stops, and the learner re-raises the signal. Outside the main thread it is a no-op."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received["name"] = signal.Signals(signum).name
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def abstract_like(tree: Any) -> Any:
