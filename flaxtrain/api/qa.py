@@ -10,7 +10,7 @@ import numpy as np
 from flaxtrain import models
 from flaxtrain.api.model import Model, init_model_params, load_encoder, with_encoder
 from flaxtrain.api.predictor import Predictor
-from flaxtrain.data.qa import QADataset, QAExample, QAPreprocessor, examples_from_arrays
+from flaxtrain.data.qa import QADataset, QAPreprocessor, examples_from_arrays
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import squad_metrics
 from flaxtrain.eval.spans import best_span
@@ -99,7 +99,3 @@ class QAPredictor(Predictor):
             loss = loop.summarize(loop.evaluate(_eval_state(self.model), labelled.batches(batch_size=self.batch_size)[0],
                                                 steps=self.model.steps, verbose=False))["loss"]
         return loss, squad_metrics(predicted, references)
-
-
-def references_of(examples: Sequence[QAExample]) -> list[list[str]]:
-    return [list(e.answers) for e in examples]
