@@ -13,11 +13,13 @@ import numpy as np
 
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.files import atomic_directory
-from flaxtrain.hub import encoders
+from flaxtrain.hub import encoders, seq2seq
 from flaxtrain.hub.local import load_tokenizer, resolve_checkpoint
 from flaxtrain.models.encoder import Encoder
+from flaxtrain.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 FAMILIES = tuple(encoders.LAYER_NAMES)  # model_type values of config.json that load as an Encoder
+SEQ2SEQ_FAMILIES = seq2seq.FAMILIES  # ... and as an encoder-decoder Seq2Seq
 
 
 def read_hf_config(path: Path) -> dict[str, Any]:
@@ -92,8 +94,12 @@ def load_pretrained(name_or_path: str | Path, task: str | None = None) -> tuple[
     path = resolve_checkpoint(name_or_path)
     hf = read_hf_config(path)
     model_type = hf.get("model_type")
+    if model_type in SEQ2SEQ_FAMILIES:
+        raise FlaxtrainError(f"{path} holds a {model_type} encoder-decoder: load it with flaxtrain.hub.load_seq2seq "
+                             "or get_model(..., task='translation' | 'summarization')")
     if model_type not in FAMILIES:
-        raise FlaxtrainError(f"model_type {model_type!r} in {path}/config.json is not supported (supported: {', '.join(FAMILIES)})")
+        raise FlaxtrainError(f"model_type {model_type!r} in {path}/config.json is not supported "
+                             f"(supported: {', '.join(FAMILIES + SEQ2SEQ_FAMILIES)})")
     if task is not None and task not in encoders.HEAD_NAMES:
         raise FlaxtrainError(f"unknown task head {task!r}{nearest(task, encoders.HEAD_NAMES)}")
     config = encoders.config_from_hf(hf)
@@ -124,7 +130,6 @@ def save_pretrained(
       problem_type: 'regression' for a one-output sequence head (Hugging Face's problem_type).
     """
     from safetensors.numpy import save_file
-    from tokenizers import Tokenizer
 
     family = config.family
     name, prefix = encoders.CLASS_PREFIX[family]
@@ -141,7 +146,68 @@ def save_pretrained(
     with atomic_directory(directory) as staging:
         save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
         (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
-        plain = Tokenizer.from_str(tokenizer.to_str())  # without the truncation flaxtrain set for training
-        plain.no_truncation()
-        plain.save(str(staging / "tokenizer.json"))
+        _save_tokenizer(tokenizer, staging)
     return Path(directory).absolute()
+
+
+def load_seq2seq(name_or_path: str | Path, *, tokenizer: bool = True) -> tuple[Seq2SeqConfig, Any, Any, dict[str, Any]]:
+    """Reads a local T5, BART or Marian checkpoint (Hugging Face format).
+
+    Args:
+      name_or_path: a folder with config.json and model.safetensors (or pytorch_model.bin), and a
+        tokenizer: tokenizer.json, or the sentencepiece model (spiece.model, source.spm).
+      tokenizer: False to read the weights alone (the returned tokenizer is then None).
+
+    Returns:
+      (Seq2SeqConfig, float32 params, `tokenizers.Tokenizer` or None, generation settings from
+      generation_config.json and config.json, in transformers' names).
+    """
+    path = resolve_checkpoint(name_or_path)
+    hf = read_hf_config(path)
+    if hf.get("model_type") not in SEQ2SEQ_FAMILIES:
+        raise FlaxtrainError(f"model_type {hf.get('model_type')!r} in {path}/config.json is not an encoder-decoder "
+                             f"(supported: {', '.join(SEQ2SEQ_FAMILIES)})")
+    config, params, generation = seq2seq.load_seq2seq(path, hf, read_weights(path))
+    expected = jax.eval_shape(lambda: Seq2Seq(config).init(
+        jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"])
+    check_shapes(params, nn.meta.unbox(expected))
+    return config, jax.tree.map(jnp.asarray, params), load_seq2seq_tokenizer(path) if tokenizer else None, generation
+
+
+def load_seq2seq_tokenizer(path: Path) -> Any:
+    """tokenizer.json when the folder has one, else its sentencepiece model converted (hub/sentencepiece.py)."""
+    if (path / "tokenizer.json").is_file():
+        return load_tokenizer(path)
+    from flaxtrain.hub.sentencepiece import tokenizer_from_sentencepiece
+
+    return tokenizer_from_sentencepiece(path)
+
+
+def save_seq2seq(directory: str | Path, config: Seq2SeqConfig, params: Any, tokenizer: Any = None, *,
+                 generation: dict[str, Any] | None = None) -> Path:
+    """Writes config.json, generation_config.json, model.safetensors (and tokenizer.json) that PyTorch
+    `transformers` loads as T5ForConditionalGeneration, BartForConditionalGeneration or MarianMTModel."""
+    from safetensors.numpy import save_file
+
+    weights = seq2seq.params_to_hf(jax.device_get(params), config)
+    hf = seq2seq.config_to_hf(config)
+    generation = {"decoder_start_token_id": config.decoder_start_id, "eos_token_id": config.eos_id,
+                  "pad_token_id": config.pad_id, **(generation or {})}
+    if config.forced_eos_id is not None:
+        generation.setdefault("forced_eos_token_id", config.forced_eos_id)
+    with atomic_directory(directory) as staging:
+        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
+        (staging / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True))
+        if tokenizer is not None:
+            _save_tokenizer(tokenizer, staging)
+    return Path(directory).absolute()
+
+
+def _save_tokenizer(tokenizer: Any, staging: Path) -> None:
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_str(tokenizer.to_str())  # without the truncation flaxtrain set for training
+    plain.no_truncation()
+    plain.no_padding()
+    plain.save(str(staging / "tokenizer.json"))

@@ -16,7 +16,9 @@ class MultiHeadAttention(nn.Module):
 
     Params: `query`, `key`, `value` ([m, h, d] kernels) and `out` ([h, d, m]), with biases when
     `use_bias`. With `decode=True` the keys and values of earlier calls are kept in the `cache`
-    collection, so one new token at a time attends to everything before it.
+    collection, so one new token at a time attends to everything before it; a cross-attention keeps
+    the projected encoder states there instead (`cached_kv=True` reads them back, so each decoding
+    step projects only its own token).
     """
 
     num_heads: int
@@ -41,6 +43,7 @@ class MultiHeadAttention(nn.Module):
 )] | None = None,
         bias: Float[Array, "#b #h t s"] | None = None,
         decode: bool = False,
+        cached_kv: bool = False,
     ) -> Float[Array, "b t m"]:
         """Attends from inputs_q to inputs_kv (to inputs_q itself when None).
 
@@ -50,18 +53,31 @@ class MultiHeadAttention(nn.Module):
           mask: boolean, True where a query may attend to a key. When decoding, it covers the whole
             cache ([.., t, cache length]); causal masking of the cache is applied here.
           bias: additive attention scores (relative positions).
-          decode: use and extend the key/value cache (self-attention only).
+          decode: self-attention: use and extend the key/value cache. Cross-attention: store the
+            projected keys and values of inputs_kv in the cache.
+          cached_kv: cross-attention to the keys and values an earlier `decode` call stored
+            (inputs_kv is then None).
         """
         names = ("query", "key", "value")
-        if inputs_kv is None:
+        if cached_kv:
+            (query,) = self._project(inputs_q, [self._projection("query", inputs_q.shape[-1])()])
+            key, value = self.get_variable("cache", "cross_key"), self.get_variable("cache", "cross_value")
+            if key is None:
+                raise ValueError("cached_kv=True needs a cache filled by a decode=True call with inputs_kv")
+        elif inputs_kv is None:
             # Self-attention: one [m, 3, h, d] matmul instead of three [m, h, d] ones (fewer, larger
             # GEMMs; same params and numbers; the heads axis stays whole for tensor parallelism).
             query, key, value = self._project(inputs_q, [self._projection(n, inputs_q.shape[-1])() for n in names])
         else:
             (query,) = self._project(inputs_q, [self._projection("query", inputs_q.shape[-1])()])
             key, value = self._project(inputs_kv, [self._projection(n, inputs_kv.shape[-1])() for n in names[1:]])
-        if decode:
+        if cached_kv:
+            pass
+        elif decode and inputs_kv is None:
             key, value, mask = self._extend_cache(key, value, mask)
+        elif decode:  # cross-attention: keep the encoder's projected keys and values for later steps
+            self.put_variable("cache", "cross_key", key)
+            self.put_variable("cache", "cross_value", value)
         out = ops.dot_product_attention(
             query, key, value, mask=mask, bias=bias, scale=self.scale, implementation=self.implementation
         )

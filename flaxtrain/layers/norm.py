@@ -1,4 +1,4 @@
-"""Layer normalisation computed in float32, with logical axis names on its params."""
+"""Layer and RMS normalisation computed in float32, with logical axis names on their params."""
 
 from __future__ import annotations
 
@@ -29,3 +29,17 @@ class LayerNorm(nn.Module):
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes.EMBED,)),
                           (width,), self.param_dtype)
         return ops.layer_norm(x.astype(self.dtype), scale, bias, self.epsilon)
+
+
+class RMSNorm(nn.Module):
+    """`ops.rms_norm` over the last axis with one param, `scale` (T5's LayerNorm: no mean, no bias)."""
+
+    epsilon: float = 1e-6
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "... m"]) -> Float[Array, "... m"]:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), (axes.EMBED,)),
+                           (x.shape[-1],), self.param_dtype)
+        return ops.rms_norm(x.astype(self.dtype), scale, self.epsilon)

@@ -3,6 +3,7 @@
 from flaxtrain.models.encoder import Encoder, EncoderConfig, EncoderLayer
 from flaxtrain.models.fasttext import FastText, FastTextConfig
 from flaxtrain.models.heads import HeadConfig, MaskedLM, SequenceClassifier, SpanClassifier, TokenClassifier
+from flaxtrain.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from flaxtrain.models.registry import MODELS, build_model, config_to_dict, get_entry, make_config
 from flaxtrain.models.tagger import SequenceTagger, TaggerConfig
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
@@ -18,6 +19,8 @@ __all__ = [
     "SpanClassifier",
     "TokenClassifier",
     "SequenceTagger",
+    "Seq2Seq",
+    "Seq2SeqConfig",
     "TaggerConfig",
     "FastTextConfig",
     "TextCNN",

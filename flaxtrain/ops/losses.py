@@ -60,3 +60,15 @@ def regression_sums(
         "abs_error": jnp.sum(jnp.abs(errors) * weights),
         "count": jnp.sum(weights),
     }
+
+
+def token_cross_entropy(
+    logits: Float[Array, "b t v"], labels: Int[Array, "b t"], *, label_smoothing: float = 0.0
+) -> Float[Array, "b t"]:
+    """Per-token cross entropy in float32, with label smoothing as `torch.nn.CrossEntropyLoss` has it:
+    (1 - eps) * nll(label) + eps * mean over the vocabulary of -log p. Labels < 0 give 0 loss."""
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    picked = -jnp.take_along_axis(log_probs, jnp.maximum(labels, 0)[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    if label_smoothing:
+        picked = (1.0 - label_smoothing) * picked - label_smoothing * jnp.mean(log_probs, axis=-1)
+    return jnp.where(labels >= 0, picked, 0.0)

@@ -1,4 +1,4 @@
-"""Layer normalisation (Ba et al. 2016) with a hand-written gradient."""
+"""Layer normalisation (Ba et al. 2016) with a hand-written gradient, and RMS normalisation (T5)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,11 @@ def _row(v: jax.Array, ndim: int) -> jax.Array:
 
 
 layer_norm.defvjp(_layer_norm_forward, _layer_norm_backward)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, epsilon: float) -> jax.Array:
+    """x / sqrt(mean(x^2) + epsilon) * scale over the last axis (no centring, no bias), as T5's
+    LayerNorm computes it: statistics in float32, the result cast back to x's dtype."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + epsilon)
+    return (normed * _row(scale, x.ndim)).astype(x.dtype)

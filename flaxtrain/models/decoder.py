@@ -1,0 +1,198 @@
+"""Transformer blocks and stacks shared by encoder-decoder models: the encoder stack, and the decoder
+stack with causal self-attention (a key/value cache for decoding) and cross-attention.
+
+One config covers the layouts through switches: T5 (Raffel et al. 2020: pre-RMSNorm, relative
+position buckets, no biases, gated-GELU in v1.1), BART (Lewis et al. 2020: learned positions with an
+offset, post-LN, GELU), Marian (sinusoidal positions, scaled shared embeddings, final-logits bias) and
+BERT2BERT (Rothe et al. 2020: BERT-layout stacks warm-started from a pretrained encoder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from flaxtrain import ops
+from flaxtrain.layers import Embed, MultiHeadAttention, axes
+from flaxtrain.layers.mlp import MLP
+from flaxtrain.layers.norm import LayerNorm, RMSNorm
+from flaxtrain.layers.sharding import constrain
+
+POSITIONS = ("relative", "learned", "sinusoidal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    """Sizes, layout switches and special token ids of an encoder-decoder model."""
+
+    vocab_size: int  # shared source/target vocabulary v
+    family: str = "t5"  # checkpoint layout: t5, bart, marian or bert2bert
+    hidden_size: int = 512  # model width m
+    num_layers: int = 6  # encoder blocks
+    num_decoder_layers: int = 6  # decoder blocks
+    num_heads: int = 8  # attention heads h
+    head_dim: int = 64  # width d of one head (T5's d_kv; h * d may differ from m)
+    mlp_dim: int = 2048  # feed-forward width f
+    activation: str = "relu"  # feed-forward activation (layers.mlp.ACTIVATIONS)
+    gated_mlp: bool = False  # T5 v1.1: activation(hidden(x)) * linear(x)
+    pre_norm: bool = True  # T5: x + f(rms_norm(x)) and a final norm per stack; else post-LN: norm(x + f(x))
+    use_bias: bool = False  # biases on attention projections and feed-forward layers (BART, Marian, BERT)
+    positions: str = "relative"  # 'relative' (T5 buckets), 'learned' or 'sinusoidal' absolute positions
+    max_positions: int = 512  # absolute positions (learned or sinusoidal table rows)
+    position_offset: int = 0  # BART numbers positions from 2
+    relative_buckets: int = 32  # T5 relative position buckets
+    relative_max_distance: int = 128  # T5: distances beyond share the last bucket
+    embed_norm: bool = False  # LayerNorm on the embeddings (BART, BERT)
+    scale_embedding: bool = False  # embeddings times sqrt(m) (Marian)
+    attention_scale: float | None = None  # score scale; None: 1 / sqrt(d); T5: 1.0
+    tie_embeddings: bool = True  # the output projection is the shared embedding table
+    scale_logits: bool = False  # T5 with tied embeddings: hidden * m ** -0.5 before the projection
+    final_logits_bias: bool = False  # a [v] bias on the logits (BART, Marian, BERT's output bias)
+    lm_transform: bool = False  # BERT's head: dense -> activation -> LayerNorm before the projection
+    layer_norm_eps: float = 1e-6  # norm epsilon
+    dropout_rate: float = 0.1  # dropout on embeddings and sub-layer outputs
+    init_std: float = 0.02  # normal init of fresh weights
+    pad_id: int = 0  # padding token id
+    eos_id: int = 1  # end of sequence
+    decoder_start_id: int = 0  # the token every target starts from
+    forced_bos_id: int | None = None  # forced as the first generated token (mBART-style checkpoints)
+    forced_eos_id: int | None = None  # forced as the last token when generation reaches max length
+    attention: str = "einsum"  # ops.dot_product_attention path
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"  # parameter storage dtype
+
+    def __post_init__(self) -> None:
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+
+
+def _dtypes(cfg: Seq2SeqConfig) -> dict[str, jnp.dtype]:
+    return {"dtype": jnp.dtype(cfg.dtype), "param_dtype": jnp.dtype(cfg.param_dtype)}
+
+
+def _norm(cfg: Seq2SeqConfig, name: str) -> nn.Module:
+    if cfg.pre_norm:
+        return RMSNorm(cfg.layer_norm_eps, name=name, **_dtypes(cfg))
+    return LayerNorm(cfg.layer_norm_eps, name=name, **_dtypes(cfg))
+
+
+class Block(nn.Module):
+    """Self-attention, cross-attention (decoder blocks) and feed-forward sub-layers, each pre- or
+    post-normed with a residual."""
+
+    config: Seq2SeqConfig
+    cross: bool  # a decoder block
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Float[Array, "b t m"],
+        *,
+        mask: Bool[Array, "#b 1 t s"] | None,
+        bias: Float[Array, "1 h t s"] | None,
+        encoder_hidden: Float[Array, "b s m"] | None = None,
+        cross_mask: Bool[Array, "b 1 1 s"] | None = None,
+        deterministic: bool,
+        decode: bool = False,
+    ) -> Float[Array, "b t m"]:
+        cfg = self.config
+        drop = nn.Dropout(cfg.dropout_rate)
+
+        def attention(name: str) -> MultiHeadAttention:
+            return MultiHeadAttention(cfg.num_heads, cfg.head_dim, use_bias=cfg.use_bias, scale=cfg.attention_scale,
+                                      implementation=cfg.attention, name=name, **_dtypes(cfg))
+
+        def sublayer(x: jnp.ndarray, name: str, fn) -> jnp.ndarray:
+            if cfg.pre_norm:
+                return x + drop(fn(_norm(cfg, f"{name}_norm")(x)), deterministic=deterministic)
+            return _norm(cfg, f"{name}_norm")(x + drop(fn(x), deterministic=deterministic))
+
+        x = sublayer(x, "self_attention", lambda h: attention("self_attention")(h, mask=mask, bias=bias, decode=decode))
+        if self.cross:
+            cached = decode and encoder_hidden is None  # later decoding steps: the encoder's keys/values are cached
+            x = sublayer(x, "cross_attention", lambda h: attention("cross_attention")(
+                h, encoder_hidden, mask=cross_mask, decode=decode and not cached, cached_kv=cached))
+        mlp = MLP(cfg.mlp_dim, cfg.activation, use_bias=cfg.use_bias, gated=cfg.gated_mlp,
+                  dropout_rate=cfg.dropout_rate if cfg.pre_norm else 0.0, name="mlp", **_dtypes(cfg))
+        return sublayer(x, "mlp", lambda h: mlp(h, deterministic=deterministic))
+
+
+class Stack(nn.Module):
+    """Token ids -> hidden states: embeddings (the shared table passed in), positions, blocks, final norm.
+
+    The decoder stack (`decoder=True`) is causal and attends to `encoder_hidden`. With `decode=True`
+    it runs incrementally on a cache made by a first call on [b, max_length] ids (see eval/decode.py):
+    each call takes the next tokens, and positions continue from the cache's count.
+    """
+
+    config: Seq2SeqConfig
+    decoder: bool
+
+    @nn.compact
+    def __call__(
+        self,
+        ids: Int[Array, "b t"],
+        table: Float[Array, "v m"],
+        *,
+        valid: Bool[Array, "b t"] | None = None,
+        encoder_hidden: Float[Array, "b s m"] | None = None,
+        encoder_valid: Bool[Array, "b s"] | None = None,
+        deterministic: bool,
+        decode: bool = False,
+    ) -> Float[Array, "b t m"]:
+        cfg = self.config
+        dtypes = _dtypes(cfg)
+        length = ids.shape[1]
+        start = jnp.zeros((), jnp.int32)
+        key_length = length
+        if decode:
+            initialising = not self.has_variable("cache", "cache_index")
+            position = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+            keys = self.variable("cache", "key_positions", lambda: jnp.arange(length, dtype=jnp.int32))
+            key_length = keys.value.shape[0]
+            if not initialising:
+                start = position.value
+                position.value = start + length
+        positions = start + jnp.arange(length, dtype=jnp.int32)  # [t]
+        x = jnp.take(table, ids, axis=0).astype(dtypes["dtype"])
+        if cfg.scale_embedding:
+            x = x * jnp.asarray(math.sqrt(cfg.hidden_size), x.dtype)
+        if cfg.positions == "learned":
+            table_rows = cfg.max_positions + cfg.position_offset
+            x = x + Embed(table_rows, cfg.hidden_size, init_stddev=cfg.init_std, name="position", **dtypes)(
+                positions + cfg.position_offset)[None]
+        elif cfg.positions == "sinusoidal":
+            sinusoids = jnp.asarray(ops.sinusoidal_table(cfg.max_positions, cfg.hidden_size))
+            x = x + jnp.take(sinusoids, positions, axis=0).astype(x.dtype)[None]
+        if cfg.embed_norm:
+            x = LayerNorm(cfg.layer_norm_eps, name="embed_norm", **dtypes)(x)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+        bias = None
+        if cfg.positions == "relative":
+            relative = jnp.arange(key_length, dtype=jnp.int32)[None, :] - positions[:, None]  # [t, s]
+            buckets = ops.relative_position_buckets(relative, bidirectional=not self.decoder,
+                                                    num_buckets=cfg.relative_buckets,
+                                                    max_distance=cfg.relative_max_distance)
+            table_bias = Embed(cfg.relative_buckets, cfg.num_heads, init_stddev=cfg.init_std, name="relative_bias", **dtypes)
+            bias = jnp.transpose(table_bias(buckets), (2, 0, 1))[None]  # [1, h, t, s]
+        if not self.decoder:
+            valid = ids != cfg.pad_id if valid is None else valid
+            mask = ops.make_key_padding_mask(valid, length)
+        else:
+            mask = None if decode else ops.make_causal_mask(length)  # decoding: the cache applies causality
+        cross_mask = None if encoder_valid is None else encoder_valid[:, None, None, :]
+        layers = cfg.num_decoder_layers if self.decoder else cfg.num_layers
+        for i in range(layers):
+            x = Block(cfg, cross=self.decoder, name=f"layer_{i}")(
+                x, mask=mask, bias=bias, encoder_hidden=encoder_hidden, cross_mask=cross_mask,
+                deterministic=deterministic, decode=decode)
+            x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))
+        if cfg.pre_norm:
+            x = _norm(cfg, "final_norm")(x)
+            x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        return x
