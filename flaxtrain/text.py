@@ -9,6 +9,8 @@ from flaxtrain.data import (
     LoadedData,
     QADataset,
     QAPreprocessor,
+    Seq2SeqDataset,
+    Seq2SeqPreprocessor,
     TaggedDataset,
     TextDataset,
     TextPreprocessor,
@@ -19,13 +21,19 @@ from flaxtrain.data import (
     load_data,
     qa_from_array,
     qa_from_squad,
+    summarization_from_df,
     texts_from_array,
     texts_from_csv,
     texts_from_df,
     texts_from_folder,
+    translation_from_pairs,
 )
 
 __all__ = [
+    "Seq2SeqDataset",
+    "Seq2SeqPreprocessor",
+    "summarization_from_df",
+    "translation_from_pairs",
     "qa_model",
     "QADataset",
     "QAPreprocessor",

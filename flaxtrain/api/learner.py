@@ -20,6 +20,7 @@ from flaxtrain.data import TextDataset, make_batches
 from flaxtrain.data.entities import TaggedDataset
 from flaxtrain.data.pipeline import num_batches
 from flaxtrain.data.qa import QADataset
+from flaxtrain.data.seq2seq import Seq2SeqDataset
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import (
     classification_report,
@@ -42,7 +43,7 @@ from flaxtrain.train.plateau import Plateau, metric_mode
 from flaxtrain.train.summaries import SummaryWriter
 
 PRECISIONS = ("float32", "bfloat16")
-DATASETS = (TextDataset, TaggedDataset, QADataset)
+DATASETS = (TextDataset, TaggedDataset, QADataset, Seq2SeqDataset)
 ADAM_B1 = 0.9  # Adam's b1 outside the 1cycle policy
 MAX_AUTOFIT_EPOCHS = 10_000  # autofit(epochs=None) runs until early stopping; this only bounds the loop
 
@@ -600,6 +601,9 @@ class Learner:
                     for i, a in zip(order, found)]
         order = np.argsort(-losses, kind="stable")[:n]
         preproc = self.model.preproc
+        if isinstance(data, Seq2SeqDataset):  # (index, mean token loss, target, generated output)
+            outputs = get_predictor(self.model, batch_size=self.eval_batch_size).predict([data.sources[i] for i in order])
+            return [(int(i), float(losses[i]), data.targets[i], o) for i, o in zip(order, outputs)]
         if isinstance(data, TaggedDataset):  # (index, loss, true tags, predicted tags)
             predicted = get_predictor(self.model, batch_size=self.eval_batch_size).predict_words(
                 [data.words[i] for i in order])
@@ -637,6 +641,11 @@ class Learner:
         if isinstance(data, QADataset):  # SQuAD exact match and F1 of the decoded answers
             predicted = [a["answer"] for a in get_predictor(self.model, batch_size=self.eval_batch_size).answers(data)]
             metrics = squad_metrics(predicted, [list(e.answers) for e in data.examples])
+            if print_report:
+                print("  ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+            return metrics
+        if isinstance(data, Seq2SeqDataset):  # BLEU/chrF or ROUGE of the generated outputs
+            metrics = get_predictor(self.model, batch_size=self.eval_batch_size).scores(data)
             if print_report:
                 print("  ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
             return metrics

@@ -22,6 +22,8 @@ from flaxtrain.train import (
     predict_step,
     regression_loss,
     regression_predict_step,
+    seq2seq_loss,
+    seq2seq_predict_step,
     span_loss,
     span_predict_step,
     tagging_loss,
@@ -52,6 +54,8 @@ class Model:
         self.val_data = val_data
         self._steps: CompiledSteps | None = None
         self._learner: Any = None
+        self.label_smoothing = 0.0  # seq2seq: target smoothing of the training loss
+        self.generation: dict[str, Any] = {}  # seq2seq: a checkpoint's decoding settings (transformers' names)
 
     @property
     def steps(self) -> CompiledSteps:
@@ -73,6 +77,8 @@ class Model:
             return functools.partial(tagging_loss, use_crf=self.config.use_crf)
         if self.task == "question_answering":
             return span_loss
+        if self.task == "seq2seq":
+            return functools.partial(seq2seq_loss, label_smoothing=self.label_smoothing)
         return regression_loss if self.preproc.regression else classification_loss
 
     @property
@@ -82,6 +88,8 @@ class Model:
             return functools.partial(tagging_predict_step, use_crf=self.config.use_crf)
         if self.task == "question_answering":
             return span_predict_step
+        if self.task == "seq2seq":
+            return seq2seq_predict_step
         return regression_predict_step if self.preproc.regression else predict_step
 
     @property
@@ -105,7 +113,8 @@ class Model:
         return self._learner.fit(lr or self.default_lr, epochs, verbose=verbose)
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 32) -> tuple[float, dict[str, float]]:
-        """(loss, {'acc', 'precision', 'recall', 'f1'}) on raw texts and labels."""
+        """(loss, {'acc', 'precision', 'recall', 'f1'}) on raw texts and labels; for translation and
+        summarization, (loss, BLEU/chrF or ROUGE) on sources and targets."""
         from flaxtrain.api.predictor import get_predictor
 
         return get_predictor(self, batch_size=batch_size).evaluate(x, y)
@@ -164,6 +173,8 @@ def get_model(
     max_features: int = MAX_FEATURES,
     word_vectors: str | None = None,
     seed: int = 0,
+    task: str | None = None,
+    label_smoothing: float = 0.0,
 ) -> Model:
     """Builds model `name` sized from its training data.
 
@@ -181,7 +192,19 @@ def get_model(
         word-piece embeddings initialise the model's embedding table; its tokenizer then encodes
         the texts (Kim 2014's "non-static" variant: the vectors are fine-tuned).
       seed: initialisation seed.
+      task: 'translation' or 'summarization' for an encoder-decoder ('t5', 'bart', 'marian',
+        'bert2bert' or a T5/BART/Marian checkpoint folder; see api/seq2seq.py), implied by text-pair data.
+      label_smoothing: encoder-decoders: target smoothing of the training loss.
     """
+    from flaxtrain.data.seq2seq import Seq2SeqDataset
+
+    if task in ("translation", "summarization") or isinstance(train_data, Seq2SeqDataset):
+        from flaxtrain.api.seq2seq import seq2seq_model
+
+        return seq2seq_model(name, train_data, val_data, task=task, preproc=preproc, params=params,
+                             label_smoothing=label_smoothing, seed=seed)
+    if task is not None and task != "classification":
+        raise FlaxtrainError(f"unknown task {task!r}: use 'classification', 'translation' or 'summarization'")
     if name not in models.MODELS:
         return _pretrained_classifier(name, train_data, val_data, preproc=preproc, maxlen=maxlen, seed=seed)
     table = None

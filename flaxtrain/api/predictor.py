@@ -141,6 +141,10 @@ def _predictor_class(task: str) -> type[Predictor]:
         from flaxtrain.api.qa import QAPredictor
 
         return QAPredictor
+    if task == "seq2seq":
+        from flaxtrain.api.seq2seq import Seq2SeqPredictor
+
+        return Seq2SeqPredictor
     return Predictor
 
 
@@ -153,6 +157,10 @@ def _load_preprocessor(path: Path, section: dict[str, Any]) -> Any:
         from flaxtrain.data.qa import QAPreprocessor
 
         return QAPreprocessor.load(path, section)
+    if section.get("kind") == "seq2seq":
+        from flaxtrain.data.seq2seq import Seq2SeqPreprocessor
+
+        return Seq2SeqPreprocessor.load(path, section)
     return TextPreprocessor.load(path, section)
 
 
@@ -198,4 +206,5 @@ def load_predictor(directory: str | os.PathLike, batch_size: int = 32) -> Predic
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FlaxtrainError(f"the weights in {params_dir} are unreadable ({first[:200]}): save the predictor again") from None
     model = Model(name, model_config, params, preproc)
+    model.generation = config.get("generation", {})
     return _predictor_class(model.task)(model, preproc, batch_size)

@@ -13,8 +13,22 @@ from flaxtrain.data.qa import QADataset, QAPreprocessor, qa_from_array, qa_from_
 from flaxtrain.data.loaders import LoadedData, load_data, texts_from_array, texts_from_csv, texts_from_df, texts_from_folder
 from flaxtrain.data.pipeline import make_batches
 from flaxtrain.data.preprocess import TextPreprocessor
+from flaxtrain.data.seq2seq import (
+    Seq2SeqDataset,
+    Seq2SeqPreprocessor,
+    bbc_headlines,
+    django_translations,
+    summarization_from_df,
+    translation_from_pairs,
+)
 
 __all__ = [
+    "Seq2SeqDataset",
+    "Seq2SeqPreprocessor",
+    "bbc_headlines",
+    "django_translations",
+    "summarization_from_df",
+    "translation_from_pairs",
     "QADataset",
     "QAPreprocessor",
     "qa_from_array",

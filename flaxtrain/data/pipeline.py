@@ -44,6 +44,7 @@ def make_batches(
     process_index: int = 0,
     process_count: int = 1,
     sequences: dict[str, tuple[Sequence[np.ndarray], int]] | None = None,
+    fixed: dict[str, tuple[Sequence[np.ndarray], int, int]] | None = None,
 ) -> tuple[Iterator[Batch], int]:
     """Batches of {'input_ids' [b, L] int32, 'label' [b] int32, 'index' [b] int64, 'weight' [b] float32}.
 
@@ -93,10 +94,18 @@ def make_batches(
         for row, values in enumerate(arrays):
             padded[row, : len(values)] = values
         columns[name], columns[f"{name}_length"] = padded, field_lengths
+    for name, (arrays, pad, width) in (fixed or {}).items():
+        if len(arrays) != n:
+            raise FlaxtrainError(f"{len(arrays)} {name} rows for {n} examples: pass one per example")
+        columns[name] = np.full((n, width), pad, np.int32)
+        for row, values in enumerate(arrays):
+            if len(values) > width:
+                raise FlaxtrainError(f"a {name} row of {len(values)} tokens exceeds its length {width}: truncate it")
+            columns[name][row, : len(values)] = values
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         ds = ds.shuffle(n, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
-    ds = ds.map(lambda ex: {"label": ex["label"], "index": ex["index"],
+    ds = ds.map(lambda ex: {"label": ex["label"], "index": ex["index"], **{name: ex[name] for name in fixed or {}},
                             **{name: ex[name][: ex[f"{name}_length"]] for name in fields}})
     ds = ds.bucket_by_sequence_length(
         lambda example: tf.shape(example["input_ids"])[0],
@@ -106,13 +115,15 @@ def make_batches(
             "label": tf.constant(0, tf.float32 if labels.dtype == np.float32 else tf.int32),
             "index": tf.constant(0, tf.int64),
             **{name: tf.constant(pad, tf.int32) for name, (_, pad) in fields.items()},
+            **{name: tf.constant(pad, tf.int32) for name, (_, pad, _) in (fixed or {}).items()},
         },
         pad_to_bucket_boundary=True,
     )
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options).prefetch(tf.data.AUTOTUNE)
-    batches = _fill_batches(ds.as_numpy_iterator(), batch_size, {name: pad for name, (_, pad) in fields.items()})
+    fill = {**{name: pad for name, (_, pad) in fields.items()}, **{name: pad for name, (_, pad, _) in (fixed or {}).items()}}
+    batches = _fill_batches(ds.as_numpy_iterator(), batch_size, fill)
     if process_count > 1:
         rows = batch_size // process_count
         start = process_index * rows

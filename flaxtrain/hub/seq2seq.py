@@ -238,3 +238,54 @@ def load_seq2seq(path: Any, hf: Mapping[str, Any], weights: Mapping[str, np.ndar
         except json.JSONDecodeError as err:
             raise FlaxtrainError(f"{generation_file} is not valid JSON ({err})") from None
     return config, params, generation_from_hf(hf, generation)
+
+
+def bert2bert_config(encoder: Any, *, pad_id: int, eos_id: int, decoder_start_id: int,
+                     num_decoder_layers: int | None = None) -> Seq2SeqConfig:
+    """A BERT-layout encoder-decoder sized as a pretrained BERT-family EncoderConfig (Rothe et al.
+    2020): post-LN blocks, learned positions, embedding LayerNorm and BERT's LM head on the decoder."""
+    if encoder.embedding_dim is not None or encoder.share_layers or encoder.roberta_positions:
+        raise FlaxtrainError(f"bert2bert warm-starts from BERT-layout encoders (bert, distilbert, MiniLM), not {encoder.family}")
+    return Seq2SeqConfig(
+        vocab_size=encoder.vocab_size, family="bert2bert", hidden_size=encoder.hidden_size, num_layers=encoder.num_layers,
+        num_decoder_layers=num_decoder_layers or encoder.num_layers, num_heads=encoder.num_heads, head_dim=encoder.head_dim,
+        mlp_dim=encoder.mlp_dim, activation=encoder.activation, pre_norm=False, use_bias=True, positions="learned",
+        max_positions=encoder.max_positions, embed_norm=True, tie_embeddings=True, final_logits_bias=True,
+        lm_transform=True, layer_norm_eps=encoder.layer_norm_eps, dropout_rate=encoder.dropout_rate, pad_id=pad_id,
+        eos_id=eos_id, decoder_start_id=decoder_start_id, attention="einsum",
+    )
+
+
+def bert2bert_params(fresh: Mapping[str, Any], encoder: Mapping[str, Any], config: Seq2SeqConfig,
+                     mlm_head: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Freshly initialised bert2bert params with the pretrained encoder's weights in both stacks.
+
+    The encoder stack is the pretrained encoder; each decoder block i starts from encoder block i
+    (self-attention, feed-forward, norms), its cross-attention stays new; token type 0's embedding is
+    folded into the position table. A masked-LM head, when the checkpoint has one, starts the output
+    transform and bias.
+    """
+    import jax
+
+    params = jax.tree.map(np.asarray, dict(fresh))
+    positions = np.asarray(encoder["position"]["embedding"], np.float32)
+    if "token_type" in encoder:
+        positions = positions + np.asarray(encoder["token_type"]["embedding"], np.float32)[0]
+    params["shared"] = np.asarray(encoder["word"]["embedding"], np.float32)
+    for stack, layers in (("encoder", config.num_layers), ("decoder", config.num_decoder_layers)):
+        params[stack] = dict(params[stack])
+        params[stack]["position"] = {"embedding": positions}
+        params[stack]["embed_norm"] = jax.tree.map(np.asarray, encoder["embed_norm"])
+        for i in range(layers):
+            source = encoder[f"layer_{min(i, config.num_layers - 1)}"]
+            block = dict(params[stack][f"layer_{i}"])
+            block["self_attention"] = jax.tree.map(np.asarray, source["attention"])
+            block["self_attention_norm"] = jax.tree.map(np.asarray, source["attention_norm"])
+            block["mlp"] = jax.tree.map(np.asarray, source["mlp"])
+            block["mlp_norm"] = jax.tree.map(np.asarray, source["mlp_norm"])
+            params[stack][f"layer_{i}"] = block
+    if mlm_head is not None:
+        params["transform"] = jax.tree.map(np.asarray, mlm_head["transform"])
+        params["transform_norm"] = jax.tree.map(np.asarray, mlm_head["transform_norm"])
+        params["final_logits_bias"] = np.asarray(mlm_head["output_bias"], np.float32)
+    return params

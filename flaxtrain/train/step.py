@@ -106,6 +106,29 @@ def span_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Ba
     return jnp.stack([start, end], axis=-1).astype(jnp.float32)
 
 
+def seq2seq_loss(
+    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool,
+    label_smoothing: float = 0.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Teacher forcing: cross entropy (optionally label-smoothed) of every target token given the
+    source and the target so far, on batch {'input_ids', 'decoder_input_ids', 'labels' (-1: padding),
+    'weight'}. Sums count target tokens; 'correct' counts tokens whose argmax is the label."""
+    logits = apply_fn({"params": params}, batch["input_ids"], batch["decoder_input_ids"], deterministic=deterministic,
+                      rngs=rngs)
+    labels = batch["labels"]
+    tokens = ((labels >= 0) & (batch["weight"][:, None] > 0)).astype(jnp.float32)
+    losses = ops.token_cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    loss_sum = jnp.sum(losses * tokens)
+    correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32) * tokens)
+    return loss_sum, {"loss_sum": loss_sum, "count": jnp.sum(tokens), "correct": correct}
+
+
+def seq2seq_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
+    """Teacher-forced best token ids [b, T] int32 (generation itself is eval/decode.py's)."""
+    logits = apply_fn({"params": params}, batch["input_ids"], batch["decoder_input_ids"], deterministic=True)
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
