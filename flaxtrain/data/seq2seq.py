@@ -76,13 +76,17 @@ class Seq2SeqPreprocessor:
     def buckets(self) -> tuple[int, ...]:
         return bucket_lengths(self.maxlen)
 
-    def _encode(self, texts: Sequence[str], limit: int) -> list[np.ndarray]:
-        """Token ids with the tokenizer's special tokens; a truncated text keeps its final special token."""
+    def _encode(self, texts: Sequence[str], limit: int, *, drop_start: bool = False) -> list[np.ndarray]:
+        """Token ids with the tokenizer's special tokens (a leading decoder start token dropped when
+        asked); a truncated text keeps its final special token."""
         out = []
         for encoding in self.tokenizer.encode_batch(list(texts)):
             ids = np.asarray(encoding.ids, np.int32)
+            special = np.asarray(encoding.special_tokens_mask, bool)
+            if drop_start and len(ids) and ids[0] == self.decoder_start_id:
+                ids, special = ids[1:], special[1:]
             if len(ids) > limit:
-                tail = ids[-1:] if encoding.special_tokens_mask[-1] else ids[limit - 1:limit]
+                tail = ids[-1:] if special[-1] else ids[limit - 1:limit]
                 ids = np.concatenate([ids[: limit - 1], tail])
             out.append(ids)
         return out
@@ -93,13 +97,8 @@ class Seq2SeqPreprocessor:
     def encode_targets(self, texts: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """(decoder inputs, labels): labels are the target's tokens (a leading start token dropped),
         the inputs the start token followed by the labels but the last."""
-        inputs, labels = [], []
-        for ids in self._encode(texts, self.max_target_length + 1):
-            if len(ids) and ids[0] == self.decoder_start_id:
-                ids = ids[1:]
-            ids = ids[: self.max_target_length]
-            labels.append(ids)
-            inputs.append(np.concatenate([[self.decoder_start_id], ids[:-1]]).astype(np.int32))
+        labels = self._encode(texts, self.max_target_length, drop_start=True)
+        inputs = [np.concatenate([[self.decoder_start_id], ids[:-1]]).astype(np.int32) for ids in labels]
         return inputs, labels
 
     def decode(self, rows: np.ndarray) -> list[str]:

@@ -31,7 +31,10 @@ class Seq2Seq(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         dtypes = _dtypes(cfg)
-        self.shared = self.param("shared", nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std),
+        # Scaled embeddings start at std m ** -0.5 (fairseq's and Marian's init), so tokens weigh as much
+        # as the unit-scale sinusoidal positions from the first step.
+        std = cfg.hidden_size ** -0.5 if cfg.scale_embedding else cfg.init_std
+        self.shared = self.param("shared", nn.with_logical_partitioning(nn.initializers.normal(std),
                                                                         (axes.VOCAB, axes.EMBED)),
                                  (cfg.vocab_size, cfg.hidden_size), dtypes["param_dtype"])
         self.encoder = Stack(cfg, decoder=False)

@@ -1,0 +1,116 @@
+"""Encoder-decoders through the front end: a checkpoint folder with its tokenizer straight into a
+predictor, save / load, bert2bert warm-started from a BERT checkpoint, and one-line errors."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import flaxtrain  # noqa: E402
+from flaxtrain import FlaxtrainError, hub  # noqa: E402
+from flaxtrain.data import django_translations, translation_from_pairs  # noqa: E402
+from flaxtrain.data.seq2seq import train_seq2seq_tokenizer  # noqa: E402
+
+V = 120
+
+
+@pytest.fixture(scope="module")
+def marian_folder(tmp_path_factory):
+    """A random tiny Marian checkpoint saved by transformers, with a tokenizer.json of its vocabulary."""
+    sources, targets = django_translations("de")
+    tokenizer = train_seq2seq_tokenizer(sources + targets, vocab_size=V)
+    torch.manual_seed(0)
+    config = transformers.MarianConfig(vocab_size=V, decoder_vocab_size=V, d_model=32, encoder_layers=2, decoder_layers=2,
+                                       encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                                       decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0, eos_token_id=1,
+                                       decoder_start_token_id=0, forced_eos_token_id=1, scale_embedding=True)
+    model = transformers.MarianMTModel(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias.normal_(0.0, 1.0)
+    path = tmp_path_factory.mktemp("marian")
+    model.save_pretrained(path)
+    tokenizer.save(str(path / "tokenizer.json"))
+    return path, model, tokenizer, sources
+
+
+def test_a_checkpoint_folder_predicts_with_its_own_tokenizer(marian_folder, tmp_path):
+    path, reference, tokenizer, sources = marian_folder
+    model = flaxtrain.get_model(str(path), task="translation")
+    predictor = flaxtrain.get_predictor(model, batch_size=4)  # no preprocessor: the folder's tokenizer
+    texts = sources[:6]
+    got = predictor.predict(texts, num_beams=4, max_new_tokens=10)
+    ids = [tokenizer.encode(t).ids for t in texts]
+    width = max(map(len, ids))
+    batch = torch.tensor([row + [0] * (width - len(row)) for row in ids])
+    with torch.no_grad():
+        want = reference.generate(input_ids=batch, attention_mask=(batch != 0).long(), num_beams=4, max_new_tokens=10)
+    assert got == tokenizer.decode_batch(want.tolist(), skip_special_tokens=True)
+    assert predictor.predict(texts[0], num_beams=4, max_new_tokens=10) == got[0]
+    assert len(predictor.predict(texts[0], num_beams=4, num_return_sequences=3, max_new_tokens=10)) == 3
+
+    predictor.save(tmp_path / "saved")
+    again = flaxtrain.load_predictor(tmp_path / "saved", batch_size=4)
+    assert again.predict(texts, num_beams=4, max_new_tokens=10) == got
+    predictor.save_pretrained(tmp_path / "hf")
+    back = transformers.MarianMTModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        np.testing.assert_array_equal(back.generate(input_ids=batch, attention_mask=(batch != 0).long(), num_beams=4,
+                                                    max_new_tokens=10).numpy(), want.numpy())
+
+
+def _tiny_bert(path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted({w.lower() for s in django_translations("de")[0][:200]
+                                                                    for w in s.split()})[:95]
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer.save(str(path / "tokenizer.json"))
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2,
+                                                          num_attention_heads=4, intermediate_size=64,
+                                                          max_position_embeddings=64)).eval()
+    bert.save_pretrained(path)
+    return bert, tokenizer
+
+
+def test_bert2bert_starts_both_stacks_from_the_pretrained_encoder(tmp_path):
+    bert, tokenizer = _tiny_bert(tmp_path)
+    sources = [s for s in django_translations("de")[0] if len(s.split()) < 8][:32]
+    trn, _, _ = translation_from_pairs(sources, sources, val_pct=0, maxlen=16, max_target_length=16, verbose=0)
+    model = flaxtrain.get_model("bert2bert", trn, params={"encoder": str(tmp_path)})
+    assert trn.preproc is model.preproc and model.preproc.decoder_start_id == 2 and model.preproc.eos_id == 3
+    ids = trn.input_ids[0][None]
+    assert ids[0, 0] == 2 and ids[0, -1] == 3  # re-encoded by the encoder's own tokenizer
+    hidden = model.module.apply({"params": model.params}, ids, method="encode")
+    with torch.no_grad():
+        want = bert(input_ids=torch.tensor(np.asarray(ids, np.int64))).last_hidden_state.numpy()
+    np.testing.assert_allclose(np.asarray(hidden), want, atol=1e-4)
+    p = model.params
+    np.testing.assert_array_equal(p["decoder"]["layer_1"]["self_attention"]["query"]["kernel"],
+                                  p["encoder"]["layer_1"]["self_attention"]["query"]["kernel"])
+    assert "cross_attention" in p["decoder"]["layer_0"] and "cross_attention" not in p["encoder"]["layer_0"]
+    learner = flaxtrain.get_learner(model, trn, batch_size=8)
+    learner.fit(1e-3, 1, verbose=0)  # labels line up with decoder inputs: one epoch lowers the loss
+    assert learner.history[-1]["loss"] < np.log(model.config.vocab_size)
+
+
+def test_encoder_decoder_mistakes_get_one_line_errors(marian_folder):
+    path, *_ = marian_folder
+    trn, _, _ = translation_from_pairs(["a b", "c d"], ["x y", "z w"], val_pct=0, vocab_size=20, verbose=0)
+    cases = [
+        (lambda: flaxtrain.get_model("mariam", trn), r"unknown encoder-decoder 'mariam' \(did you mean 'marian'\?\)"),
+        (lambda: flaxtrain.get_model("marian", task="translation"), "takes its vocabulary from the data"),
+        (lambda: flaxtrain.get_model("t5", trn, params={"hidden": 8}), "unknown t5 config key 'hidden'"),
+        (lambda: flaxtrain.get_model("t5", trn, task="poetry"), "task must be one of translation, summarization"),
+        (lambda: flaxtrain.get_predictor(flaxtrain.get_model(str(path), task="translation")).predict("Save", num_beam=2),
+         r"unknown generation setting 'num_beam' \(did you mean 'num_beams'\?\)"),
+        (lambda: flaxtrain.get_predictor(flaxtrain.get_model(str(path), task="translation")).predict(
+            "Save", num_beams=2, num_return_sequences=3), "num_return_sequences 3 exceeds num_beams 2"),
+        (lambda: hub.load_pretrained(str(path)), "holds a marian encoder-decoder"),
+    ]
+    for call, message in cases:
+        with pytest.raises(FlaxtrainError, match=message):
+            call()
