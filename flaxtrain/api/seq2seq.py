@@ -46,8 +46,9 @@ def seq2seq_model(name: str, train_data: Seq2SeqDataset | None = None, val_data:
         pretrained model's tokenizer when it has its own).
       task: 'translation' or 'summarization' (default: the data's).
       preproc: the data's preprocessor (default: train_data's).
-      params: config overrides (sizes, dropout_rate, ...); for bert2bert also 'encoder' and
-        'num_decoder_layers'.
+      params: config overrides (sizes, dropout_rate, ...); for bert2bert also 'encoder' (default
+        'minilm'), 'num_decoder_layers' and 'cross_attention_init' ('random', or 'self': each
+        cross-attention starts as a copy of its block's self-attention).
       label_smoothing: target smoothing of the training loss (e.g. 0.1).
     """
     preproc = preproc or getattr(train_data, "preproc", None)
@@ -95,6 +96,9 @@ def seq2seq_model(name: str, train_data: Seq2SeqDataset | None = None, val_data:
 def _bert2bert(overrides: dict[str, Any], data_preproc: Seq2SeqPreprocessor | None, task: str, seed: int):
     checkpoint = overrides.pop("encoder", "minilm")
     decoder_layers = overrides.pop("num_decoder_layers", None)
+    cross_init = overrides.pop("cross_attention_init", "random")
+    if cross_init not in ("random", "self"):
+        raise FlaxtrainError(f"cross_attention_init must be 'random' or 'self', got {cross_init!r}")
     maxlen = data_preproc.maxlen if data_preproc else 128
     enc_config, enc_params, tokenizer, pad_id = load_encoder(checkpoint, task=None, maxlen=maxlen)
     ids = {name: tokenizer.token_to_id(token) for name, token in (("start", "[CLS]"), ("eos", "[SEP]"))}
@@ -111,7 +115,8 @@ def _bert2bert(overrides: dict[str, Any], data_preproc: Seq2SeqPreprocessor | No
         head = {k: v for k, v in with_head.items() if k != "encoder"} or None
     except FlaxtrainError:
         head = None
-    weights = hub_seq2seq.bert2bert_params(jax.device_get(fresh), jax.device_get(enc_params), config, head)
+    weights = hub_seq2seq.bert2bert_params(jax.device_get(fresh), jax.device_get(enc_params), config, head,
+                                           cross_from_self=cross_init == "self")
     weights = jax.tree.map(lambda w, f: jnp.asarray(w, f.dtype), weights, fresh)
     preproc = Seq2SeqPreprocessor(tokenizer, maxlen=maxlen,
                                   max_target_length=data_preproc.max_target_length if data_preproc else 64, task=task,
@@ -133,7 +138,6 @@ class Seq2SeqPredictor(Predictor):
         defaults = {"decoder_start_token_id": cfg.decoder_start_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id,
                     "forced_bos_token_id": cfg.forced_bos_id, "forced_eos_token_id": cfg.forced_eos_id,
                     "max_new_tokens": self.preproc.max_target_length, **getattr(self.model, "generation", {})}
-        defaults.pop("max_length", None) if "max_new_tokens" in settings else None
         return decode.generation_config(defaults, **{k: v for k, v in settings.items() if v is not None})
 
     def generate_ids(self, source_ids: Sequence[np.ndarray], g: decode.GenerationConfig,

@@ -29,7 +29,14 @@ def train_seq2seq_tokenizer(texts: Sequence[str], *, vocab_size: int = 8000) -> 
     """A sentencepiece-style unigram tokenizer (Kudo 2018) shared by source and target languages, as
     Marian and T5 use one: NFKC, '▁' marks word starts, `</s>` appended to every encoding.
     <pad> is id 0, </s> 1, <unk> 2."""
-    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.NFKC()

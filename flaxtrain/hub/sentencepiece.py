@@ -23,7 +23,15 @@ def tokenizer_from_sentencepiece(folder: str | Path) -> Any:
     Marian folders map pieces to model ids through vocab.json; the ids then follow it.
     """
     from sentencepiece import sentencepiece_model_pb2
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     folder = Path(folder)
     file = next((folder / name for name in MODEL_FILES if (folder / name).is_file()), None)

@@ -257,13 +257,14 @@ def bert2bert_config(encoder: Any, *, pad_id: int, eos_id: int, decoder_start_id
 
 
 def bert2bert_params(fresh: Mapping[str, Any], encoder: Mapping[str, Any], config: Seq2SeqConfig,
-                     mlm_head: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     mlm_head: Mapping[str, Any] | None = None, *, cross_from_self: bool = False) -> dict[str, Any]:
     """Freshly initialised bert2bert params with the pretrained encoder's weights in both stacks.
 
     The encoder stack is the pretrained encoder; each decoder block i starts from encoder block i
     (self-attention, feed-forward, norms), its cross-attention stays new; token type 0's embedding is
     folded into the position table. A masked-LM head, when the checkpoint has one, starts the output
-    transform and bias.
+    transform and bias. `cross_from_self=True` starts each cross-attention from its block's
+    self-attention too (queries and keys already compare like tokens), instead of at random.
     """
     import jax
 
@@ -283,6 +284,9 @@ def bert2bert_params(fresh: Mapping[str, Any], encoder: Mapping[str, Any], confi
             block["self_attention_norm"] = jax.tree.map(np.asarray, source["attention_norm"])
             block["mlp"] = jax.tree.map(np.asarray, source["mlp"])
             block["mlp_norm"] = jax.tree.map(np.asarray, source["mlp_norm"])
+            if stack == "decoder" and cross_from_self:
+                block["cross_attention"] = jax.tree.map(np.asarray, source["attention"])
+                block["cross_attention_norm"] = jax.tree.map(np.asarray, source["attention_norm"])
             params[stack][f"layer_{i}"] = block
     if mlm_head is not None:
         params["transform"] = jax.tree.map(np.asarray, mlm_head["transform"])

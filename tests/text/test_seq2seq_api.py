@@ -92,6 +92,9 @@ def test_bert2bert_starts_both_stacks_from_the_pretrained_encoder(tmp_path):
     np.testing.assert_array_equal(p["decoder"]["layer_1"]["self_attention"]["query"]["kernel"],
                                   p["encoder"]["layer_1"]["self_attention"]["query"]["kernel"])
     assert "cross_attention" in p["decoder"]["layer_0"] and "cross_attention" not in p["encoder"]["layer_0"]
+    copied = flaxtrain.get_model("bert2bert", trn, params={"encoder": str(tmp_path), "cross_attention_init": "self"})
+    np.testing.assert_array_equal(copied.params["decoder"]["layer_0"]["cross_attention"]["key"]["kernel"],
+                                  p["encoder"]["layer_0"]["self_attention"]["key"]["kernel"])
     learner = flaxtrain.get_learner(model, trn, batch_size=8)
     learner.fit(1e-3, 1, verbose=0)  # labels line up with decoder inputs: one epoch lowers the loss
     assert learner.history[-1]["loss"] < np.log(model.config.vocab_size)
