@@ -128,7 +128,7 @@ def _banned_ngrams(sequences: jax.Array, cur_len: jax.Array, n: int, vocab: int)
     """[B, V] True for tokens that would repeat an n-gram already in sequences[:, :cur_len]."""
     batch, length = sequences.shape
     starts = jnp.arange(length)
-    match = starts + n - 1 < cur_len  # n-grams fully inside the prefix
+    match = jnp.broadcast_to((starts + n - 1 < cur_len)[None, :], (batch, length))  # n-grams inside the prefix
     for k in range(n - 1):  # their first n - 1 tokens equal the prefix's last n - 1
         last = jax.lax.dynamic_index_in_dim(sequences, cur_len - (n - 1) + k, axis=1, keepdims=False)  # [B]
         shifted = jnp.take(sequences, jnp.minimum(starts + k, length - 1), axis=1)  # [B, L]

@@ -88,12 +88,15 @@ def test_encoder_states_and_teacher_forced_logits_match(converted):
 
 
 CASES = {"greedy": dict(num_beams=1), "beam": dict(num_beams=4),
-         "beam_options": dict(num_beams=4, length_penalty=2.0, early_stopping=True, num_return_sequences=2)}
+         "beam_options": dict(num_beams=4, length_penalty=2.0, early_stopping=True, num_return_sequences=2),
+         "greedy_no_repeat": dict(num_beams=1, no_repeat_ngram_size=2, min_new_tokens=3),
+         "beam_no_repeat": dict(num_beams=4, no_repeat_ngram_size=2)}
+EXTRA = {"t5": ["beam_options", "greedy_no_repeat"], "bart": ["beam_options"], "marian": ["beam_no_repeat"]}
 
 
 def test_generate_gives_the_reference_token_ids(converted):
     family, reference, module, params, generation, src, mask = converted
-    cases = ["greedy", "beam"] + (["beam_options"] if family in ("bart", "t5") else [])
+    cases = ["greedy", "beam", *EXTRA.get(family, [])]
     for case in cases:
         settings = dict(CASES[case], max_new_tokens=MAX_NEW)
         with torch.no_grad():
