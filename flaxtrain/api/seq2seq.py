@@ -129,8 +129,8 @@ class Seq2SeqPredictor(Predictor):
 
     Decoding settings default to the checkpoint's generation config (when the model came from one),
     then to greedy decoding of up to max_target_length tokens; every `predict` argument overrides them.
-    Batches are padded to the predictor's batch size and the source buckets, so decoding compiles once
-    per (bucket, settings).
+    Batches are padded to a power of two up to the predictor's batch size and to the source buckets,
+    so decoding compiles once per (rows, bucket, settings) and one text does not pay for a full batch.
     """
 
     def generation_config(self, **settings: Any) -> decode.GenerationConfig:
@@ -155,12 +155,13 @@ class Seq2SeqPredictor(Predictor):
             rows = np.flatnonzero(which == b)
             for start in range(0, len(rows), self.batch_size):
                 chunk = rows[start:start + self.batch_size]
-                ids = np.full((self.batch_size, buckets[b]), p.pad_id, np.int32)
+                width = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())  # batch rows: a power of two
+                ids = np.full((width, buckets[b]), p.pad_id, np.int32)
                 for r, i in enumerate(chunk):
                     ids[r, : len(source_ids[i])] = source_ids[i][: buckets[b]]
                 key = jax.random.fold_in(rng, int(b) * 1_000_003 + start) if rng is not None else jax.random.key(0)
                 seqs, _ = compiled(self.model.params, jnp.asarray(ids), jnp.asarray(ids != p.pad_id, jnp.int32), key)
-                seqs = decode.finish(np.asarray(seqs)[:, 1:], g).reshape(self.batch_size, g.num_return_sequences, -1)
+                seqs = decode.finish(np.asarray(seqs)[:, 1:], g).reshape(width, g.num_return_sequences, -1)
                 for r, i in enumerate(chunk):
                     out[i * g.num_return_sequences:(i + 1) * g.num_return_sequences] = seqs[r]
         return out
