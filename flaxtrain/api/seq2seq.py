@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from flaxtrain import hub, models
 from flaxtrain.api.model import Model, init_model_params, load_encoder
@@ -197,8 +198,6 @@ class Seq2SeqPredictor(Predictor):
         return self.loss(data), self.scores(data, **settings)
 
     def loss(self, data: Seq2SeqDataset) -> float:
-        import optax
-
         steps = self.model.steps
         state = create_train_state(self.model.module, self.model.params, optax.identity()).replace(apply_fn=steps.apply_fn)
         batches, count = data.batches(batch_size=self.batch_size)

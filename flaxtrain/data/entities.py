@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from flaxtrain.data.pipeline import Batch, make_batches, num_batches
+from flaxtrain.data.dataset import EncodedOnUse
+from flaxtrain.data.pipeline import Batch, make_batches
 from flaxtrain.data.preprocess import TOKENIZER_FILE, bucket_lengths
 from flaxtrain.data.tokenizer import load_tokenizer, train_word_tokenizer
 from flaxtrain.errors import FlaxtrainError
@@ -139,7 +140,7 @@ def entities(words: Sequence[str], tags: Sequence[str]) -> list[tuple[str, str, 
 
 # --- datasets ------------------------------------------------------------------------------------
 @dataclasses.dataclass
-class TaggedDataset:
+class TaggedDataset(EncodedOnUse):
     """Sentences as words with their tags (converted to the preprocessor's scheme), encoded on use.
 
     The sub-word ids depend on the tokenizer, which `sequence_tagger` picks (a pretrained encoder's,
@@ -174,14 +175,6 @@ class TaggedDataset:
             self._cache = (key, (input_ids, starts, labels))
         return self._cache[1]
 
-    @property
-    def input_ids(self) -> list[np.ndarray]:
-        return self.encoded()[0]
-
-    @property
-    def labels(self) -> list[np.ndarray] | None:
-        return self.encoded()[2]
-
     def batches(self, *, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 process_index: int = 0, process_count: int = 1) -> tuple[Iterator[Batch], int]:
         """Batches of {'input_ids' [b, L], 'word_starts' [b, L], 'tags' [b, L] (-1: no word), 'index', 'weight'}."""
@@ -191,9 +184,6 @@ class TaggedDataset:
                             seed=seed, epoch=epoch, pad_id=self.preproc.pad_id, process_index=process_index,
                             process_count=process_count, sequences={"word_starts": (starts, -1), "tags": (tags, -1)})
 
-    def num_batches(self, batch_size: int) -> int:
-        lengths = np.fromiter((len(x) for x in self.input_ids), np.int64, count=len(self))
-        return num_batches(lengths, batch_size=batch_size, buckets=self.preproc.buckets)
 
 
 class EntityPreprocessor:

@@ -16,7 +16,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from flaxtrain.assets import find_asset
-from flaxtrain.data.pipeline import Batch, make_batches, num_batches
+from flaxtrain.data.dataset import EncodedOnUse
+from flaxtrain.data.pipeline import Batch, make_batches
 from flaxtrain.data.preprocess import TOKENIZER_FILE, bucket_lengths, check_texts
 from flaxtrain.data.tokenizer import load_tokenizer
 from flaxtrain.errors import FlaxtrainError
@@ -154,7 +155,7 @@ class Seq2SeqPreprocessor:
 
 
 @dataclasses.dataclass
-class Seq2SeqDataset:
+class Seq2SeqDataset(EncodedOnUse):
     """Source texts and their targets (None for unlabelled data), encoded on use with the preprocessor's
     tokenizer (which `get_model` may swap for a pretrained model's)."""
 
@@ -183,14 +184,6 @@ class Seq2SeqDataset:
             self._cache = (key, (p.encode_sources(self.sources), inputs, labels))
         return self._cache[1]
 
-    @property
-    def input_ids(self) -> list[np.ndarray]:
-        return self.encoded()[0]
-
-    @property
-    def labels(self) -> list[np.ndarray] | None:
-        return self.encoded()[2]
-
     def batches(self, *, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 process_index: int = 0, process_count: int = 1) -> tuple[Iterator[Batch], int]:
         """Batches of {'input_ids' [b, L], 'decoder_input_ids' [b, T], 'labels' [b, T] (-1: padding),
@@ -204,9 +197,6 @@ class Seq2SeqDataset:
                             fixed={"decoder_input_ids": (inputs, p.pad_id, p.max_target_length),
                                    "labels": (labels, -1, p.max_target_length)})
 
-    def num_batches(self, batch_size: int) -> int:
-        lengths = np.fromiter((len(x) for x in self.input_ids), np.int64, count=len(self))
-        return num_batches(lengths, batch_size=batch_size, buckets=self.preproc.buckets)
 
 
 def _split(n: int, val_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

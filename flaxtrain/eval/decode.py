@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxtrain.errors import FlaxtrainError
+from flaxtrain.errors import FlaxtrainError, nearest
 
 _NEG = -1.0e9  # transformers' "very large negative" for finished or impossible beams
 
@@ -68,7 +68,6 @@ class GenerationConfig:
         return self.max_new_tokens + 1
 
 
-# transformers' generation keys -> GenerationConfig fields
 def generation_config(defaults: Mapping[str, Any] | None = None, **overrides: Any) -> GenerationConfig:
     """A GenerationConfig from a checkpoint's generation settings (transformers' names: max_length,
     min_length, bad_words_ids, eos_token_id, ...) and the caller's keyword overrides."""
@@ -97,8 +96,6 @@ def generation_config(defaults: Mapping[str, Any] | None = None, **overrides: An
         if key == "min_length":
             key, value = "min_new_tokens", max(value - 1, 0)
         if key not in fields:
-            from flaxtrain.errors import nearest
-
             raise FlaxtrainError(f"unknown generation setting {key!r}{nearest(key, fields)}")
         values[key] = tuple(value) if isinstance(value, list) else value
     return GenerationConfig(**values)

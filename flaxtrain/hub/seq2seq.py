@@ -6,14 +6,18 @@ heads: query/key/value [m, h, d], out [h, d, m].
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.hub.encoders import _get, _set
 from flaxtrain.models.decoder import Seq2SeqConfig
+from flaxtrain.ops.positions import sinusoidal_table
 
 FAMILIES = ("t5", "bart", "marian")
 # Hugging Face activation names -> layers.mlp.ACTIVATIONS
@@ -202,8 +206,6 @@ def params_to_hf(params: Mapping[str, Any], config: Seq2SeqConfig) -> dict[str, 
     for stack in ("encoder", "decoder"):  # the tied copies transformers also writes
         out[f"{stack}.embed_tokens.weight" if config.family == "t5" else f"model.{stack}.embed_tokens.weight"] = shared
     if config.family == "marian":  # the fixed sinusoids, as MarianSinusoidalPositionalEmbedding holds them
-        from flaxtrain.ops.positions import sinusoidal_table
-
         table = sinusoidal_table(config.max_positions, config.hidden_size)
         out["model.encoder.embed_positions.weight"] = out["model.decoder.embed_positions.weight"] = table
     if config.tie_embeddings:
@@ -225,9 +227,6 @@ def generation_from_hf(hf_config: Mapping[str, Any], generation: Mapping[str, An
 
 def load_seq2seq(path: Any, hf: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[Seq2SeqConfig, dict[str, Any], dict[str, Any]]:
     """(config, float32 numpy params, generation settings) of a checkpoint folder's parsed files."""
-    import json
-    from pathlib import Path
-
     config = config_from_hf(hf)
     params = params_from_hf(weights, config)
     generation_file = Path(path) / "generation_config.json"
@@ -266,8 +265,6 @@ def bert2bert_params(fresh: Mapping[str, Any], encoder: Mapping[str, Any], confi
     transform and bias. `cross_from_self=True` starts each cross-attention from its block's
     self-attention too (queries and keys already compare like tokens), instead of at random.
     """
-    import jax
-
     params = jax.tree.map(np.asarray, dict(fresh))
     positions = np.asarray(encoder["position"]["embedding"], np.float32)
     if "token_type" in encoder:
