@@ -21,7 +21,7 @@ from flaxtrain.data.entities import TaggedDataset
 from flaxtrain.data.pipeline import num_batches
 from flaxtrain.data.qa import QADataset
 from flaxtrain.data.seq2seq import Seq2SeqDataset
-from flaxtrain.errors import FlaxtrainError
+from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.eval import (
     classification_report,
     entity_metrics,
@@ -38,6 +38,7 @@ from flaxtrain.train import (
 )
 from flaxtrain.train.checkpoint import Checkpointer, abstract_like, saving_on_sigterm
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
+from flaxtrain.train.optim import is_frozen, param_path
 from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy
 from flaxtrain.train.plateau import Plateau, metric_mode
 from flaxtrain.train.summaries import SummaryWriter
@@ -78,6 +79,7 @@ class Learner:
       model: the Model; its params are updated at the end of every fit call.
       history: one dict per finished epoch (loss, acc, val_loss, val_acc, tokens/s, step time, MFU).
       strategy: the resolved `Strategy`.
+      frozen: the param path prefixes `freeze` fixed.
     """
 
     def __init__(self, model: Model, train_data: TextDataset, val_data: TextDataset | None = None, *,
@@ -124,7 +126,9 @@ class Learner:
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
         self.history: list[dict[str, float]] = []
-        self._tx = make_optimizer(model.default_lr, weight_decay=weight_decay, clip_norm=clip_norm)
+        self._optimizer = {"weight_decay": weight_decay, "clip_norm": clip_norm}
+        self.frozen: tuple[str, ...] = ()
+        self._tx = make_optimizer(model.default_lr, **self._optimizer)
         self._state: TrainState | None = None
         self._epochs_done = 0
         self._steps = None
@@ -147,6 +151,47 @@ class Learner:
                                         grad_accum_steps=self.grad_accum_steps, param_specs=logical_param_specs(module, sample),
                                         predict_fn=self.model.predict_fn, skip_nonfinite=self.skip_nonfinite)
         return self._steps
+
+    def freeze(self, *names: str) -> None:
+        """Keeps the params under these path prefixes fixed in the fits that follow (ktrain's `freeze`).
+
+        Names are paths in the model's params: a top-level part ('encoder', 'shared', 'embedding')
+        or anything below it ('encoder/layer_0', 'decoder/layer_1/cross_attention'). Frozen params
+        get no updates, no weight decay and no optimizer state, and their gradients are not computed:
+        e.g. `learner.freeze('encoder', 'shared')` trains a bert2bert decoder on a fixed pretrained
+        encoder at a fraction of the step's cost. Changing what is frozen keeps the current weights
+        and starts a fresh optimizer state.
+        """
+        if not names:
+            raise FlaxtrainError("freeze needs at least one param path, e.g. learner.freeze('encoder')")
+        paths = [param_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(self.model.params)]
+        for name in names:
+            if not isinstance(name, str) or not any(is_frozen(path, (name.strip("/"),)) for path in paths):
+                tops = sorted({path.split("/")[0] for path in paths})
+                raise FlaxtrainError(f"no params under {name!r} to freeze{nearest(str(name), tops)}: name a top-level part "
+                                     f"of the model's params or a path below one, such as '{tops[0]}/...'")
+        frozen = tuple(dict.fromkeys((*self.frozen, *(name.strip("/") for name in names))))
+        if all(is_frozen(path, frozen) for path in paths):
+            raise FlaxtrainError(f"freezing {', '.join(frozen)} leaves no params to train: freeze fewer")
+        self._set_frozen(frozen)
+
+    def unfreeze(self, *names: str) -> None:
+        """Trains the named frozen paths again (all of them when no name is given)."""
+        thawed = {name.strip("/") for name in names}
+        unknown = sorted(thawed - set(self.frozen))
+        if unknown:
+            raise FlaxtrainError(f"{unknown[0]!r} is not frozen; frozen: {', '.join(self.frozen) or 'nothing'}")
+        self._set_frozen(tuple(name for name in self.frozen if names and name not in thawed))
+
+    def _set_frozen(self, frozen: tuple[str, ...]) -> None:
+        if frozen == self.frozen:
+            return
+        self.frozen = frozen
+        self._tx = make_optimizer(self.model.default_lr, frozen=frozen, **self._optimizer)
+        state = None if self._state is None else self.steps.unreplicated(self._state)
+        self._steps = None  # the optimizer state's layout (and so its sharding) changed: compile anew
+        if state is not None:
+            self._state = self.steps.place_state(state.replace(tx=self._tx, opt_state=self._tx.init(state.params)))
 
     def _batches(self, data: Any, *, train: bool, epoch: int = 0) -> tuple[Any, int]:
         if not isinstance(data, TextDataset):  # task datasets batch their own fields
@@ -378,6 +423,8 @@ class Learner:
         if checkpoint_every is not None and checkpoint_every < 1:
             raise FlaxtrainError(f"checkpoint_every must be at least 1 step, got {checkpoint_every}")
         plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps}
+        if self.frozen:
+            plan["frozen"] = list(self.frozen)
         ckpt = None
         if checkpoint_dir is not None:
             ckpt = Checkpointer(checkpoint_dir, keep=keep_checkpoints, mode=metric_mode(monitor),

@@ -230,9 +230,10 @@ class CompiledSteps:
                     lambda spec, x: NamedSharding(mesh, mesh_spec(spec, np.shape(x), mesh, self.strategy.rules)),
                     self.param_specs, state.params, is_leaf=lambda x: isinstance(x, PartitionSpec),
                 )
+            masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731  (frozen params have no state)
             opt_state = optax.tree_map_params(
-                state.tx, lambda _, sharding: sharding, state.opt_state, params,
-                transform_non_params=lambda _: replicated,
+                state.tx, lambda x, sharding: x if masked(x) else sharding, state.opt_state, params,
+                transform_non_params=lambda _: replicated, is_leaf=masked,
             )
             self._state_sharding = state.replace(step=replicated, params=params, opt_state=opt_state)
         return self._state_sharding

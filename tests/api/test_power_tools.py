@@ -130,3 +130,33 @@ def test_tensorboard_event_files(tiny_split, tmp_path):
         assert [step for step, _ in values[tag]] == [per_epoch, 2 * per_epoch], tag
     assert np.isclose(values["val/loss"][-1][1], learner.history[-1]["val_loss"], rtol=1e-6)
     assert [v for _, v in values["train/lr"]] == pytest.approx([lr for _, lr in learner.lr_trace], rel=1e-6)
+
+
+def test_freeze_keeps_named_params_fixed_until_unfrozen(tiny_split):
+    train, val, preproc = tiny_split
+    model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 16, "num_filters": 8}, verbose=0)
+    learner = flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8, weight_decay=0.1)
+    learner.fit(1e-2, 1, verbose=0)  # an optimizer state with moments for every param
+    moments = len(jax.tree.leaves(learner._train_state().opt_state))
+    learner.freeze("embed", "conv3/kernel")
+    assert learner.frozen == ("embed", "conv3/kernel")
+    before = jax.tree.map(np.asarray, learner.model.params)
+    learner.fit(1e-2, 1, verbose=0)
+    after = learner.model.params
+    np.testing.assert_array_equal(after["embed"]["embedding"], before["embed"]["embedding"])  # nor weight-decayed
+    np.testing.assert_array_equal(after["conv3"]["kernel"], before["conv3"]["kernel"])
+    assert not np.allclose(after["conv3"]["bias"], before["conv3"]["bias"])
+    assert not np.allclose(after["head"]["kernel"], before["head"]["kernel"])
+    assert len(jax.tree.leaves(learner._train_state().opt_state)) == moments - 4  # no Adam moments for them
+    learner.unfreeze("conv3/kernel")
+    assert learner.frozen == ("embed",)
+    learner.unfreeze()
+    learner.fit(1e-2, 1, verbose=0)
+    assert not np.allclose(learner.model.params["embed"]["embedding"], before["embed"]["embedding"])
+
+    with pytest.raises(FlaxtrainError, match=r"no params under 'embd' to freeze \(did you mean 'embed'\?\)"):
+        learner.freeze("embd")
+    with pytest.raises(FlaxtrainError, match="leaves no params to train"):
+        learner.freeze(*learner.model.params)
+    with pytest.raises(FlaxtrainError, match="'head' is not frozen"):
+        learner.unfreeze("head")

@@ -2,7 +2,7 @@
 
 Run by tests/train/test_strategies.py in subprocesses (the device count is fixed when JAX starts):
     python strategies_worker.py OUT.npz NAME[:STRATEGY[:MESH[:ACCUM]]] ...
-e.g. `pmap`, `spmd:2x4x1`, `single::1x1x1:4`. With FLAXTRAIN_TEST_PROCESS=i/n/port the process first
+e.g. `pmap`, `spmd:2x4x1`, `single::1x1x1:4`; a NAME starting with `frozen` freezes the encoder. With FLAXTRAIN_TEST_PROCESS=i/n/port the process first
 joins a jax.distributed cluster of n local processes and feeds only its rows of each batch.
 """
 
@@ -55,9 +55,10 @@ def run(spec: str, dropout: float) -> tuple[np.ndarray, dict[str, np.ndarray], d
     module = models.build_model("transformer", config)
     sample = {"input_ids": jnp.zeros((1, LENGTH), jnp.int32)}
     params = init_params(module, sample, jax.random.key(0))
+    initial_encoder = jax.device_get(params["encoder"])  # a host copy: the steps donate the state's buffers
     steps = compile_steps(module.apply, strategy=make_strategy(strategy, mesh_shape),
                           grad_accum_steps=int(accum or 1), param_specs=logical_param_specs(module, sample))
-    tx = make_optimizer(3e-3, weight_decay=0.01)
+    tx = make_optimizer(3e-3, weight_decay=0.01, frozen=("encoder",) if name.startswith("frozen") else ())
     if name.startswith("born"):  # params created sharded by a jitted init
         state = steps.init_state(module, sample, jax.random.key(0), tx)
     else:
@@ -77,6 +78,9 @@ def run(spec: str, dropout: float) -> tuple[np.ndarray, dict[str, np.ndarray], d
             for path, x in jax.tree_util.tree_flatten_with_path(final)[0]}
     specs = {jax.tree_util.keystr(path): str(getattr(x.sharding, "spec", ""))
              for path, x in jax.tree_util.tree_flatten_with_path(final)[0]}
+    if name.startswith("frozen"):  # the encoder leaves the steps as it came in (no weight decay either)
+        same = jax.tree.map(lambda a, b: np.array_equal(a, np.asarray(b)), initial_encoder, final["encoder"])
+        assert all(jax.tree.leaves(same)), same
     return np.asarray(losses), flat, specs
 
 

@@ -80,6 +80,8 @@ def runs(tmp_path_factory) -> dict[str, tuple[list[subprocess.Popen], Path]]:
         # Threefry keys are partitionable: the sharded step draws the one-device masks.
         "dropout": ([_start(tmp / "dropout.npz", ["single", "spmd:spmd:2x2x2"], FLAXTRAIN_TEST_DROPOUT="0.2")],
                     tmp / "dropout.npz"),
+        "frozen": ([_start(tmp / "frozen.npz", ["frozen:single", "frozen-pmap:pmap", "frozen-spmd:spmd:2x2x2"])],
+                   tmp / "frozen.npz"),
         # Two processes of 4 devices each, joined by jax.distributed on 127.0.0.1.
         "multi": ([_start(tmp / "multi.npz", MULTI_SPECS, 4, FLAXTRAIN_TEST_PROCESS=f"{i}/2/{port}") for i in range(2)],
                   tmp / "multi.npz"),
@@ -127,6 +129,15 @@ def test_spmd_shards_params_by_logical_axes(eight_devices):
 def test_spmd_dropout_masks_match_one_device(runs):
     result = _results(runs, "dropout")
     _assert_same_run(result, "spmd:spmd:2x2x2", result, "single")
+
+
+def test_a_frozen_encoder_trains_the_same_head_under_every_strategy(runs, eight_devices):
+    result = _results(runs, "frozen")  # the worker checks that the encoder params came back unchanged
+    for spec in ("frozen-pmap:pmap", "frozen-spmd:spmd:2x2x2"):
+        _assert_same_run(result, spec, result, "frozen:single")
+    frozen, trained = _params(result, "frozen:single"), _params(eight_devices, "single")
+    assert not np.allclose(result["frozen:single/losses"], eight_devices["single/losses"])
+    assert not np.allclose(frozen["['classifier']['kernel']"], trained["['classifier']['kernel']"])
 
 
 @pytest.mark.slow
