@@ -55,3 +55,10 @@ def tiny_split(sentiment_texts):
 
     texts, labels = sentiment_texts
     return texts_from_array(texts[:200], labels[:200], texts[200:], labels[200:], maxlen=24, max_features=100, verbose=0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with slow (minutes-long) tests run first, so that under `make test`'s two workers
+    (`-n 2 --dist loadfile`) neither worker is left with one long module at the end."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
