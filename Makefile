@@ -15,4 +15,4 @@ train: $(READY)
 
 test: $(READY)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -x -n 2 --dist loadfile
+	$(PY) -m pytest -x -n 2 --dist loadfile --no-loadscope-reorder
