@@ -37,8 +37,14 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, (list, tuple)) else value
 
 
-def config_from_hf(hf: Mapping[str, Any]) -> Seq2SeqConfig:
-    """Seq2SeqConfig of a T5, BART or Marian `config.json` dict."""
+def config_from_hf(hf: Mapping[str, Any], weights: Mapping[str, np.ndarray] | None = None) -> Seq2SeqConfig:
+    """Seq2SeqConfig of a T5, BART or Marian `config.json` dict (and, for T5, of its weights' names).
+
+    T5 decides two things apart, as `transformers` does: the LM head is tied to the shared
+    embeddings unless the weights hold an `lm_head.weight` of their own, and the decoder output is
+    scaled by d_model ** -0.5 when `scale_decoder_outputs` says so (older configs: unless
+    `tie_word_embeddings` is false, the T5 v1.1 convention).
+    """
     family = hf.get("model_type")
     if family == "t5":
         proj = hf.get("feed_forward_proj", "relu")
@@ -46,7 +52,12 @@ def config_from_hf(hf: Mapping[str, Any]) -> Seq2SeqConfig:
         if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
             raise FlaxtrainError(f"feed_forward_proj {proj!r} is not supported: use 'relu', 'gated-gelu' or 'gated-<act>'")
         activation = "gelu_new" if proj == "gated-gelu" else _activation(parts[-1])
-        tied = hf.get("tie_word_embeddings", True)
+        scale = hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False)
+        if weights is None:
+            tied = hf.get("tie_word_embeddings", True) is not False
+        else:
+            head = weights.get("lm_head.weight")
+            tied = head is None or np.array_equal(head, weights.get("shared.weight"))
         pad = hf.get("pad_token_id", 0)
         return Seq2SeqConfig(
             vocab_size=hf["vocab_size"], family="t5", hidden_size=hf["d_model"], num_layers=hf["num_layers"],
@@ -54,7 +65,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> Seq2SeqConfig:
             head_dim=hf["d_kv"], mlp_dim=hf["d_ff"], activation=activation, gated_mlp=len(parts) == 2, pre_norm=True,
             use_bias=False, positions="relative", relative_buckets=hf.get("relative_attention_num_buckets", 32),
             relative_max_distance=hf.get("relative_attention_max_distance", 128), attention_scale=1.0,
-            tie_embeddings=tied, scale_logits=tied, layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+            tie_embeddings=bool(tied), scale_logits=bool(scale), layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
             dropout_rate=hf.get("dropout_rate", 0.1), init_std=hf.get("initializer_factor", 1.0) * 0.05, pad_id=pad,
             eos_id=_first(hf.get("eos_token_id", 1)), decoder_start_id=hf.get("decoder_start_token_id", pad),
         )
@@ -96,7 +107,7 @@ def config_to_hf(config: Seq2SeqConfig) -> dict[str, Any]:
                 "num_heads": c.num_heads, "relative_attention_num_buckets": c.relative_buckets,
                 "relative_attention_max_distance": c.relative_max_distance, "dropout_rate": c.dropout_rate,
                 "layer_norm_epsilon": c.layer_norm_eps, "feed_forward_proj": ("gated-" if c.gated_mlp else "") + act,
-                "tie_word_embeddings": c.tie_embeddings, "pad_token_id": c.pad_id, "eos_token_id": c.eos_id,
+                "tie_word_embeddings": c.tie_embeddings, "scale_decoder_outputs": c.scale_logits, "pad_token_id": c.pad_id, "eos_token_id": c.eos_id,
                 "decoder_start_token_id": c.decoder_start_id, "is_encoder_decoder": True}
     if c.family not in ("bart", "marian"):
         raise FlaxtrainError(f"a {c.family} model has no Hugging Face checkpoint layout: save it with predictor.save")
@@ -227,7 +238,7 @@ def generation_from_hf(hf_config: Mapping[str, Any], generation: Mapping[str, An
 
 def load_seq2seq(path: Any, hf: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[Seq2SeqConfig, dict[str, Any], dict[str, Any]]:
     """(config, float32 numpy params, generation settings) of a checkpoint folder's parsed files."""
-    config = config_from_hf(hf)
+    config = config_from_hf(hf, weights)
     params = params_from_hf(weights, config)
     generation_file = Path(path) / "generation_config.json"
     generation = None

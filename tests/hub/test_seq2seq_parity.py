@@ -175,3 +175,35 @@ def test_top_k_and_top_p_keep_the_expected_tokens():
     np.testing.assert_array_equal(kept(top_p=0.7), [True, True, False, False])  # 0.5 < 0.7 <= 0.8
     np.testing.assert_array_equal(kept(top_p=0.85), [True, True, True, False])
     np.testing.assert_array_equal(kept(top_p=0.4), [True, False, False, False])
+
+
+def test_t5_head_tying_and_output_scaling_follow_the_checkpoint(tmp_path):
+    """A T5 v1.1-era folder (tie_word_embeddings false, its own lm_head.weight, no scaling) loads as
+    transformers loads it, and flaxtrain writes it back so that transformers reads the same model."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    reference = _reference("t5-gated")
+    reference.save_pretrained(tmp_path / "new")
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    config.pop("scale_decoder_outputs", None)
+    config["tie_word_embeddings"] = False
+    (tmp_path / "legacy").mkdir()
+    (tmp_path / "legacy" / "config.json").write_text(json.dumps(config))
+    weights = load_file(str(tmp_path / "new" / "model.safetensors"))
+    weights["lm_head.weight"] = np.random.default_rng(0).normal(0, 0.5, weights["shared.weight"].shape).astype(np.float32)
+    save_file(weights, str(tmp_path / "legacy" / "model.safetensors"), metadata={"format": "pt"})
+    legacy = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "legacy").eval()
+    loaded, params, _, generation = hub.load_seq2seq(tmp_path / "legacy", tokenizer=False)
+    assert not loaded.tie_embeddings and not loaded.scale_logits
+    src, tgt = np.array([[5, 9, 14, 3, 1]]), np.array([[0, 7, 8, 2]])
+    with torch.no_grad():
+        want = legacy(input_ids=torch.tensor(src), decoder_input_ids=torch.tensor(tgt)).logits.numpy()
+    got = Seq2Seq(loaded).apply({"params": params}, jnp.asarray(src), jnp.asarray(tgt), deterministic=True)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+    hub.save_seq2seq(tmp_path / "out", loaded, params, generation=generation)
+    back = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(back(input_ids=torch.tensor(src), decoder_input_ids=torch.tensor(tgt)).logits.numpy(),
+                                   want, atol=1e-5)

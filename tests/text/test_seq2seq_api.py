@@ -117,3 +117,66 @@ def test_encoder_decoder_mistakes_get_one_line_errors(marian_folder):
     for call, message in cases:
         with pytest.raises(FlaxtrainError, match=message):
             call()
+
+
+def _large_random(family: str, vocab: int):
+    """A transformers model with every trained weight from N(0, 0.3) and end of sequence made likely,
+    special ids as all-MiniLM-L6-v2's WordPiece vocabulary has them ([PAD] 0, [CLS] 101, [SEP] 102)."""
+    torch.manual_seed(3)
+    ids = dict(pad_token_id=0, eos_token_id=102, decoder_start_token_id=101)
+    if family == "t5":  # T5 v1.1 shape: gated-GELU, untied head (so no output scaling), odd sizes
+        model = transformers.T5ForConditionalGeneration(transformers.T5Config(
+            vocab_size=vocab, d_model=40, d_kv=10, d_ff=70, num_layers=3, num_decoder_layers=3, num_heads=4,
+            relative_attention_num_buckets=12, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+            dropout_rate=0.0, **ids))
+    else:
+        sizes = dict(vocab_size=vocab, d_model=40, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
+                     decoder_attention_heads=4, encoder_ffn_dim=70, decoder_ffn_dim=70, max_position_embeddings=64,
+                     dropout=0.0, forced_eos_token_id=102, bos_token_id=101, **ids)
+        model = (transformers.BartForConditionalGeneration(transformers.BartConfig(**sizes)) if family == "bart" else
+                 transformers.MarianMTModel(transformers.MarianConfig(decoder_vocab_size=vocab, scale_embedding=True, **sizes)))
+    model.eval()
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "embed_positions" not in name or family == "bart":  # Marian's positions are fixed sinusoids
+                weight.normal_(0.0, 0.3)
+        if family == "t5":  # end of sequence among the top candidates, ending some beams early
+            model.shared.weight[102].mul_(9.0)
+        else:
+            model.final_logits_bias[0, 102] = {"bart": 3.5, "marian": 1.75}[family]
+    return model
+
+
+@pytest.mark.parametrize("family", ["t5", "bart", "marian"])
+def test_beam_search_on_large_random_weights_matches_transformers(family, tmp_path):
+    from flaxtrain.hub.local import resolve_checkpoint
+    from tokenizers import Tokenizer
+
+    tokenizer_file = resolve_checkpoint("minilm") / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    reference = _large_random(family, tokenizer.get_vocab_size())
+    reference.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(tokenizer_file.read_text())
+    texts = ["numbers like 42 and 7 travel far", "a cat", "save and continue editing the page you are on", "why"]
+    model = flaxtrain.get_model(str(tmp_path), task="translation")
+    predictor = flaxtrain.get_predictor(model, batch_size=4)
+    ids = [tokenizer.encode(t).ids for t in texts]
+    width = max(map(len, ids))
+    batch = torch.tensor([row + [0] * (width - len(row)) for row in ids])
+    targets = torch.tensor([[101, 2023, 2003, 1037, 3231, 102, 0]] * len(texts))
+    with torch.no_grad():
+        logits = reference(input_ids=batch, attention_mask=(batch != 0).long(), decoder_input_ids=targets).logits.numpy()
+    ours = model.module.apply({"params": model.params}, batch.numpy(), targets.numpy(),
+                              attention_mask=(batch != 0).numpy().astype(np.int32), deterministic=True)
+    np.testing.assert_allclose(np.asarray(ours), logits, atol=1e-4 * np.abs(logits).max())
+    ended = 0
+    for settings in (dict(num_beams=4), dict(num_beams=4, length_penalty=2.0, early_stopping=True), dict(num_beams=1)):
+        with torch.no_grad():
+            want = reference.generate(input_ids=batch, attention_mask=(batch != 0).long(), max_new_tokens=12,
+                                      do_sample=False, **settings)
+        assert predictor.predict(texts, max_new_tokens=12, **settings) == tokenizer.decode_batch(
+            want.tolist(), skip_special_tokens=True), (family, settings)
+        ended += sum(102 in row[1:12] for row in want.tolist())  # before the 12th, forced or last, token
+    assert ended > 0, "no sequence ended before the length limit: end-of-sequence candidates went untested"
