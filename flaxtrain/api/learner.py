@@ -103,6 +103,9 @@ class Learner:
                     f"{name} has classes {data.preproc.class_names} but the model predicts {model.preproc.class_names}: "
                     "encode it with the model's preprocessor"
                 )
+        for what, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+                raise FlaxtrainError(f"{what} must be a positive whole number of examples, got {size!r}")
         if precision not in PRECISIONS:
             raise FlaxtrainError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if grad_accum_steps < 1:

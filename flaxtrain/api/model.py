@@ -138,6 +138,14 @@ class Model:
 _PAD_TOKENS = ("[PAD]", "<pad>")
 
 
+def as_preprocessor(preproc: Any) -> Any:
+    """The preprocessor itself, or the one a `flaxtrain.text.Transformer` holds: ktrain's code passes
+    the Transformer wherever a preprocessor goes (`get_predictor(learner.model, preproc=t)`)."""
+    from flaxtrain.api.transformer import Transformer  # it builds Models: imported here to avoid a cycle
+
+    return preproc.preprocessor() if isinstance(preproc, Transformer) else preproc
+
+
 def load_encoder(name_or_path: str, *, task: str | None, maxlen: int) -> tuple[Any, Any, Any, int]:
     """(EncoderConfig, params, tokenizer, pad id) of a pretrained encoder, checking that `maxlen`
     fits its positions (RoBERTa-style positions start after the pad id)."""
@@ -153,6 +161,41 @@ def with_encoder(fresh: Any, pretrained: Any) -> dict[str, Any]:
     """Freshly initialised head-model params with the pretrained encoder's weights in 'encoder'."""
     params = dict(fresh)
     params["encoder"] = jax.tree.map(lambda new, old: new.astype(old.dtype), pretrained, params["encoder"])
+    return params
+
+
+def with_pretrained_head(fresh: Any, pretrained: dict[str, Any], *, checkpoint: str, head: str, verbose: bool = True) -> dict[str, Any]:
+    """`fresh` params with the checkpoint's encoder and, when it has one that fits, its fine-tuned task head.
+
+    A checkpoint saved from a *ForSequenceClassification (or token / QA) model keeps its trained head,
+    as `from_pretrained(..., num_labels=n)` does in transformers; otherwise the new head stays and one
+    line says why (no such head in the checkpoint, or one with other output sizes).
+
+    Args:
+      fresh: initialised params of the whole model ({'encoder': ..., head params}).
+      pretrained: `hub.load_pretrained(..., task=...)` params: {'encoder': ..., head params if saved}.
+      checkpoint: the checkpoint's name or path (for the message).
+      head: what the head is, e.g. 'sequence-classification' (for the message).
+    """
+    params = with_encoder(fresh, pretrained["encoder"])
+    saved = {name: value for name, value in pretrained.items() if name != "encoder"}
+    reason = None
+    if not saved:
+        reason = "it holds none"
+    else:
+        shapes = lambda tree: {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)}  # noqa: E731
+        wanted, got = shapes({name: fresh[name] for name in saved}), shapes(saved)
+        wrong = [key for key in wanted if got.get(key) != wanted[key]]
+        if wrong or got.keys() != wanted.keys():
+            key = wrong[0] if wrong else next(iter(got.keys() - wanted.keys()))
+            there, here = got.get(key), wanted.get(key)
+            reason = (f"its head has {there[-1]} outputs, this model needs {here[-1]}"
+                      if there and here and there[:-1] == here[:-1] else
+                      f"its head does not fit this model ({key}: {there} there, {here} here)")
+    if reason is None:
+        params.update(jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), saved, {n: fresh[n] for n in saved}))
+    elif verbose:
+        print(f"new {head} head on {checkpoint}: {reason} (the head trains from scratch)")
     return params
 
 
@@ -198,6 +241,7 @@ def get_model(
     """
     from flaxtrain.data.seq2seq import Seq2SeqDataset
 
+    preproc = as_preprocessor(preproc)
     if task in ("translation", "summarization") or isinstance(train_data, Seq2SeqDataset):
         from flaxtrain.api.seq2seq import seq2seq_model
 

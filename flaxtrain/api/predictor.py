@@ -12,7 +12,7 @@ import numpy as np
 
 from flaxtrain import hub, models
 from flaxtrain._version import __version__
-from flaxtrain.api.model import Model, init_model_params
+from flaxtrain.api.model import Model, as_preprocessor, init_model_params
 from flaxtrain.data import TextPreprocessor, make_batches
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import classification_metrics, regression_metrics
@@ -30,7 +30,7 @@ class Predictor:
 
     def __init__(self, model: Model, preproc: TextPreprocessor | None = None, batch_size: int = 32):
         self.model = model
-        self.preproc = preproc or model.preproc
+        self.preproc = as_preprocessor(preproc) or model.preproc
         self.batch_size = batch_size
         if self.preproc.class_names != model.preproc.class_names:
             raise FlaxtrainError(
@@ -167,6 +167,8 @@ def _load_preprocessor(path: Path, section: dict[str, Any]) -> Any:
 def read_predictor_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The parsed config.json of a saved predictor, with one-line errors for every way it can be wrong."""
     path = Path(directory)
+    if path.is_file():
+        raise FlaxtrainError(f"{path} is a file, not a predictor directory: pass the folder that predictor.save() wrote")
     if not path.is_dir():
         raise FlaxtrainError(f"predictor directory {path} does not exist: save one with predictor.save({str(path)!r})")
     config_path = path / CONFIG_FILE

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from flaxtrain import models
-from flaxtrain.api.model import Model, init_model_params, load_encoder, with_encoder
+from flaxtrain.api.model import Model, init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.api.predictor import Predictor
 from flaxtrain.data.qa import QADataset, QAPreprocessor, examples_from_arrays
 from flaxtrain.errors import FlaxtrainError
@@ -26,9 +26,8 @@ def qa_model(name_or_path: str, preproc: QAPreprocessor, *, seed: int = 0, verbo
     encoder_config, pretrained, tokenizer, pad_id = load_encoder(name_or_path, task="span", maxlen=preproc.maxlen)
     preproc.tokenizer, preproc.pad_id = tokenizer, pad_id
     config = models.make_config("qa", encoder=encoder_config)
-    params = with_encoder(init_model_params(models.build_model("qa", config), seed), pretrained["encoder"])
-    if "qa_outputs" in pretrained:
-        params["qa_outputs"] = pretrained["qa_outputs"]
+    params = with_pretrained_head(init_model_params(models.build_model("qa", config), seed), pretrained,
+                                  checkpoint=str(name_or_path), head="question-answering", verbose=bool(verbose))
     model = Model("qa", config, params, preproc)
     if verbose:
         print(repr(model))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from flaxtrain import models
-from flaxtrain.api.model import Model, init_model_params, load_encoder, with_encoder
+from flaxtrain.api.model import Model, init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.api.predictor import Predictor
 from flaxtrain.data.entities import (
     EntityPreprocessor,
@@ -58,11 +58,9 @@ def sequence_tagger(name: str, preproc: EntityPreprocessor, *, use_crf: bool = F
         preproc.tokenizer, preproc.pad_id, preproc.add_special_tokens = tokenizer, pad_id, True
         tokenizer.enable_truncation(max_length=preproc.maxlen)
         config = models.make_config("sequence_tagger", num_classes=num_tags, use_crf=use_crf, encoder=encoder_config)
-        fresh = with_encoder(init_model_params(models.build_model("sequence_tagger", config), seed), pretrained["encoder"])
-        head = pretrained.get("classifier")
-        if head is not None and np.shape(head["kernel"]) == np.shape(fresh["classifier"]["kernel"]):
-            fresh["classifier"] = head
-        model = Model("sequence_tagger", config, fresh, preproc)
+        params = with_pretrained_head(init_model_params(models.build_model("sequence_tagger", config), seed), pretrained,
+                                      checkpoint=str(name), head="token-classification", verbose=bool(verbose))
+        model = Model("sequence_tagger", config, params, preproc)
     if verbose:
         print(f"{model!r}{' with a CRF' if use_crf else ''}")
     return model

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from flaxtrain.data.dataset import TextDataset
-from flaxtrain.data.preprocess import TextPreprocessor, check_texts, infer_class_names
+from flaxtrain.data.preprocess import TextPreprocessor, check_labels, check_texts, infer_class_names, is_regression_targets
 from flaxtrain.data.sources import load_split, stratified_split
 from flaxtrain.errors import FlaxtrainError
 
@@ -63,10 +63,13 @@ def load_data(name: str, train: bool = True, *, data_dir: str | None = None, val
     )
 
 
-def _label_values(labels: Any, class_names: Sequence[Any] | None) -> tuple[Any, list[Any]]:
-    """Labels as class-name values (int indices into string class_names are mapped) and the class names."""
-    array = np.asarray(labels)
+def _label_values(labels: Any, class_names: Sequence[Any] | None, what: str) -> tuple[Any, list[Any] | None]:
+    """Labels as class-name values (int indices into string class_names are mapped) and the class
+    names; float labels without class names are regression targets (class names None)."""
+    array = check_labels(labels, what)
     if class_names is None or len(class_names) == 0:
+        if is_regression_targets(array):
+            return array, None
         return labels, infer_class_names(labels)
     names = list(class_names)
     if array.ndim == 1 and array.dtype.kind in "iu" and not any(isinstance(c, int) for c in names):
@@ -83,6 +86,8 @@ def _split_off(texts: list[str], labels: Any, val_pct: float, random_state: int 
     flat = array.argmax(1) if array.ndim == 2 else array
     seed = DEFAULT_SEED if random_state is None else random_state
     try:
+        if is_regression_targets(array):  # regression targets: no classes to stratify by
+            raise ValueError
         fit_index, val_index = stratified_split(flat.tolist(), val_pct, seed)
     except ValueError:  # a class too small to stratify: fall back to a plain seeded split
         order = np.random.default_rng(seed).permutation(len(texts))
@@ -97,13 +102,17 @@ def texts_from_array(
     class_names: Sequence[Any] | None = None, max_features: int = MAX_FEATURES, maxlen: int = MAXLEN,
     val_pct: float = 0.1, random_state: int | None = None, verbose: int = 1,
 ) -> tuple[TextDataset, TextDataset, TextPreprocessor]:
-    """Encodes in-memory texts and labels (names, ints or one-hot rows); splits off `val_pct` without a test set."""
+    """Encodes in-memory texts and labels (names, ints or one-hot rows); splits off `val_pct` without a test set.
+
+    Int labels with string `class_names` are indices into them (at test time too). Float labels
+    without `class_names` are regression targets (a one-output model trained on squared error).
+    """
     x_train = check_texts(x_train, "x_train")
     if not x_train:
         raise FlaxtrainError("x_train is empty: pass at least one text per class")
     if len(np.asarray(y_train)) != len(x_train):
         raise FlaxtrainError(f"x_train has {len(x_train)} texts but y_train has {len(np.asarray(y_train))} labels: pass one label per text")
-    y_train, names = _label_values(y_train, class_names)
+    y_train, names = _label_values(y_train, class_names, "y_train")
     if x_test is None:
         x_train, y_train, x_test, y_test = _split_off(x_train, y_train, val_pct, random_state)
     else:
@@ -111,12 +120,13 @@ def texts_from_array(
         if y_test is None or len(np.asarray(y_test)) != len(x_test):
             got = 0 if y_test is None else len(np.asarray(y_test))
             raise FlaxtrainError(f"x_test has {len(x_test)} texts but y_test has {got} labels: pass one label per text")
-        y_test, _ = _label_values(y_test, names)
+        y_test, _ = _label_values(y_test, names, "y_test")
     preproc = TextPreprocessor.fit(x_train, y_train, class_names=names, maxlen=maxlen, max_features=max_features)
     train = preproc.preprocess_train(x_train, y_train)
     val = preproc.preprocess_test(x_test, y_test)
     if verbose:
-        print(f"{len(train)} train / {len(val)} validation texts, {preproc.num_classes} classes, "
+        targets = "regression targets" if preproc.regression else f"{preproc.num_classes} classes"
+        print(f"{len(train)} train / {len(val)} validation texts, {targets}, "
               f"vocabulary {preproc.vocab_size}, maxlen {preproc.maxlen}")
     return train, val, preproc
 

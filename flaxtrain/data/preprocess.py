@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,42 @@ def _to_python(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _is_missing(value: Any) -> bool:
+    """None, NaN, or pandas' NA / NaT: a label that was never filled in."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ in ("NAType", "NaTType")
+
+
+def check_labels(labels: Any, what: str = "labels") -> np.ndarray:
+    """The labels as an array, with a one-line error naming the first missing label (None, NaN) or,
+    for one-hot / probability rows, the first row with a missing value or no class at all."""
+    array = np.asarray(labels)
+    if array.ndim == 2:
+        if array.dtype.kind not in "biuf":
+            raise FlaxtrainError(f"{what} rows must be numbers (one column per class), got {array.dtype} values")
+        bad = np.flatnonzero(~np.isfinite(array.astype(np.float64)).all(axis=1))
+        if bad.size:
+            raise FlaxtrainError(f"{what} row {bad[0]} has a missing or non-finite value: fill or drop that example")
+        empty = np.flatnonzero(array.max(axis=1) <= 0) if array.shape[1] else np.arange(len(array))
+        if empty.size:
+            raise FlaxtrainError(f"{what} row {empty[0]} marks no class (all zeros): give every example one class")
+        return array
+    if array.ndim != 1:
+        raise FlaxtrainError(f"{what} must be one label per example (or one one-hot row each), got shape {array.shape}")
+    missing = next((i for i, v in enumerate(array.tolist()) if _is_missing(v)), None)
+    if missing is not None:
+        raise FlaxtrainError(f"{what}[{missing}] is missing ({array.tolist()[missing]}): fill or drop that example")
+    return array
+
+
+def is_regression_targets(labels: Any) -> bool:
+    """Float labels, one per example: regression targets when no class names are given."""
+    array = np.asarray(labels)
+    return array.ndim == 1 and array.dtype.kind == "f"
+
+
 def infer_class_names(labels: Any) -> list[Any]:
     """Sorted distinct labels (ints or strings) of a 1-D label list; class names of one-hot rows are 0..c-1."""
-    array = np.asarray(labels)
+    array = check_labels(labels)
     if array.ndim == 2:
         return list(range(array.shape[1]))
     return sorted({_to_python(v) for v in array.tolist()}, key=lambda v: (str(type(v)), v))
@@ -42,6 +76,8 @@ def check_texts(texts: Any, what: str) -> list[str]:
     """Validates a sequence of strings and returns it as a list."""
     if isinstance(texts, str):
         raise FlaxtrainError(f"{what} is a single string: pass a list of texts")
+    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
+        raise FlaxtrainError(f"{what} must be a text or a list of texts, not {type(texts).__name__}")
     texts = list(texts)
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
@@ -79,13 +115,21 @@ class TextPreprocessor:
         cls, texts: Sequence[str], labels: Any, *, class_names: Sequence[Any] | None = None, maxlen: int = 400,
         max_features: int = 20_000, min_frequency: int = 1,
     ) -> TextPreprocessor:
-        """Trains a word tokenizer on `texts` and fixes the class names from `labels` (or `class_names`)."""
+        """Trains a word tokenizer on `texts` and fixes the class names from `labels` (or `class_names`).
+
+        Float labels without class names are regression targets: the preprocessor then has no classes.
+        """
         texts = check_texts(texts, "training texts")
         if not texts:
             raise FlaxtrainError("the training set is empty: pass at least one text per class")
-        names = list(class_names) if class_names is not None else infer_class_names(labels)
-        if len(names) < 2:
-            raise FlaxtrainError(f"the training labels hold a single class ({names[0]!r}): a classifier needs two or more")
+        if max_features < 3:
+            raise FlaxtrainError(f"max_features must be at least 3 (padding, unknown word and one word), got {max_features}")
+        if class_names is None and is_regression_targets(check_labels(labels)):
+            names = None
+        else:
+            names = list(class_names) if class_names is not None else infer_class_names(labels)
+            if len(names) < 2:
+                raise FlaxtrainError(f"the training labels hold a single class ({names[0]!r}): a classifier needs two or more")
         return cls(train_word_tokenizer(texts, vocab_size=max_features, min_frequency=min_frequency), maxlen=maxlen,
                    class_names=names)
 
@@ -122,6 +166,7 @@ class TextPreprocessor:
             raise FlaxtrainError(f"{num_texts} texts but {got}: pass one label per text")
         if self.regression:
             return _regression_targets(array)
+        array = check_labels(array)
         if array.ndim == 2:
             if array.shape[1] != self.num_classes:
                 raise FlaxtrainError(
@@ -130,8 +175,13 @@ class TextPreprocessor:
                 )
             return np.argmax(array, axis=1).astype(np.int32)
         out = np.empty(num_texts, np.int32)
+        # Integer labels index class names that are not integers themselves (texts_from_array's
+        # `y=[0, 1, ...], class_names=['neg', 'pos']`), at test time as at training time.
+        by_index = not any(isinstance(c, int) for c in self.class_names)
         for i, value in enumerate(array.tolist()):
             index = self._index.get(_to_python(value))
+            if index is None and by_index and isinstance(value, int) and not isinstance(value, bool):
+                index = value if 0 <= value < self.num_classes else None
             if index is None:
                 raise FlaxtrainError(
                     f"label {value!r} (example {i}) is not one of the classes {self.class_names}: "

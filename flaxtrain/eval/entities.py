@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from flaxtrain.errors import FlaxtrainError
+
 
 def entity_metrics(true_tags: Sequence[Sequence[str]], predicted_tags: Sequence[Sequence[str]], *,
                    scheme: str = "bio") -> dict[str, Any]:
@@ -16,7 +18,7 @@ def entity_metrics(true_tags: Sequence[Sequence[str]], predicted_tags: Sequence[
     from seqeval.scheme import IOB2, IOBES
 
     if len(true_tags) != len(predicted_tags):
-        raise ValueError(f"{len(true_tags)} true tag sequences but {len(predicted_tags)} predicted ones")
+        raise FlaxtrainError(f"{len(true_tags)} true tag sequences but {len(predicted_tags)} predicted ones: pass one per sentence")
     true, predicted = [list(t) for t in true_tags], [list(p) for p in predicted_tags]
     options = {"mode": "strict", "scheme": IOBES if scheme == "bioes" else IOB2}
     return {

@@ -12,6 +12,8 @@ import re
 import string
 from collections.abc import Sequence
 
+from flaxtrain.errors import FlaxtrainError
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = set(string.punctuation)
 
@@ -41,9 +43,9 @@ def f1(prediction: str, reference: str) -> float:
 def squad_metrics(predictions: Sequence[str], references: Sequence[Sequence[str] | str]) -> dict[str, float]:
     """{'exact_match', 'f1'} in percent over all questions; each reference is one answer or a list of them."""
     if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference answers")
+        raise FlaxtrainError(f"{len(predictions)} predictions but {len(references)} reference answer lists: pass one per question")
     if not predictions:
-        raise ValueError("no predictions to score")
+        raise FlaxtrainError("no predictions to score: pass at least one question's answer")
     em = total_f1 = 0.0
     for prediction, answers in zip(predictions, references):
         answers = [answers] if isinstance(answers, str) else list(answers) or [""]

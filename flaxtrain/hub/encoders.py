@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.hub.layout import check_tensor
 from flaxtrain.models.encoder import EncoderConfig
 
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "relu": "relu"}
@@ -59,6 +60,10 @@ def config_from_hf(hf: Mapping[str, Any]) -> EncoderConfig:
         sizes = dict(hidden_size=hf["hidden_size"], num_layers=hf["num_hidden_layers"], num_heads=hf["num_attention_heads"],
                      mlp_dim=hf["intermediate_size"], type_vocab_size=hf.get("type_vocab_size", 2),
                      layer_norm_eps=hf.get("layer_norm_eps", 1e-12), dropout_rate=hf.get("hidden_dropout_prob", 0.1))
+    if sizes["hidden_size"] % sizes["num_heads"]:
+        width, heads = ("dim", "n_heads") if family == "distilbert" else ("hidden_size", "num_attention_heads")
+        raise FlaxtrainError(f"{width} {sizes['hidden_size']} does not divide into {heads} {sizes['num_heads']} "
+                             "in config.json: fix the config")
     if activation not in _ACTIVATIONS:
         raise FlaxtrainError(f"activation {activation!r} is not supported (supported: {', '.join(_ACTIVATIONS)})")
     if hf.get("position_embedding_type", "absolute") != "absolute":
@@ -138,8 +143,10 @@ def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return tree
 
 
-def params_from_hf(weights: Mapping[str, np.ndarray], config: EncoderConfig, family: str) -> dict[str, Any]:
-    """Encoder params from a family's state dict (numpy arrays named as in its PyTorch base model)."""
+def params_from_hf(weights: Mapping[str, np.ndarray], config: EncoderConfig, family: str,
+                   expected: Any = None) -> dict[str, Any]:
+    """Encoder params from a family's state dict (numpy arrays named as in its PyTorch base model);
+    with `expected` (the params' abstract shapes) each tensor's shape is checked before conversion."""
     w = {}
     for key, value in weights.items():  # task models prefix the encoder's weights with the family name
         for prefix in _MODEL_PREFIXES:
@@ -155,6 +162,8 @@ def params_from_hf(weights: Mapping[str, np.ndarray], config: EncoderConfig, fam
                 _set(params, path, np.eye(m, dtype=np.float32) if path[1] == "kernel" else np.zeros(m, np.float32))
                 continue
             raise FlaxtrainError(f"checkpoint lacks {hf}: it does not match its config.json ({family})")
+        if expected is not None:
+            check_tensor(hf, w[hf], kind, _get(expected, path).shape)
         _set(params, path, _to_ours(w[hf], kind, config))
     return params
 

@@ -104,11 +104,11 @@ def load_pretrained(name_or_path: str | Path, task: str | None = None) -> tuple[
         raise FlaxtrainError(f"unknown task head {task!r}{nearest(task, encoders.HEAD_NAMES)}")
     config = encoders.config_from_hf(hf)
     weights = read_weights(path)
-    params = encoders.params_from_hf(weights, config, model_type)
-    expected = jax.eval_shape(
+    expected = nn.meta.unbox(jax.eval_shape(
         lambda: Encoder(config).init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]
-    )
-    check_shapes(params, nn.meta.unbox(expected))
+    ))
+    params = encoders.params_from_hf(weights, config, model_type, expected)
+    check_shapes(params, expected)
     if task is not None:
         params = {"encoder": params, **(encoders.head_params_from_hf(weights, model_type, task) or {})}
     return config, jax.tree.map(jnp.asarray, params), load_tokenizer(path)
@@ -167,10 +167,12 @@ def load_seq2seq(name_or_path: str | Path, *, tokenizer: bool = True) -> tuple[S
     if hf.get("model_type") not in SEQ2SEQ_FAMILIES:
         raise FlaxtrainError(f"model_type {hf.get('model_type')!r} in {path}/config.json is not an encoder-decoder "
                              f"(supported: {', '.join(SEQ2SEQ_FAMILIES)})")
-    config, params, generation = seq2seq.load_seq2seq(path, hf, read_weights(path))
-    expected = jax.eval_shape(lambda: Seq2Seq(config).init(
-        jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"])
-    check_shapes(params, nn.meta.unbox(expected))
+    def expected(config: Seq2SeqConfig) -> Any:
+        return nn.meta.unbox(jax.eval_shape(lambda: Seq2Seq(config).init(
+            jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]))
+
+    config, params, generation = seq2seq.load_seq2seq(path, hf, read_weights(path), expected)
+    check_shapes(params, expected(config))
     return config, jax.tree.map(jnp.asarray, params), load_seq2seq_tokenizer(path) if tokenizer else None, generation
 
 

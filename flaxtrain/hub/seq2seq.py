@@ -7,7 +7,7 @@ heads: query/key/value [m, h, d], out [h, d, m].
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.hub.encoders import _get, _set
+from flaxtrain.hub.layout import check_tensor
 from flaxtrain.models.decoder import Seq2SeqConfig
 from flaxtrain.ops.positions import sinusoidal_table
 
@@ -197,8 +198,9 @@ def _to_hf(array: np.ndarray, kind: str, c: Seq2SeqConfig) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def params_from_hf(weights: Mapping[str, np.ndarray], config: Seq2SeqConfig) -> dict[str, Any]:
-    """Seq2Seq params from a T5 / BART / Marian state dict."""
+def params_from_hf(weights: Mapping[str, np.ndarray], config: Seq2SeqConfig, expected: Any = None) -> dict[str, Any]:
+    """Seq2Seq params from a T5 / BART / Marian state dict; with `expected` (the params' abstract
+    shapes) each tensor's shape is checked before conversion."""
     params: dict[str, Any] = {}
     for hf, path, kind in _entries(config):
         if hf not in weights:
@@ -206,6 +208,8 @@ def params_from_hf(weights: Mapping[str, np.ndarray], config: Seq2SeqConfig) -> 
                 _set(params, path, np.zeros(config.vocab_size, np.float32))
                 continue
             raise FlaxtrainError(f"checkpoint lacks {hf}: it does not match its config.json ({config.family})")
+        if expected is not None:
+            check_tensor(hf, weights[hf], kind, _get(expected, path).shape)
         _set(params, path, _to_ours(weights[hf], kind, config))
     return params
 
@@ -236,10 +240,12 @@ def generation_from_hf(hf_config: Mapping[str, Any], generation: Mapping[str, An
     return merged
 
 
-def load_seq2seq(path: Any, hf: Mapping[str, Any], weights: Mapping[str, np.ndarray]) -> tuple[Seq2SeqConfig, dict[str, Any], dict[str, Any]]:
-    """(config, float32 numpy params, generation settings) of a checkpoint folder's parsed files."""
+def load_seq2seq(path: Any, hf: Mapping[str, Any], weights: Mapping[str, np.ndarray],
+                 expected: Callable[[Seq2SeqConfig], Any] | None = None) -> tuple[Seq2SeqConfig, dict[str, Any], dict[str, Any]]:
+    """(config, float32 numpy params, generation settings) of a checkpoint folder's parsed files;
+    `expected(config)` gives the params' abstract shapes to check each tensor against."""
     config = config_from_hf(hf, weights)
-    params = params_from_hf(weights, config)
+    params = params_from_hf(weights, config, None if expected is None else expected(config))
     generation_file = Path(path) / "generation_config.json"
     generation = None
     if generation_file.is_file():

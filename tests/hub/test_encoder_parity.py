@@ -98,7 +98,7 @@ def test_real_minilm_checkpoint_matches_reference():
     want_hidden, _ = _reference(model, ids, mask, types)
     got_hidden, _ = _ours("minilm", ids, mask, types)
     valid = mask.astype(bool)
-    np.testing.assert_allclose(got_hidden[valid], want_hidden[valid], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(got_hidden[valid], want_hidden[valid], atol=5e-6, rtol=0)  # measured 2.3e-6
 
 
 def test_mismatched_weights_name_the_key_and_both_shapes(tiny_bert, tmp_path):
@@ -107,7 +107,8 @@ def test_mismatched_weights_name_the_key_and_both_shapes(tiny_bert, tmp_path):
         (tmp_path / name).write_bytes((path / name).read_bytes())
     hf = json.loads((path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**hf, "intermediate_size": 41}))
-    with pytest.raises(FlaxtrainError, match=r"weight \['layer_0'\]\['mlp'\]\['hidden'\]\['bias'\] has shape \(37,\) but the config needs \(41,\)"):
+    with pytest.raises(FlaxtrainError, match=r"encoder.layer.0.intermediate.dense.weight has shape \(37, 15\) in the "
+                                             r"checkpoint but config.json needs \(41, 15\)"):
         hub.load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**hf, "model_type": "gpt2"}))
     with pytest.raises(FlaxtrainError, match="model_type 'gpt2'"):
