@@ -26,6 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.name = "rotten_tomatoes"  # named dataset (flaxtrain.text.load_data)
     config.data.data_dir = config_dict.placeholder(str)  # TFDS data_dir for TFDS-backed sets
+    config.data.download = False  # let TFDS download a set missing from data_dir (nothing downloads otherwise)
     config.data.maxlen = 80  # word pieces kept per text, [CLS] and [SEP] included
     config.data.max_features = 0  # unused: the vocabulary is the checkpoint's
     config.data.val_pct = 0.1  # fraction of the training split held out for validation

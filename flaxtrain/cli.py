@@ -1,7 +1,7 @@
 """`flaxtrain train | evaluate | predict`: the command line over the public API.
 
   flaxtrain train [--config configs/x.py[:variant]] [--config.section.key=value ...]
-  flaxtrain evaluate --model DIR [--data NAME] [--data_dir DIR]
+  flaxtrain evaluate --model DIR [--data NAME] [--data_dir DIR] [--download]
   flaxtrain predict --model DIR "text" ["text" ...]
 
 Bad input ends with one line on stderr (`error: ...`) and exit status 2.
@@ -91,7 +91,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not name:
         raise FlaxtrainError(f"{args.model} does not record its dataset: pass --data NAME")
     predictor = load_predictor(args.model)
-    test = load_data(name, train=False, data_dir=args.data_dir)
+    test = load_data(name, train=False, data_dir=args.data_dir, download=args.download)
     loss, metrics = predictor.evaluate(test.val_x, test.val_y)
     print(f"{name} test ({len(test.val_x)} texts)  loss {loss:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--model", required=True, help="saved predictor directory")
     evaluate.add_argument("--data", help="dataset name (default: the one it was trained on)")
     evaluate.add_argument("--data_dir", help="TensorFlow Datasets data_dir")
+    evaluate.add_argument("--download", action="store_true", help="let TensorFlow Datasets download a set missing from data_dir")
     predict = commands.add_parser("predict", help="print label and probability of each text")
     predict.add_argument("--model", required=True, help="saved predictor directory")
     predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")

@@ -15,7 +15,7 @@ from flaxtrain.errors import FlaxtrainError, nearest
 
 # Keys each config section may hold (the model section is checked against the model's config dataclass).
 SECTION_KEYS = {
-    "data": {"name", "data_dir", "maxlen", "max_features", "val_pct", "max_examples"},
+    "data": {"name", "data_dir", "download", "maxlen", "max_features", "val_pct", "max_examples"},
     "optim": {"lr", "weight_decay", "clip_norm"},
     "train": {"epochs", "batch_size", "swa_from", "seed", "workdir", "grad_accum_steps", "precision",
               "checkpoint_every", "resume", "tensorboard"},
@@ -80,9 +80,10 @@ def train_from_config(config: Any, *, verbose: bool = True) -> tuple[Predictor, 
     """
     check_config(config)
     log = print if verbose else (lambda *_: None)
-    data = _limit(load_data(config.data.name, train=True, data_dir=config.data.data_dir, val_pct=config.data.val_pct),
+    data = _limit(load_data(config.data.name, train=True, data_dir=config.data.data_dir, download=config.data.get("download", False),
+                            val_pct=config.data.val_pct),
                   config.data.max_examples)
-    test = load_data(config.data.name, train=False, data_dir=config.data.data_dir)
+    test = load_data(config.data.name, train=False, data_dir=config.data.data_dir, download=config.data.get("download", False))
     word_vectors = config.model.get("word_vectors")
     model_kwargs = {k: v for k, v in config.model.items() if k not in ("name", "word_vectors")}
     if word_vectors:

@@ -39,18 +39,20 @@ class LoadedData:
     class_names: list[Any]
 
 
-def load_data(name: str, train: bool = True, *, data_dir: str | None = None, val_pct: float = 0.1,
-              random_state: int = DEFAULT_SEED) -> LoadedData:
+def load_data(name: str, train: bool = True, *, data_dir: str | None = None, download: bool = False,
+              val_pct: float = 0.1, random_state: int = DEFAULT_SEED) -> LoadedData:
     """Loads named text set `name` ('rotten_tomatoes', 'imdb') as raw texts and labels.
 
     Args:
       name: dataset name.
       train: the training split (with `val_pct` held out for validation) or the test split.
       data_dir: where TensorFlow Datasets keeps prepared data (for 'imdb').
+      download: let TensorFlow Datasets download and prepare a set that is not in `data_dir`
+        (nothing is downloaded otherwise; a missing set is a one-line error saying how to get it).
       val_pct: fraction of the training split held out for validation.
       random_state: seed of the validation split.
     """
-    split = load_split(name, "train" if train else "test", data_dir)
+    split = load_split(name, "train" if train else "test", data_dir, download)
     if not train:
         return LoadedData(name, [], [], split.texts, split.labels, split.class_names)
     if not 0.0 < val_pct < 1.0:
@@ -110,6 +112,7 @@ def texts_from_array(
     x_train = check_texts(x_train, "x_train")
     if not x_train:
         raise FlaxtrainError("x_train is empty: pass at least one text per class")
+    check_labels(y_train, "y_train")
     if len(np.asarray(y_train)) != len(x_train):
         raise FlaxtrainError(f"x_train has {len(x_train)} texts but y_train has {len(np.asarray(y_train))} labels: pass one label per text")
     y_train, names = _label_values(y_train, class_names, "y_train")

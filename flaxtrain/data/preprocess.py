@@ -39,6 +39,14 @@ def _is_missing(value: Any) -> bool:
 def check_labels(labels: Any, what: str = "labels") -> np.ndarray:
     """The labels as an array, with a one-line error naming the first missing label (None, NaN) or,
     for one-hot / probability rows, the first row with a missing value or no class at all."""
+    if isinstance(labels, (str, bytes)) or np.ndim(labels) == 0:
+        raise FlaxtrainError(f"{what} must be a list of labels (one per example), not a single {type(labels).__name__}")
+    # Read the values before numpy does: np.asarray(['pos', nan]) turns the NaN into the string 'nan'.
+    values = labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    if not any(isinstance(v, (list, tuple)) for v in values):
+        missing = next((i for i, v in enumerate(values) if _is_missing(v)), None)
+        if missing is not None:
+            raise FlaxtrainError(f"{what}[{missing}] is missing ({values[missing]}): fill or drop that example")
     array = np.asarray(labels)
     if array.ndim == 2:
         if array.dtype.kind not in "biuf":
@@ -52,9 +60,6 @@ def check_labels(labels: Any, what: str = "labels") -> np.ndarray:
         return array
     if array.ndim != 1:
         raise FlaxtrainError(f"{what} must be one label per example (or one one-hot row each), got shape {array.shape}")
-    missing = next((i for i, v in enumerate(array.tolist()) if _is_missing(v)), None)
-    if missing is not None:
-        raise FlaxtrainError(f"{what}[{missing}] is missing ({array.tolist()[missing]}): fill or drop that example")
     return array
 
 

