@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxtrain import models
 from flaxtrain.api.model import Model
 from flaxtrain.data import TextDataset, make_batches
 from flaxtrain.data.entities import TaggedDataset
@@ -425,7 +426,8 @@ class Learner:
             raise FlaxtrainError("resume=True needs checkpoint_dir: pass the directory the stopped run saved to")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise FlaxtrainError(f"checkpoint_every must be at least 1 step, got {checkpoint_every}")
-        plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps}
+        plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps,
+                **_flat_config("model", {"name": self.model.name, **models.config_to_dict(self.model.config)})}
         if self.frozen:
             plan["frozen"] = list(self.frozen)
         ckpt = None
@@ -546,7 +548,9 @@ class Learner:
                 ckpt.wait()
             if tensorboard is not None:
                 tensorboard.close()
-        self._state = state
+        # A non-finite step halted the state at the last finite weights (train/step.py); the next fit
+        # (say with a lower lr) trains on from them.
+        self._state = state.replace(halted=state.halted * 0)
         history = self.history[history_before:]
         final_params = self.steps.params_of(state)
         early_stop = plateau is not None and plateau.stopped
@@ -600,20 +604,22 @@ class Learner:
         params_target = abstract_like(one.params)
 
         def target(meta: dict[str, Any]) -> Any:
+            saved = meta.get("plan", {})
+            # Model keys are compared when the saving run recorded them (checkpoints of older flaxtrain did not).
+            changed = sorted(k for k in set(saved) | set(plan) if saved.get(k) != plan.get(k)
+                             and (not k.startswith("model.") or any(key.startswith("model.") for key in saved)))
+            if changed:
+                differences = ", ".join(f"{k} {saved.get(k)!r} there, {plan.get(k)!r} here" for k in changed)
+                raise FlaxtrainError(
+                    f"the checkpoints in {ckpt.directory} come from a different run ({differences}): "
+                    "repeat the original call or use a new checkpoint_dir"
+                )
             return {**abstract_like(base), **{name: params_target for name in meta.get("items", ())}}
 
         restored = ckpt.restore(target)
         if restored is None:
             return None
         tree, meta = restored
-        saved = meta.get("plan", {})
-        if saved != plan:
-            changed = sorted(k for k in set(saved) | set(plan) if saved.get(k) != plan.get(k))
-            differences = ", ".join(f"{k} {saved.get(k)!r} there, {plan.get(k)!r} here" for k in changed)
-            raise FlaxtrainError(
-                f"the checkpoints in {ckpt.directory} come from a different run ({differences}): "
-                "repeat the original call or use a new checkpoint_dir"
-            )
         restored_state = one.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
         if self.strategy.kind == "pmap":
             restored_state = self.steps.place_state(restored_state)
@@ -720,6 +726,17 @@ class Learner:
             print("confusion matrix (rows: true class, columns: predicted):")
             print(matrix)
         return matrix
+
+
+def _flat_config(prefix: str, config: dict[str, Any]) -> dict[str, Any]:
+    """{'model.name': ..., 'model.encoder.hidden_size': ...}: a config as run-plan entries, one per field."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat_config(f"{prefix}.{key}", value))
+        else:
+            out[f"{prefix}.{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def _finish_plot(fig: Any, path: str | None) -> str | None:

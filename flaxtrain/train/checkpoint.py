@@ -169,8 +169,10 @@ class Checkpointer:
             try:
                 with _quiet_asyncio():
                     meta = self._read_meta(step)
+                    wanted = target(meta)  # may refuse a different run: that error propagates
+                    self._check_fits(step, wanted)
                     restored = self._latest.restore(step, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(target(meta)), meta=ocp.args.JsonRestore()))
+                        state=ocp.args.StandardRestore(wanted), meta=ocp.args.JsonRestore()))
                 return restored["state"], meta
             except FlaxtrainError:
                 raise
@@ -188,6 +190,25 @@ class Checkpointer:
                 f"{self.directory / UNREADABLE}): start without resume=True or pass another checkpoint_dir"
             )
         return None
+
+    def _check_fits(self, step: int, wanted: Any) -> None:
+        """Refuses, in one line and moving nothing, a readable checkpoint whose params have other
+        names or shapes than `wanted['params']` (it was saved for another model)."""
+        from etils import epath
+
+        # A broken file raises here, and the checkpoint is set aside as unreadable.
+        saved = self._ocp.StandardCheckpointHandler().metadata(epath.Path(self.directory / LATEST / str(step) / "state")).tree
+        leaves = lambda tree: {jax.tree_util.keystr(k): tuple(v.shape) for k, v in  # noqa: E731
+                               jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))}
+        there = leaves(saved.get("params", {}) if isinstance(saved, dict) else {})
+        here = leaves(wanted["params"])
+        for key in sorted(here.keys() | there.keys()):
+            if here.get(key) != there.get(key):
+                what = (f"param {key} has shape {there[key]} there, {here[key]} here" if key in here and key in there else
+                        f"param {key} is {'only in the checkpoint' if key in there else 'not in the checkpoint'}")
+                raise FlaxtrainError(
+                    f"checkpoint step {step} in {self.directory / LATEST} was saved for another model ({what}): "
+                    "resume with the model that saved it, or pass a new checkpoint_dir")
 
     def _read_meta(self, step: int) -> dict[str, Any]:
         path = self.directory / LATEST / str(step) / "meta" / "metadata"

@@ -42,28 +42,49 @@ def summarize(sums: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _nonfinite_message(loss_sum: float, *, step: int, epoch: int) -> str:
+    what = f"training loss became {loss_sum}" if not math.isfinite(loss_sum) else "training gradients became non-finite"
     return (
-        f"training loss became {loss_sum} at step {step} (epoch {epoch + 1}): lower the learning rate, set "
-        "clip_norm, check the inputs for bad values, or pass skip_nonfinite=True to skip such batches"
+        f"{what} at step {step} (epoch {epoch + 1}); the model keeps the weights of step {step - 1}, the last finite "
+        "ones: lower the learning rate, set clip_norm, check the inputs for bad values, or pass skip_nonfinite=True "
+        "to skip such batches"
     )
 
 
 class _Guard:
-    """Finds the first step with a non-finite loss, reading the device only at checks."""
+    """Finds the first step whose loss or gradients were not finite without making the host wait.
+
+    Each step's flag is read as soon as the device has computed it (polled after every dispatch,
+    never waited for), and all pending flags are read at the latest every `check_every` steps or
+    before a save. The train step halts the state at the bad step (train/step.py), so the steps
+    dispatched before the host notices change nothing.
+    """
 
     def __init__(self) -> None:
-        self.pending: list[tuple[int, jax.Array]] = []  # (step number, loss sum) since the last check
+        self.pending: list[tuple[int, jax.Array, jax.Array]] = []  # (step number, non-finite flag, loss sum)
 
-    def add(self, step: int, loss_sum: jax.Array) -> None:
-        self.pending.append((step, loss_sum))
+    def add(self, step: int, sums: dict[str, jax.Array]) -> None:
+        if "nonfinite" in sums:  # skip_nonfinite steps drop bad batches themselves
+            self.pending.append((step, sums["nonfinite"], sums["loss_sum"]))
+
+    def poll(self, epoch: int) -> str | None:
+        """Reads the flags the device has already finished, oldest first."""
+        ready = 0
+        while ready < len(self.pending) and self.pending[ready][1].is_ready():
+            ready += 1
+        return self._read(ready, epoch)
 
     def check(self, epoch: int) -> str | None:
-        values = jax.device_get([loss for _, loss in self.pending])
-        steps = [step for step, _ in self.pending]
-        self.pending = []
-        for step, value in zip(steps, values):
-            if not math.isfinite(float(value)):
-                return _nonfinite_message(float(value), step=step, epoch=epoch)
+        """Reads every pending flag (waits for the device)."""
+        return self._read(len(self.pending), epoch)
+
+    def _read(self, count: int, epoch: int) -> str | None:
+        if not count:
+            return None
+        done, self.pending = self.pending[:count], self.pending[count:]
+        flags = jax.device_get([flag for _, flag, _ in done])
+        for (step, _, loss), flag in zip(done, flags):
+            if float(flag) > 0:
+                return _nonfinite_message(float(jax.device_get(loss)), step=step, epoch=epoch)
         return None
 
 
@@ -75,7 +96,7 @@ def train_epoch(
     rng: jax.Array,
     epoch: int,
     num_batches: int | None = None,
-    check_every: int = 50,
+    check_every: int = 10,
     verbose: bool = True,
     meter: Throughput | None = None,
     schedule: Callable[[int], dict[str, float]] | None = None,
@@ -88,8 +109,10 @@ def train_epoch(
 ) -> tuple[TrainState, dict[str, jax.Array], str | None]:
     """Runs the train step over one epoch of batches.
 
-    Metrics stay on device between checks, so the host reads them once every `check_every` steps
-    (and before every save, so no checkpoint holds weights from after a non-finite loss).
+    Metrics stay on device; the host reads each step's non-finite flag once the device has it
+    (without waiting), and waits for all of them every `check_every` steps and before every save.
+    A non-finite loss therefore stops training at most `check_every` steps after the bad step
+    (usually one or two), and the steps in between change nothing (the state halts itself).
     A `meter` counts the epoch's tokens and model FLOPs (read from the batch shapes on the host).
     A `schedule` maps the global step (`first_step` is the epoch's first) to optimizer
     hyperparams, written into the state before each step.
@@ -121,14 +144,14 @@ def train_epoch(
                 meter.add(state, batch, rng)
             state, sums = steps.train(state, batch, rng)
             total = _add(total, sums)
-            guard.add(first_step + i + 1, sums["loss_sum"])
+            guard.add(first_step + i + 1, sums)
             stop = should_stop() if should_stop is not None else None
             periodic = bool(save_every) and (first_step + i + 1) % save_every == 0 and i + 1 != num_batches
             saving = save is not None and (stop is not None or periodic)
+            bad = guard.check(epoch) if saving or (i + 1) % check_every == 0 else guard.poll(epoch)
+            if bad:
+                return state, total, bad
             if saving or (i + 1) % check_every == 0:
-                bad = guard.check(epoch)
-                if bad:
-                    return state, total, bad
                 if saving:
                     save(state, epoch, i + 1, total)
                 if hasattr(bar, "set_postfix"):
@@ -187,7 +210,7 @@ def format_record(record: dict[str, Any]) -> str:
     parts = []
     for key, value in record.items():
         label, fmt = _FORMATS.get(key, (key, "{:.4f}" if isinstance(value, float) else "{}"))
-        parts.append(f"{label} {fmt.format(value)}")
+        parts.append(f"{label} unknown" if value is None else f"{label} {fmt.format(value)}")
     return "  ".join(parts)
 
 

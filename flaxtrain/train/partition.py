@@ -235,7 +235,7 @@ class CompiledSteps:
                 state.tx, lambda x, sharding: x if masked(x) else sharding, state.opt_state, params,
                 transform_non_params=lambda _: replicated, is_leaf=masked,
             )
-            self._state_sharding = state.replace(step=replicated, params=params, opt_state=opt_state)
+            self._state_sharding = state.replace(step=replicated, params=params, opt_state=opt_state, halted=replicated)
         return self._state_sharding
 
     def place_batch(self, batch: dict[str, np.ndarray]) -> Any:
@@ -343,21 +343,22 @@ class CompiledSteps:
         return int(multihost_utils.process_allgather(step)) if _not_addressable(step) else int(step)
 
     def flops(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array) -> float | None:
-        """XLA's count of floating-point operations in one train step on this batch shape (all devices)."""
+        """XLA's count of floating-point operations in one train step on this batch shape (all devices);
+        None where the backend has no cost analysis."""
         key = tuple((k, np.shape(v)) for k, v in sorted(batch.items()))
         if key not in self._flops:
+            placed = self.place_batch(batch)
+            fn = self._spmd("train", state) if self.strategy.kind == "spmd" else self._jitted["train"]
+            lowered = self._in_mesh(fn.lower, state, placed, rng) if self.strategy.kind == "spmd" else fn.lower(state, placed, rng)
             try:
-                placed = self.place_batch(batch)
-                fn = self._spmd("train", state) if self.strategy.kind == "spmd" else self._jitted["train"]
-                lowered = self._in_mesh(fn.lower, state, placed, rng) if self.strategy.kind == "spmd" else fn.lower(state, placed, rng)
                 cost = lowered.cost_analysis()
-                cost = cost[0] if isinstance(cost, list) else cost
-                flops = float(cost["flops"]) if cost and cost.get("flops", 0) > 0 else None
-                if flops is not None and self.strategy.kind == "pmap":
-                    flops *= jax.device_count()  # the lowered program is one device's
-                self._flops[key] = flops
-            except Exception:
-                self._flops[key] = None
+            except (NotImplementedError, jax.errors.JaxRuntimeError):  # backends without XLA's cost analysis
+                cost = None
+            cost = cost[0] if isinstance(cost, list) and cost else cost
+            flops = float(cost["flops"]) if isinstance(cost, dict) and cost.get("flops", 0) > 0 else None
+            if flops is not None and self.strategy.kind == "pmap":
+                flops *= jax.device_count()  # the lowered program is one device's
+            self._flops[key] = flops
         return self._flops[key]
 
 

@@ -8,9 +8,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.training import train_state
 
-TrainState = train_state.TrainState
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState (step, params, optimizer state) plus `halted`: 0 while every step was
+    finite, else the 1-based step whose loss or gradients were not, after which the train step
+    changes nothing (so the weights stay the last finite ones until the loop sees it and stops)."""
+
+    halted: jax.Array | int = struct.field(default=0)
 
 
 def init_params(module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax.Array) -> Any:
@@ -21,7 +28,7 @@ def init_params(module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax
 
 def create_train_state(module: nn.Module, params: Any, tx: optax.GradientTransformation) -> TrainState:
     """A TrainState at step 0 for `params`, with a fresh optimizer state."""
-    return TrainState.create(apply_fn=module.apply, params=params, tx=tx)
+    return TrainState.create(apply_fn=module.apply, params=params, tx=tx, halted=jnp.zeros((), jnp.int32))
 
 
 @jax.jit

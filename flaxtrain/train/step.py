@@ -155,6 +155,9 @@ def train_step(
       skip_nonfinite: when the batch's loss or any gradient is not finite, keep the params and
         optimizer state unchanged (the step counter still advances), drop the batch from the metric
         sums and count it in an extra 'skipped' sum, instead of letting NaN reach the weights.
+        Without it such a step halts the state instead: `state.halted` records the step, that step
+        and every later one change nothing (step counter included), and the sums carry
+        'nonfinite' = 1 for the host to stop on; the weights stay the last finite ones.
 
     Returns:
       (new state, metric sums of this batch).
@@ -190,16 +193,22 @@ def train_step(
     # (on in flaxtrain's tests) rejects; its maths is Optax's own, so it runs under standard rules.
     with jax.numpy_dtype_promotion("standard"):
         new_state = state.apply_gradients(grads=grads)
-    if not skip_nonfinite:
-        return new_state, sums
     finite = jnp.isfinite(sums["loss_sum"])
     for g in jax.tree.leaves(grads):
         finite = finite & jnp.all(jnp.isfinite(g))
-    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    # The selects below fuse into the update's own element-wise pass over params and optimizer state.
+    apply = finite if skip_nonfinite else finite & (state.halted == 0)
+    keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
     new_state = new_state.replace(params=jax.tree.map(keep, new_state.params, state.params),
                                   opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state))
-    sums = {k: jnp.where(finite, v, jnp.zeros_like(v)) for k, v in sums.items()}
-    sums["skipped"] = jnp.where(finite, 0.0, 1.0).astype(jnp.float32)
+    if skip_nonfinite:
+        sums = {k: jnp.where(finite, v, jnp.zeros_like(v)) for k, v in sums.items()}
+        sums["skipped"] = jnp.where(finite, 0.0, 1.0).astype(jnp.float32)
+        return new_state, sums
+    first_bad = (state.halted == 0) & ~finite
+    new_state = new_state.replace(step=jnp.where(apply, new_state.step, state.step),
+                                  halted=jnp.where(first_bad, state.step + 1, state.halted).astype(jnp.int32))
+    sums["nonfinite"] = first_bad.astype(jnp.float32)
     return new_state, sums
 
 

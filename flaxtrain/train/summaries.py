@@ -40,7 +40,8 @@ class SummaryWriter:
 
     def epoch(self, record: dict[str, Any], step: int) -> None:
         """One epoch's record (as the history holds it) at global step `step`."""
-        self.scalars(((tag, value, step) for key, value in record.items() if (tag := tag_of(key)) is not None))
+        self.scalars(((tag, value, step) for key, value in record.items()
+                      if value is not None and (tag := tag_of(key)) is not None))
 
     def learning_rates(self, trace: Iterable[tuple[int, float]]) -> None:
         """(step, lr) pairs as 'train/lr'."""

@@ -86,14 +86,15 @@ class Throughput:
             flops = self.steps.flops(state, batch, rng)
             self._flops = None if flops is None else self._flops + flops
 
-    def finish(self, sums: Any) -> dict[str, float]:
-        """{'tokens_per_s', 'step_s', 'mfu'} of the timed steps (empty for a one-step epoch)."""
+    def finish(self, sums: Any) -> dict[str, float | None]:
+        """{'tokens_per_s', 'step_s', 'mfu'} of the timed steps (empty for a one-step epoch; 'mfu' None
+        when unknown)."""
         if self._start is None or self._timed == 0:
             return {}
         jax.block_until_ready(sums)
         elapsed = time.perf_counter() - self._start
-        out = {"tokens_per_s": self._tokens / elapsed, "step_s": elapsed / self._timed}
+        out: dict[str, float | None] = {"tokens_per_s": self._tokens / elapsed, "step_s": elapsed / self._timed}
         peak = peak_flops(self.precision)
-        if self._flops and peak:
-            out["mfu"] = self._flops / elapsed / peak
+        # None (printed 'MFU unknown') when XLA gave no FLOP count or the accelerator's peak is not known.
+        out["mfu"] = self._flops / elapsed / peak if self._flops and peak else None
         return out

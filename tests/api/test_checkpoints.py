@@ -180,8 +180,48 @@ def test_nonfinite_loss_names_step_and_last_good_checkpoint(tmp_path):
     last = int(message.split("the last good checkpoint is step ")[1].split()[0])
     assert (bad, last) == (7, 6) and str(tmp_path) in message  # saved every 2 steps, never after the bad one
     assert max(int(p.name) for p in (tmp_path / "latest").iterdir() if p.name.isdigit()) == last
+    # The model holds the last finite weights (step 6's, as checkpointed), not NaN, and predicts.
+    assert "the model keeps the weights of step 6" in message
+    import orbax.checkpoint as ocp
+
+    saved = ocp.StandardCheckpointer().restore(tmp_path / "latest" / "6" / "state")["params"]
+    _assert_bitwise(_flat(learner.model.params), _flat(saved))
+    assert learner.steps.step_of(learner._state) == 6
+    assert np.isfinite(learner.model.predict(["a wonderful film"])).all()
+    again = _regression_learner(targets)  # no checkpoints: the stop comes from the step's own flag
+    with pytest.raises(FlaxtrainError, match="became inf at step 7 .*weights of step 6"):
+        again.fit(1e-3, 2, verbose=0)
+    assert all(np.isfinite(v).all() for v in _flat(again.model.params).values())
 
     skipping = _regression_learner(targets, skip_nonfinite=True)
     history = skipping.fit(1e-3, 2, verbose=0)
     assert [r["skipped"] for r in history] == [1, 1] and all(np.isfinite(r["loss"]) for r in history)
     assert all(np.isfinite(v).all() for v in _flat(skipping.model.params).values())
+
+
+def test_a_checkpoint_of_another_model_is_refused_and_left_in_place(tmp_path):
+    learner = resume_worker.make_learner()
+    learner.fit(1e-3, 1, verbose=0, checkpoint_dir=tmp_path, checkpoint_every=10)
+    before = sorted(p.name for p in (tmp_path / "latest").iterdir())
+
+    def wider():
+        import flaxtrain
+
+        model = flaxtrain.text.text_classifier("textcnn", learner.train_data, learner.model.preproc, verbose=0,
+                                               params={"embed_dim": 16, "num_filters": 6, "dropout": 0.5})
+        return flaxtrain.get_learner(model, train_data=learner.train_data, val_data=learner.val_data, batch_size=8)
+
+    with pytest.raises(FlaxtrainError, match=r"different run \(model.num_filters 8 there, 6 here\)") as err:
+        wider().fit(1e-3, 1, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    assert "\n" not in str(err.value)
+    # A checkpoint whose plan does not name the model (older flaxtrain) is refused by its shapes.
+    for meta_file in (tmp_path / "latest").glob("*/meta/metadata"):
+        meta = json.loads(meta_file.read_text())
+        meta["plan"] = {k: v for k, v in meta["plan"].items() if not k.startswith("model.")}
+        meta_file.write_text(json.dumps(meta))
+    with pytest.raises(FlaxtrainError, match=r"saved for another model \(param \['conv3'\]\['bias'\] has shape "
+                                             r"\(8,\) there, \(6,\) here\)"):
+        wider().fit(1e-3, 1, verbose=0, checkpoint_dir=tmp_path, resume=True)
+    assert sorted(p.name for p in (tmp_path / "latest").iterdir()) == before and not (tmp_path / "unreadable").exists()
+    resumed = resume_worker.make_learner()  # the model that saved them still resumes
+    assert resumed.fit(1e-3, 1, verbose=0, checkpoint_dir=tmp_path, checkpoint_every=10, resume=True) == []

@@ -160,3 +160,20 @@ def test_freeze_keeps_named_params_fixed_until_unfrozen(tiny_split):
         learner.freeze(*learner.model.params)
     with pytest.raises(FlaxtrainError, match="'head' is not frozen"):
         learner.unfreeze("head")
+
+
+def test_epoch_line_says_when_mfu_is_unknown(learner, capsys, monkeypatch):
+    learner.fit(1e-3, 1, verbose=1)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "MFU " in line and "MFU unknown" not in line and 0 < learner.history[-1]["mfu"] < 1, line
+    # A backend without XLA's cost analysis: the FLOP count is unknown, and the epoch line says so.
+    from jax._src import stages
+
+    def no_cost_analysis(self):
+        raise NotImplementedError("cost analysis is not implemented on this backend")
+
+    monkeypatch.setattr(stages.Lowered, "cost_analysis", no_cost_analysis)
+    learner._steps = None  # compile afresh, so the count is asked for again
+    learner.fit(1e-3, 1, verbose=1)
+    assert "MFU unknown" in capsys.readouterr().out.strip().splitlines()[-1]
+    assert learner.history[-1]["mfu"] is None and learner.history[-1]["tokens_per_s"] > 0
