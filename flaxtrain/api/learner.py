@@ -40,7 +40,7 @@ from flaxtrain.train import (
 from flaxtrain.train.checkpoint import Checkpointer, abstract_like, saving_on_sigterm
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.optim import is_frozen, param_path
-from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy
+from flaxtrain.train.partition import compile_steps, local_copy, logical_param_specs, make_strategy
 from flaxtrain.train.plateau import Plateau, metric_mode
 from flaxtrain.train.summaries import SummaryWriter
 
@@ -197,15 +197,17 @@ class Learner:
         if state is not None:
             self._state = self.steps.place_state(state.replace(tx=self._tx, opt_state=self._tx.init(state.params)))
 
-    def _batches(self, data: Any, *, train: bool, epoch: int = 0) -> tuple[Any, int]:
+    def _batches(self, data: Any, *, train: bool, epoch: int = 0, local: bool = False) -> tuple[Any, int]:
+        """Batches for the compiled steps (this process's rows of each global batch), or with `local`
+        every row, for the model's own one-device steps (top_losses, the SWA score)."""
+        process_index, process_count = (0, 1) if local else (jax.process_index(), jax.process_count())
         if not isinstance(data, TextDataset):  # task datasets batch their own fields
             return data.batches(batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                                seed=self.seed, epoch=epoch, process_index=jax.process_index(),
-                                process_count=jax.process_count())
+                                seed=self.seed, epoch=epoch, process_index=process_index, process_count=process_count)
         return make_batches(
             data.input_ids, data.labels, batch_size=self.batch_size if train else self.eval_batch_size,
             buckets=self.model.preproc.buckets, shuffle=train, seed=self.seed, epoch=epoch,
-            pad_id=self.model.preproc.pad_id, process_index=jax.process_index(), process_count=jax.process_count(),
+            pad_id=self.model.preproc.pad_id, process_index=process_index, process_count=process_count,
         )
 
     def _train_state(self) -> TrainState:
@@ -315,9 +317,9 @@ class Learner:
                             checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
                             monitor=monitor, plateau=watch)
         if watch.best_params is not None:
-            self.model.params = watch.best_params
+            self.model.params = local_copy(watch.best_params)
             state = self.steps.unreplicated(self._train_state())
-            self._state = self.steps.place_state(state.replace(params=jax.tree.map(jnp.copy, watch.best_params)))
+            self._state = self.steps.place_state(state.replace(params=jax.tree.map(jnp.copy, self.model.params)))
             if verbose:
                 print(f"restored the weights of epoch {watch.best_epoch} ({monitor} {watch.best:.4f})")
         return history
@@ -557,7 +559,7 @@ class Learner:
         if early_stop and verbose:
             print(stop)
         if stop and not early_stop:
-            self.model.params = jax.tree.map(jnp.copy, final_params)
+            self.model.params = jax.tree.map(jnp.copy, local_copy(final_params))
             if stop_signal:
                 step = self.steps.step_of(state)
                 message = (f"received {stop_signal['name']} at step {step}: saved checkpoint step {step} to "
@@ -574,11 +576,11 @@ class Learner:
         if ckpt is not None:
             ckpt.close()
         if average["params"] is not None:
-            self.model.params = average["params"]
-            if val is not None:
-                batches, count = self._batches(val, train=False)
-                swa_state = state.replace(params=average["params"], opt_state=None, step=jnp.zeros((), jnp.int32),
-                                          apply_fn=self.model.module.apply)
+            self.model.params = local_copy(average["params"])
+            if val is not None:  # scored on this process alone, as the predictor will be
+                batches, count = self._batches(val, train=False, local=True)
+                swa_state = state.replace(params=self.model.params, opt_state=None, step=jnp.zeros((), jnp.int32),
+                                          apply_fn=self.model.module.apply, halted=0)
                 record = loop.summarize(loop.evaluate(swa_state, batches, steps=self.model.steps, num_batches=count,
                                                       verbose=bool(verbose)), "val_")
                 history[-1].update({f"swa_{k}": v for k, v in record.items()})
@@ -586,7 +588,7 @@ class Learner:
                     print(f"weights averaged over epochs {first_epoch + swa_from}-{first_epoch + epochs}:  "
                           + "  ".join(f"{k} {v:.4f}" for k, v in record.items()))
         else:
-            self.model.params = jax.tree.map(jnp.copy, final_params)
+            self.model.params = jax.tree.map(jnp.copy, local_copy(final_params))
         return history
 
     def _epoch_keys(self) -> set[str]:
@@ -640,7 +642,7 @@ class Learner:
         steps = self.model.steps
         rows = len(data.windows.input_ids) if isinstance(data, QADataset) else len(data)
         losses = np.zeros(rows, np.float32)
-        batches, _ = self._batches(data, train=False)
+        batches, _ = self._batches(data, train=False, local=True)
         pending = [(b["index"], b["weight"], steps.example_losses(self.model.params, b)) for b in batches]
         for index, weight, values in pending:
             keep = weight > 0

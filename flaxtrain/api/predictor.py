@@ -16,7 +16,7 @@ from flaxtrain.api.model import Model, as_preprocessor, init_model_params
 from flaxtrain.data import TextPreprocessor, make_batches
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import classification_metrics, regression_metrics
-from flaxtrain.files import atomic_directory
+from flaxtrain.files import atomic_directory, written_by_main_process
 from flaxtrain.train import loop
 
 CONFIG_FILE = "config.json"
@@ -88,8 +88,12 @@ class Predictor:
         """Writes config.json, tokenizer.json and Orbax params to `directory`, atomically.
 
         The files go to a temporary sibling folder that replaces `directory` only when complete, so a
-        crash mid-save never leaves a half-written predictor or loses the previous one.
+        crash mid-save never leaves a half-written predictor or loses the previous one. In a
+        multi-host run every process calls it and process 0 alone writes.
         """
+        return written_by_main_process(directory, lambda: self._write(directory, extra))
+
+    def _write(self, directory: str | os.PathLike, extra: dict[str, Any] | None) -> None:
         import orbax.checkpoint as ocp
 
         with atomic_directory(directory) as staging:
@@ -102,12 +106,12 @@ class Predictor:
                 "preprocessor": self.preproc.save(staging),
                 **(extra or {}),
             }
-            checkpointer = ocp.StandardCheckpointer()
-            checkpointer.save(staging / PARAMS_DIR, self.model.params)
+            # Host copies, written by this process alone (in a multi-host run, process 0 only).
+            checkpointer = ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=jax.process_index(), active_processes={jax.process_index()}))
+            checkpointer.save(staging / PARAMS_DIR, jax.device_get(self.model.params))
             checkpointer.wait_until_finished()
             (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
-        return Path(directory).absolute()
-
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes a pretrained-encoder classifier or tagger in Hugging Face format (PyTorch `transformers`

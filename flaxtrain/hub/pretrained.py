@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain.errors import FlaxtrainError, nearest
-from flaxtrain.files import atomic_directory
+from flaxtrain.files import atomic_directory, written_by_main_process
 from flaxtrain.hub import encoders, seq2seq
 from flaxtrain.hub.local import load_tokenizer, resolve_checkpoint
 from flaxtrain.models.encoder import Encoder
@@ -143,11 +143,13 @@ def save_pretrained(
         hf["label2id"] = {str(c): i for i, c in enumerate(class_names)}
     if problem_type == "regression":
         hf.update(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, problem_type="regression")
-    with atomic_directory(directory) as staging:
-        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
-        _save_tokenizer(tokenizer, staging)
-    return Path(directory).absolute()
+    def write() -> None:
+        with atomic_directory(directory) as staging:
+            save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+            (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
+            _save_tokenizer(tokenizer, staging)
+
+    return written_by_main_process(directory, write)
 
 
 def load_seq2seq(name_or_path: str | Path, *, tokenizer: bool = True) -> tuple[Seq2SeqConfig, Any, Any, dict[str, Any]]:
@@ -197,13 +199,15 @@ def save_seq2seq(directory: str | Path, config: Seq2SeqConfig, params: Any, toke
                   "pad_token_id": config.pad_id, **(generation or {})}
     if config.forced_eos_id is not None:
         generation.setdefault("forced_eos_token_id", config.forced_eos_id)
-    with atomic_directory(directory) as staging:
-        save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
-        (staging / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True))
-        if tokenizer is not None:
-            _save_tokenizer(tokenizer, staging)
-    return Path(directory).absolute()
+    def write() -> None:
+        with atomic_directory(directory) as staging:
+            save_file(weights, str(staging / "model.safetensors"), metadata={"format": "pt"})
+            (staging / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True))
+            (staging / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True))
+            if tokenizer is not None:
+                _save_tokenizer(tokenizer, staging)
+
+    return written_by_main_process(directory, write)
 
 
 def _save_tokenizer(tokenizer: Any, staging: Path) -> None:

@@ -102,14 +102,16 @@ class Checkpointer:
 
     def _manager(self, name: str) -> Any:
         ocp = self._ocp
+        # Each manager syncs processes under its own barrier names: latest/ and best/ save the same
+        # step at an epoch's end, and shared names would let one manager's barrier pass on the other's.
+        common = dict(create=True, enable_async_checkpointing=self._options["async_save"],
+                      multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=f"flaxtrain-{name}"))
         if name == LATEST:
-            options = ocp.CheckpointManagerOptions(max_to_keep=self._options["keep"], create=True,
-                                                   enable_async_checkpointing=self._options["async_save"])
+            options = ocp.CheckpointManagerOptions(max_to_keep=self._options["keep"], **common)
         else:
             monitor = self.monitor
-            options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda metrics: metrics[monitor],
-                                                   best_mode=self._options["mode"],
-                                                   enable_async_checkpointing=self._options["async_save"])
+            options = ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda metrics: metrics[monitor],
+                                                   best_mode=self._options["mode"], **common)
         return ocp.CheckpointManager(self.directory / name, options=options)
 
     # --- saving ----------------------------------------------------------------------------------

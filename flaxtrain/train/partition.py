@@ -340,7 +340,7 @@ class CompiledSteps:
         step = state.step
         if self.strategy.kind == "pmap":
             step = step[0]
-        return int(multihost_utils.process_allgather(step)) if _not_addressable(step) else int(step)
+        return int(host_value(step))
 
     def flops(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array) -> float | None:
         """XLA's count of floating-point operations in one train step on this batch shape (all devices);
@@ -364,6 +364,26 @@ class CompiledSteps:
 
 def _not_addressable(x: Any) -> bool:
     return isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
+def host_value(x: Any) -> np.ndarray:
+    """A numpy copy of an array, also of one spread over several processes: a replicated array is read
+    from this process's own copy; a sharded one is gathered (a collective all processes must join)."""
+    if not _not_addressable(x):
+        return np.asarray(x)
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def local_copy(tree: Any) -> Any:
+    """The tree with every array that spans several processes copied whole onto this process's first
+    device (others are returned as they are): what a predictor, which runs on one device of each
+    process, needs after a multi-host fit. A collective: every process must call it, in the same order."""
+    if jax.process_count() == 1:
+        return tree
+    device = jax.local_devices()[0]
+    return jax.tree.map(lambda x: jax.device_put(host_value(x), device) if _not_addressable(x) else x, tree)
 
 
 def compile_steps(apply_fn: Callable, loss_fn: step_lib.LossFn = step_lib.classification_loss, **options: Any) -> CompiledSteps:
