@@ -5,8 +5,9 @@
     model = flaxtrain.get_model('textcnn', train_data=data)
     model.fit(epochs=3)
 
-Importing this package is cheap: the public names below load their modules on first use, and
-TensorFlow loads only when an input pipeline is built.
+Importing this package is cheap and changes nothing (no environment variables, no global
+settings): the public names below load their modules on first use, and TensorFlow loads only when
+an input pipeline is built.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from flaxtrain import _xla_flags
 from flaxtrain._version import __version__
 from flaxtrain.errors import FlaxtrainError
 
-_xla_flags.apply_defaults()
 
 _LAZY = {
     "get_model": "flaxtrain.api.model",

@@ -1,31 +1,37 @@
-"""XLA flags flaxtrain sets by default, before JAX starts its CPU backend.
+"""XLA compiler options flaxtrain passes to the steps it compiles; the environment is never touched.
 
 On CPU, XLA 0.10's YNNPACK dot fusions run the MiniLM-size encoder step 10-20% slower than its
-Eigen dots (benchmarks/README.md), so flaxtrain turns them off unless XLA_FLAGS already names
-the flag or FLAXTRAIN_XLA_DEFAULTS=0. The flag only affects CPU compilation, and it is added only
-for the jaxlib line it was measured with (an XLA that does not know a flag aborts the process).
+Eigen dots (benchmarks/README.md), so flaxtrain compiles its own train, eval and predict steps and
+its decoding loop with `xla_cpu_experimental_ynn_fusion_type` empty. It goes to XLA per compilation
+(`jax.jit(..., compiler_options=...)`), never through `XLA_FLAGS`: the user's environment, and every
+other program JAX compiles, stay as they were. The user keeps the last word: when their XLA_FLAGS
+names the flag, flaxtrain passes nothing. The option is passed only for the jaxlib line it was
+measured with (an XLA that does not know an option rejects it) and only changes CPU code.
+`jax.pmap` takes no compiler options, so the 'pmap' strategy compiles with XLA's defaults.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 
-CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 TESTED_JAXLIB = ("0.10.",)
 
 
-def apply_defaults() -> None:
-    """Appends CPU_FLAGS to XLA_FLAGS (no effect once JAX's backends have started)."""
-    if os.environ.get("FLAXTRAIN_XLA_DEFAULTS", "1") == "0":
-        return
+def compiler_options() -> dict[str, str] | None:
+    """The options for `jax.jit(..., compiler_options=...)`, or None where none apply."""
+    return _options(os.environ.get("XLA_FLAGS", ""))
+
+
+@functools.cache
+def _options(user_flags: str) -> dict[str, str] | None:
     try:
         jaxlib = importlib.metadata.version("jaxlib")
     except importlib.metadata.PackageNotFoundError:
-        return
+        return None
     if not jaxlib.startswith(TESTED_JAXLIB):
-        return
-    flags = os.environ.get("XLA_FLAGS", "")
-    extra = [flag for flag in CPU_FLAGS if flag.split("=")[0] not in flags]
-    if extra:
-        os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+        return None
+    chosen = {name: value for name, value in CPU_OPTIONS.items() if f"--{name}" not in user_flags}
+    return chosen or None

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,14 +31,25 @@ def trained_dir(tmp_path_factory) -> Path:
 
 
 def test_train_predict_evaluate(trained_dir):
-    result = _cli("predict", "--model", str(trained_dir), "a wonderful film", "")
+    import json
+    import re
+
+    import flaxtrain
+
+    texts = ["a wonderful film", "", "dull, lifeless and far too long"]
+    result = _cli("predict", "--model", str(trained_dir), *texts)
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 2 and all(line.split("\t")[0] in ("rotten", "fresh") for line in lines)
-    assert 0.5 <= float(lines[0].split("\t")[1]) <= 1.0
+    rows = [line.split("\t") for line in result.stdout.rstrip("\n").split("\n")]
+    # The command prints what the saved predictor predicts in-process: its labels and top probabilities.
+    labels, probs = flaxtrain.load_predictor(trained_dir).predict(texts, return_proba=True)
+    assert [row[0] for row in rows] == labels and [row[2] for row in rows] == texts
+    np.testing.assert_allclose([float(row[1]) for row in rows], probs.max(axis=1), atol=1e-4)
     result = _cli("evaluate", "--model", str(trained_dir))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "rotten_tomatoes test (1276 texts)" in result.stdout and "acc" in result.stdout
+    assert "rotten_tomatoes test (1276 texts)" in result.stdout
+    printed = {k: float(v) for k, v in re.findall(r"(\w+) (\d+\.\d+)", result.stdout)}
+    saved = json.loads((trained_dir / "config.json").read_text())["test_metrics"]  # what `train` measured
+    assert printed.keys() >= {"loss", "acc", "f1"} and all(abs(printed[k] - saved[k]) < 1e-4 for k in ("loss", "acc", "f1"))
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxtrain._xla_flags import compiler_options
 from flaxtrain.errors import FlaxtrainError, nearest
 
 _NEG = -1.0e9  # transformers' "very large negative" for finished or impossible beams
@@ -303,7 +304,8 @@ def compiled_generate(module: Any, g: GenerationConfig):
     """The jitted generate function of (module, settings); it compiles once per input shape."""
     key = (module.config, g)
     if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(lambda params, ids, mask, rng: _generate(params, ids, mask, rng, module=module, g=g))
+        _COMPILED[key] = jax.jit(lambda params, ids, mask, rng: _generate(params, ids, mask, rng, module=module, g=g),
+                                 compiler_options=compiler_options())
     return _COMPILED[key]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn import metrics as sk_metrics
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -21,6 +20,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     Returns:
       {'acc', 'precision', 'recall', 'f1', 'macro_f1'} as floats.
     """
+    from sklearn import metrics as sk_metrics  # imported on use: sklearn sets KMP_* variables at import
+
     labels = list(range(num_classes))
     average = "binary" if num_classes == 2 else "macro"
     precision, recall, f1, _ = sk_metrics.precision_recall_fscore_support(
@@ -37,6 +38,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> tuple[str, np.ndarray]:
     """Per-class precision/recall/F1 report and the confusion matrix (rows true, columns predicted)."""
+    from sklearn import metrics as sk_metrics  # imported on use: sklearn sets KMP_* variables at import
+
     labels = list(range(len(class_names)))
     report = sk_metrics.classification_report(
         y_true, y_pred, labels=labels, target_names=[str(c) for c in class_names], digits=4, zero_division=0
@@ -47,6 +50,8 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """{'mae', 'mse', 'rmse', 'r2'} of float predictions (scikit-learn's definitions)."""
+    from sklearn import metrics as sk_metrics  # imported on use: sklearn sets KMP_* variables at import
+
     mse = float(sk_metrics.mean_squared_error(y_true, y_pred))
     return {
         "mae": float(sk_metrics.mean_absolute_error(y_true, y_pred)),

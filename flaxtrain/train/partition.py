@@ -30,6 +30,7 @@ from flax import jax_utils
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from flaxtrain._xla_flags import compiler_options
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.layers import axes, sharding
 from flaxtrain.train import step as step_lib
@@ -178,14 +179,15 @@ class CompiledSteps:
         evaluate = functools.partial(step_lib.eval_step, loss_fn=loss_fn)
         kind = self.strategy.kind
         if kind == "single":
-            self._jitted["train"] = jax.jit(train, donate_argnums=0)
-            self._jitted["eval"] = jax.jit(evaluate)
+            self._jitted["train"] = jax.jit(train, donate_argnums=0, compiler_options=compiler_options())
+            self._jitted["eval"] = jax.jit(evaluate, compiler_options=compiler_options())
         elif kind == "pmap":
             self._jitted["train"] = jax.pmap(functools.partial(train, axis_name="data"), axis_name="data",
                                              in_axes=(0, 0, None), donate_argnums=0)
             self._jitted["eval"] = jax.pmap(functools.partial(evaluate, axis_name="data"), axis_name="data")
-        self._jitted["predict"] = jax.jit(functools.partial(predict_fn, apply_fn))
-        self._jitted["example_losses"] = jax.jit(functools.partial(step_lib.example_losses, apply_fn, loss_fn=loss_fn))
+        self._jitted["predict"] = jax.jit(functools.partial(predict_fn, apply_fn), compiler_options=compiler_options())
+        self._jitted["example_losses"] = jax.jit(functools.partial(step_lib.example_losses, apply_fn, loss_fn=loss_fn),
+                                                 compiler_options=compiler_options())
 
     def _train_fn(self) -> Callable:
         return functools.partial(step_lib.train_step, loss_fn=self.loss_fn, grad_accum_steps=self.grad_accum_steps,
@@ -269,10 +271,12 @@ class CompiledSteps:
             if name == "train":
                 fn = self._train_fn()
                 self._jitted[name] = jax.jit(fn, in_shardings=(sharding, batch, replicated),
-                                             out_shardings=(sharding, replicated), donate_argnums=0)
+                                             out_shardings=(sharding, replicated), donate_argnums=0,
+                                             compiler_options=compiler_options())
             else:
                 fn = functools.partial(step_lib.eval_step, loss_fn=self.loss_fn)
-                self._jitted[name] = jax.jit(fn, in_shardings=(sharding, batch), out_shardings=replicated)
+                self._jitted[name] = jax.jit(fn, in_shardings=(sharding, batch), out_shardings=replicated,
+                                             compiler_options=compiler_options())
         return self._jitted[name]
 
     def _in_mesh(self, fn: Callable, *args: Any) -> Any:

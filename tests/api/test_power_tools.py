@@ -177,3 +177,35 @@ def test_epoch_line_says_when_mfu_is_unknown(learner, capsys, monkeypatch):
     learner.fit(1e-3, 1, verbose=1)
     assert "MFU unknown" in capsys.readouterr().out.strip().splitlines()[-1]
     assert learner.history[-1]["mfu"] is None and learner.history[-1]["tokens_per_s"] > 0
+
+
+def test_bfloat16_precision_computes_in_bf16_with_float32_params(tiny_split):
+    train, val, preproc = tiny_split
+    model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 16, "num_filters": 8}, verbose=0)
+    ops = {}
+    for precision in ("float32", "bfloat16"):
+        learner = flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8, precision=precision)
+        batch = next(iter(learner._batches(train, train=True)[0]))
+        hlo = learner.steps._jitted["train"].lower(learner._train_state(), batch, jax.random.key(0)).as_text()
+        ops[precision] = hlo.count("bf16")
+        learner.fit(1e-3, 1, verbose=0)
+        assert all(x.dtype == np.float32 for x in jax.tree.leaves(learner.model.params))  # params stay float32
+    assert ops["float32"] == 0 and ops["bfloat16"] > 10, ops  # the convolutions and dense layers run in bf16
+
+
+def test_grad_accum_steps_through_get_learner_gives_the_same_weights(tiny_split):
+    train, val, preproc = tiny_split
+    params = {}
+    for accum in (1, 2, 4):
+        model = flaxtrain.text.text_classifier("textcnn", train, preproc, verbose=0,
+                                               params={"embed_dim": 16, "num_filters": 8, "dropout": 0.0})
+        initial = _host(model.params)  # the same seed: the same start for every run
+        learner = flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8, grad_accum_steps=accum)
+        learner.fit(1e-2, 1, verbose=0)
+        params[accum] = _host(learner.model.params)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(initial, params[1])) > 1e-2  # training moved the weights
+    for accum in (2, 4):
+        for one, many in zip(params[1], params[accum]):
+            np.testing.assert_allclose(many, one, atol=1e-5)
+    with pytest.raises(FlaxtrainError, match=r"batch_size 8 does not divide over 1 data-parallel devices x 3 micro-batches"):
+        flaxtrain.get_learner(model, train_data=train, batch_size=8, grad_accum_steps=3)

@@ -4,8 +4,8 @@ predictor, save / load, bert2bert warm-started from a BERT checkpoint, and one-l
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (the test extra: a missing reference must fail, not skip)
+import transformers  # noqa: E402
 
 import flaxtrain  # noqa: E402
 from flaxtrain import FlaxtrainError, hub  # noqa: E402
@@ -180,3 +180,54 @@ def test_beam_search_on_large_random_weights_matches_transformers(family, tmp_pa
             want.tolist(), skip_special_tokens=True), (family, settings)
         ended += sum(102 in row[1:12] for row in want.tolist())  # before the 12th, forced or last, token
     assert ended > 0, "no sequence ended before the length limit: end-of-sequence candidates went untested"
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_t5_and_bart_layouts_train_from_scratch(name):
+    sources, targets = django_translations("de")
+    pairs = [(s, t) for s, t in zip(sources, targets) if len(s.split()) <= 3][:8]
+    trn, _, _ = translation_from_pairs([s for s, _ in pairs], [t for _, t in pairs], val_pct=0, vocab_size=120,
+                                       maxlen=12, max_target_length=12, verbose=0)
+    model = flaxtrain.get_model(name, trn, params=dict(hidden_size=32, num_layers=1, num_decoder_layers=1, num_heads=2,
+                                                       head_dim=16, mlp_dim=64, dropout_rate=0.0))
+    assert model.config.family == name and model.config.vocab_size == trn.preproc.vocab_size
+    learner = flaxtrain.get_learner(model, batch_size=8)
+    learner.fit_onecycle(2e-2, 40, verbose=0)
+    scores = learner.validate(trn, print_report=False)  # greedy decoding of the training sources: memorised
+    assert set(scores) == {"bleu", "chrf"} and scores["chrf"] > 80, scores
+
+
+def test_summarization_validate_reports_the_rouge_of_the_generated_summaries():
+    import pandas as pd
+
+    from flaxtrain.eval import generation_metrics
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    articles = [" ".join(rng.choice(words, size=6)) for _ in range(8)]
+    frame = pd.DataFrame({"article": articles, "headline": [" ".join(a.split()[:2]) for a in articles]})  # lead-2
+    trn, _, _ = flaxtrain.text.summarization_from_df(frame, "article", "headline", val_pct=0, vocab_size=60, maxlen=10,
+                                                     max_target_length=6, verbose=0)
+    model = flaxtrain.get_model("bart", trn, params=dict(hidden_size=32, num_layers=1, num_decoder_layers=1,
+                                                         num_heads=2, head_dim=16, mlp_dim=64, dropout_rate=0.0))
+    learner = flaxtrain.get_learner(model, batch_size=8)
+    learner.fit_onecycle(2e-2, 40, verbose=0)
+    scores = learner.validate(trn, print_report=False)
+    generated = flaxtrain.get_predictor(learner.model).predict(trn.sources)
+    assert scores == generation_metrics("summarization", generated, trn.targets)
+    assert set(scores) == {"rouge1", "rouge2", "rougeL"} and scores["rouge1"] > 50, (scores, generated)  # memorised
+
+
+def test_bert2bert_warm_starts_from_minilm_by_default():
+    from flaxtrain.hub.local import resolve_checkpoint
+
+    sources = [s for s in django_translations("de")[0] if len(s.split()) < 6][:16]
+    trn, _, _ = translation_from_pairs(sources, sources, val_pct=0, maxlen=12, max_target_length=12, verbose=0)
+    model = flaxtrain.get_model("bert2bert", trn, params={"num_decoder_layers": 1})  # encoder: 'minilm'
+    assert model.config.hidden_size == 384 and model.config.num_layers == 6 and model.config.num_decoder_layers == 1
+    ids = np.asarray(trn.input_ids[0][None], np.int64)
+    hidden = model.module.apply({"params": model.params}, ids, method="encode")
+    minilm = transformers.BertModel.from_pretrained(str(resolve_checkpoint("minilm"))).eval()
+    with torch.no_grad():
+        want = minilm(input_ids=torch.tensor(ids)).last_hidden_state.numpy()
+    np.testing.assert_allclose(np.asarray(hidden), want, atol=1e-4)

@@ -103,3 +103,19 @@ def test_a_frozen_encoder_has_no_backward_pass():
         flops[frozen] = steps.flops(state, batch, jax.random.key(0))
     # Forward ~ 1/3 of forward + backward: XLA dropped the gradients nobody reads.
     assert flops[("encoder",)] < 0.45 * flops[()], flops
+
+
+def test_frozen_params_stay_outside_the_clipped_gradient_norm():
+    params = {"encoder": {"kernel": jnp.ones((3, 5))}, "head": {"kernel": jnp.ones((5, 2)), "bias": jnp.zeros(2)}}
+    grads = {"encoder": {"kernel": jnp.full((3, 5), 1e6)},  # huge: inside the norm it would shrink the head's step
+             "head": {"kernel": jnp.full((5, 2), 0.6), "bias": jnp.full(2, -0.2)}}
+    frozen = make_optimizer(1e-2, clip_norm=1.0, frozen=("encoder",))
+    plain = make_optimizer(1e-2, clip_norm=1.0)
+    with jax.numpy_dtype_promotion("standard"):  # Optax's Adam, as the train step runs it
+        updates, _ = frozen.update(grads, frozen.init(params), params)
+        alone, _ = plain.update({"head": grads["head"]}, plain.init({"head": params["head"]}), {"head": params["head"]})
+    np.testing.assert_array_equal(updates["encoder"]["kernel"], 0.0)
+    for name in ("kernel", "bias"):  # the head is clipped by its own norm (1.92), as if alone; with the encoder's
+        # in the norm its gradients would shrink to ~1e-7 of themselves, near Adam's eps, and its step by a quarter
+        np.testing.assert_allclose(updates["head"][name], alone["head"][name], rtol=1e-6)
+        assert np.abs(np.asarray(updates["head"][name])).max() > 1e-3
