@@ -147,8 +147,6 @@ class Learner:
         if self._steps is None:
             module = self.model.module
             if self.precision != "float32":  # compute in bf16; params and optimizer state stay float32
-                from flaxtrain import models
-
                 module = models.build_model(self.model.name, with_compute_dtype(self.model.config, self.precision))
             sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
             self._steps = compile_steps(module.apply, self.model.loss_fn, strategy=self.strategy,

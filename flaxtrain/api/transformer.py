@@ -10,7 +10,7 @@ import numpy as np
 from flaxtrain import hub, models
 from flaxtrain.api.model import Model, init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.data import TextDataset, TextPreprocessor
-from flaxtrain.data.preprocess import infer_class_names
+from flaxtrain.data.preprocess import infer_class_names, is_regression_targets
 from flaxtrain.errors import FlaxtrainError
 
 
@@ -63,10 +63,7 @@ class Transformer:
 
     def _preprocessor(self, labels: Any | None, regression: bool = False) -> TextPreprocessor:
         if self.preproc is None:
-            regression = regression or (
-                self.class_names is None and labels is not None and np.issubdtype(np.asarray(labels).dtype, np.floating)
-                and np.asarray(labels).ndim == 1
-            )
+            regression = regression or (self.class_names is None and labels is not None and is_regression_targets(labels))
             if self.class_names is None and not regression:
                 seen = None if labels is None else infer_class_names(labels)
                 if self.checkpoint_classes is not None and (seen is None or set(seen) <= set(self.checkpoint_classes)):

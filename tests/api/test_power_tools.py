@@ -196,7 +196,7 @@ def test_bfloat16_precision_computes_in_bf16_with_float32_params(tiny_split):
 def test_grad_accum_steps_through_get_learner_gives_the_same_weights(tiny_split):
     train, val, preproc = tiny_split
     params = {}
-    for accum in (1, 2, 4):
+    for accum in (1, 4):
         model = flaxtrain.text.text_classifier("textcnn", train, preproc, verbose=0,
                                                params={"embed_dim": 16, "num_filters": 8, "dropout": 0.0})
         initial = _host(model.params)  # the same seed: the same start for every run
@@ -204,8 +204,7 @@ def test_grad_accum_steps_through_get_learner_gives_the_same_weights(tiny_split)
         learner.fit(1e-2, 1, verbose=0)
         params[accum] = _host(learner.model.params)
     assert max(float(np.abs(a - b).max()) for a, b in zip(initial, params[1])) > 1e-2  # training moved the weights
-    for accum in (2, 4):
-        for one, many in zip(params[1], params[accum]):
-            np.testing.assert_allclose(many, one, atol=1e-5)
+    for one, many in zip(params[1], params[4]):
+        np.testing.assert_allclose(many, one, atol=1e-5)
     with pytest.raises(FlaxtrainError, match=r"batch_size 8 does not divide over 1 data-parallel devices x 3 micro-batches"):
         flaxtrain.get_learner(model, train_data=train, batch_size=8, grad_accum_steps=3)
