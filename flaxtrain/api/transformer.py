@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-
 from flaxtrain import hub, models
 from flaxtrain.api.model import Model, init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.data import TextDataset, TextPreprocessor
