@@ -5,7 +5,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # One persistent XLA compilation cache for the whole run, shared with the subprocesses tests start:
@@ -41,6 +44,26 @@ def make_sentiment_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         texts.append(" ".join(words))
         labels.append(label)
     return texts, labels
+
+
+def start_worker(script: Path, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Runs a test's worker script in its own process; its stderr goes to `log` (a file, not a pipe:
+    a process that waits for its reader would stall)."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(script), *args], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    proc.log = log
+    return proc
+
+
+def wait_for_worker(proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Waits for a `start_worker` process (killing it past `timeout`) and fails with its log's tail."""
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.log.read_text()[-3000:]
 
 
 @pytest.fixture(scope="session")

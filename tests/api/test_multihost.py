@@ -8,13 +8,13 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers
 
+from conftest import start_worker, wait_for_worker
 from flaxtrain import hub
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
@@ -24,21 +24,7 @@ def _start(out: Path, checkpoint: Path, devices: int, **extra: str) -> subproces
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "TF_CPP_MIN_LOG_LEVEL": "3",
            **extra}
     log = out / f"log-{extra.get('FLAXTRAIN_TEST_PROCESS', 'single').split('/')[0]}.txt"
-    with open(log, "w") as err:  # a file, not a pipe: a process that waits for its reader would stall
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(out), str(checkpoint)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=err)
-    proc.log = log
-    return proc
-
-
-def _wait(proc: subprocess.Popen) -> None:
-    try:
-        proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, proc.log.read_text()[-3000:]
+    return start_worker(WORKER, [str(out), str(checkpoint)], log, env)
 
 
 def test_everything_after_a_two_process_fit_matches_one_device(tmp_path):
@@ -56,7 +42,7 @@ def test_everything_after_a_two_process_fit_matches_one_device(tmp_path):
     procs = [_start(single, checkpoint, 1)]
     procs += [_start(multi, checkpoint, 4, FLAXTRAIN_TEST_PROCESS=f"{i}/2/{port}") for i in range(2)]
     for proc in procs:
-        _wait(proc)
+        wait_for_worker(proc)
     reference, first, second = (np.load(path) for path in (single / "result-0.npz", multi / "result-0.npz",
                                                               multi / "result-1.npz"))
     assert int(reference["processes"]) == 1 and int(first["processes"]) == 2

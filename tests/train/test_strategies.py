@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import start_worker, wait_for_worker
 
 WORKER = Path(__file__).with_name("strategies_worker.py")
 
@@ -28,21 +29,7 @@ def _env(devices: int, **extra: str) -> dict[str, str]:
 
 def _start(out: Path, specs: list[str], devices: int = 8, **extra: str) -> subprocess.Popen:
     log = out.with_name(f"{out.stem}-{len(list(out.parent.glob(out.stem + '-*.log')))}.log")
-    with open(log, "w") as err:  # a file, not a pipe: a process that waits for its reader would stall
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(out), *specs], env=_env(devices, **extra),
-                                stdout=subprocess.DEVNULL, stderr=err)
-    proc.log = log
-    return proc
-
-
-def _check(proc: subprocess.Popen) -> None:
-    try:
-        proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, proc.log.read_text()[-3000:]
+    return start_worker(WORKER, [str(out), *specs], log, _env(devices, **extra))
 
 
 def _params(result: dict[str, np.ndarray], spec: str) -> dict[str, np.ndarray]:
@@ -97,7 +84,7 @@ def runs(tmp_path_factory) -> dict[str, tuple[list[subprocess.Popen], Path]]:
 def _results(runs, name: str) -> dict[str, np.ndarray]:
     procs, out = runs[name]
     for proc in procs:
-        _check(proc)
+        wait_for_worker(proc)
     return dict(np.load(out))
 
 
