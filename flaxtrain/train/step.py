@@ -152,8 +152,8 @@ def train_step(
         memory. Micro-batch i's dropout key is `fold_in(step key, i)`.
       axis_name: under `pmap`, the mapped axis: gradient and metric sums are `psum`-ed over it, so
         every replica takes the same step as one device would on the whole batch.
-      skip_nonfinite: when the batch's loss, or the updated params or optimizer state, are not finite
-        (say from an infinite gradient), keep the params and
+      skip_nonfinite: when the batch's loss or the updated params are not finite (say from an
+        infinite gradient), keep the params and
         optimizer state unchanged (the step counter still advances), drop the batch from the metric
         sums and count it in an extra 'skipped' sum, instead of letting NaN reach the weights.
         Without it such a step halts the state instead: `state.halted` records the step, that step
@@ -194,12 +194,12 @@ def train_step(
     # (on in flaxtrain's tests) rejects; its maths is Optax's own, so it runs under standard rules.
     with jax.numpy_dtype_promotion("standard"):
         new_state = state.apply_gradients(grads=grads)
-    # Finite loss, weights and optimizer state after the update: non-finite gradients of trained params
-    # show there, while frozen params' gradients are never read (XLA still drops their backward pass).
+    # Finite loss and updated weights: a non-finite gradient of a trained param reaches its update
+    # (through Adam's moments), while frozen params' gradients are never read, so XLA still drops
+    # their backward pass.
     finite = jnp.isfinite(sums["loss_sum"])
-    for x in jax.tree.leaves((new_state.params, new_state.opt_state)):
-        if jnp.issubdtype(x.dtype, jnp.floating):
-            finite = finite & jnp.all(jnp.isfinite(x))
+    for x in jax.tree.leaves(new_state.params):
+        finite = finite & jnp.all(jnp.isfinite(x))
     # The selects below fuse into the update's own element-wise pass over params and optimizer state.
     apply = finite if skip_nonfinite else finite & (state.halted == 0)
     keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
