@@ -112,10 +112,9 @@ def texts_from_array(
     x_train = check_texts(x_train, "x_train")
     if not x_train:
         raise FlaxtrainError("x_train is empty: pass at least one text per class")
-    check_labels(y_train, "y_train")
-    if len(np.asarray(y_train)) != len(x_train):
-        raise FlaxtrainError(f"x_train has {len(x_train)} texts but y_train has {len(np.asarray(y_train))} labels: pass one label per text")
     y_train, names = _label_values(y_train, class_names, "y_train")
+    if len(y_train) != len(x_train):
+        raise FlaxtrainError(f"x_train has {len(x_train)} texts but y_train has {len(y_train)} labels: pass one label per text")
     if x_test is None:
         x_train, y_train, x_test, y_test = _split_off(x_train, y_train, val_pct, random_state)
     else:

@@ -169,12 +169,13 @@ def load_seq2seq(name_or_path: str | Path, *, tokenizer: bool = True) -> tuple[S
     if hf.get("model_type") not in SEQ2SEQ_FAMILIES:
         raise FlaxtrainError(f"model_type {hf.get('model_type')!r} in {path}/config.json is not an encoder-decoder "
                              f"(supported: {', '.join(SEQ2SEQ_FAMILIES)})")
-    def expected(config: Seq2SeqConfig) -> Any:
-        return nn.meta.unbox(jax.eval_shape(lambda: Seq2Seq(config).init(
-            jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]))
-
-    config, params, generation = seq2seq.load_seq2seq(path, hf, read_weights(path), expected)
-    check_shapes(params, expected(config))
+    weights = read_weights(path)
+    config = seq2seq.config_from_hf(hf, weights)
+    expected = nn.meta.unbox(jax.eval_shape(lambda: Seq2Seq(config).init(
+        jax.random.key(0), jnp.zeros((1, 2), jnp.int32), jnp.zeros((1, 2), jnp.int32), deterministic=True)["params"]))
+    params = seq2seq.params_from_hf(weights, config, expected)
+    check_shapes(params, expected)
+    generation = seq2seq.read_generation(path, hf)
     return config, jax.tree.map(jnp.asarray, params), load_seq2seq_tokenizer(path) if tokenizer else None, generation
 
 

@@ -7,7 +7,7 @@ heads: query/key/value [m, h, d], out [h, d, m].
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -240,12 +240,8 @@ def generation_from_hf(hf_config: Mapping[str, Any], generation: Mapping[str, An
     return merged
 
 
-def load_seq2seq(path: Any, hf: Mapping[str, Any], weights: Mapping[str, np.ndarray],
-                 expected: Callable[[Seq2SeqConfig], Any] | None = None) -> tuple[Seq2SeqConfig, dict[str, Any], dict[str, Any]]:
-    """(config, float32 numpy params, generation settings) of a checkpoint folder's parsed files;
-    `expected(config)` gives the params' abstract shapes to check each tensor against."""
-    config = config_from_hf(hf, weights)
-    params = params_from_hf(weights, config, None if expected is None else expected(config))
+def read_generation(path: Any, hf: Mapping[str, Any]) -> dict[str, Any]:
+    """The decoding settings of a checkpoint folder: its generation_config.json over config.json's keys."""
     generation_file = Path(path) / "generation_config.json"
     generation = None
     if generation_file.is_file():
@@ -253,7 +249,7 @@ def load_seq2seq(path: Any, hf: Mapping[str, Any], weights: Mapping[str, np.ndar
             generation = json.loads(generation_file.read_text())
         except json.JSONDecodeError as err:
             raise FlaxtrainError(f"{generation_file} is not valid JSON ({err})") from None
-    return config, params, generation_from_hf(hf, generation)
+    return generation_from_hf(hf, generation)
 
 
 def bert2bert_config(encoder: Any, *, pad_id: int, eos_id: int, decoder_start_id: int,

@@ -42,7 +42,7 @@ def summarize(sums: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def _nonfinite_message(loss_sum: float, *, step: int, epoch: int) -> str:
-    what = f"training loss became {loss_sum}" if not math.isfinite(loss_sum) else "training gradients became non-finite"
+    what = f"training loss became {loss_sum}" if not math.isfinite(loss_sum) else "the updated weights became non-finite"
     return (
         f"{what} at step {step} (epoch {epoch + 1}); the model keeps the weights of step {step - 1}, the last finite "
         "ones: lower the learning rate, set clip_norm, check the inputs for bad values, or pass skip_nonfinite=True "
@@ -51,7 +51,7 @@ def _nonfinite_message(loss_sum: float, *, step: int, epoch: int) -> str:
 
 
 class _Guard:
-    """Finds the first step whose loss or gradients were not finite without making the host wait.
+    """Finds the first step whose loss or updated weights were not finite without making the host wait.
 
     Each step's flag is read as soon as the device has computed it (polled after every dispatch,
     never waited for), and all pending flags are read at the latest every `check_every` steps or

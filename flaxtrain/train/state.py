@@ -14,7 +14,7 @@ from flax.training import train_state
 
 class TrainState(train_state.TrainState):
     """Flax's TrainState (step, params, optimizer state) plus `halted`: 0 while every step was
-    finite, else the 1-based step whose loss or gradients were not, after which the train step
+    finite, else the 1-based step whose loss or updated weights were not, after which the train step
     changes nothing (so the weights stay the last finite ones until the loop sees it and stops)."""
 
     halted: jax.Array | int = struct.field(default=0)
