@@ -73,7 +73,7 @@ class Learner:
     optimizer state too; 'pmap' is classic replicated data parallelism; 'single' one device.
     `batch_size` is the global batch (all devices, all processes).
 
-    `skip_nonfinite=True` skips (and counts) a batch whose loss or gradients are not finite instead
+    `skip_nonfinite=True` skips (and counts) a batch whose loss or updated weights are not finite instead
     of stopping; `log_dir` gets TensorBoard event files (loss, metrics, lr, throughput).
 
     Attributes:
