@@ -21,6 +21,7 @@ import torch
 import transformers
 
 from flaxtrain import models
+from flaxtrain.tasks.classification import classification_loss, predict_log_probs
 from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.train import compile_steps, create_train_state, init_params, make_optimizer
 
@@ -65,7 +66,7 @@ def run(length: int, rounds: int, steps: int, peak: float, attention: str) -> No
     config = models.HeadConfig(EncoderConfig(**SIZES, dropout_rate=0.1, attention=attention), num_classes=2)
     module = models.build_model("transformer", config)
     params = init_params(module, {"input_ids": jnp.zeros((1, 16), jnp.int32)}, jax.random.key(0))
-    steps_ = compile_steps(module.apply)
+    steps_ = compile_steps(module.apply, classification_loss, predict_fn=predict_log_probs)
     batch_j = {"input_ids": jnp.asarray(ids), "label": jnp.asarray(labels), "weight": jnp.ones(batch, jnp.float32)}
     holder = {"state": create_train_state(module, params, make_optimizer(5e-5, weight_decay=0.01))}
     key = jax.random.key(0)

@@ -20,6 +20,7 @@ import torch
 from torch import nn as tnn
 
 from flaxtrain import models
+from flaxtrain.tasks.classification import classification_loss, predict_log_probs
 from flaxtrain.train import compile_steps, create_train_state, init_params, make_optimizer
 
 VOCAB, CLASSES, EMBED, FILTERS, WIDTHS = 18_000, 2, 128, 100, (3, 4, 5)
@@ -70,7 +71,7 @@ def main() -> None:
     config = models.make_config("textcnn", vocab_size=VOCAB, num_classes=CLASSES, embed_dim=EMBED, num_filters=FILTERS)
     module = models.build_model("textcnn", config)
     params = init_params(module, {"input_ids": jnp.zeros((1, 16), jnp.int32)}, jax.random.key(0))
-    steps = compile_steps(module.apply)
+    steps = compile_steps(module.apply, classification_loss, predict_fn=predict_log_probs)
     batch = {"input_ids": jnp.asarray(ids), "label": jnp.asarray(labels), "weight": jnp.ones(args.batch, jnp.float32)}
     holder = {"state": create_train_state(module, params, make_optimizer(1e-3))}
     key = jax.random.key(0)

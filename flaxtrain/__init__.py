@@ -20,7 +20,7 @@ from flaxtrain.errors import FlaxtrainError
 
 
 _LAZY = {
-    "get_model": "flaxtrain.api.model",
+    "get_model": "flaxtrain.api.factory",
     "Model": "flaxtrain.api.model",
     "get_learner": "flaxtrain.api.learner",
     "Learner": "flaxtrain.api.learner",
@@ -28,14 +28,15 @@ _LAZY = {
     "load_predictor": "flaxtrain.api.predictor",
     "Predictor": "flaxtrain.api.predictor",
 }
-_SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "train", "cli", "distributed")
+_SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "tasks", "train", "cli", "distributed")
 
 __all__ = ["FlaxtrainError", "__version__", *_LAZY, "text"]
 
 if TYPE_CHECKING:
     from flaxtrain import text
     from flaxtrain.api.learner import Learner, get_learner
-    from flaxtrain.api.model import Model, get_model
+    from flaxtrain.api.factory import get_model
+    from flaxtrain.api.model import Model
     from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
 
 

@@ -102,9 +102,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     predictor = load_predictor(args.model)
     texts = args.texts if args.texts else [line.rstrip("\n") for line in sys.stdin]
-    labels, probs = predictor.predict(texts, return_proba=True)
-    for text, label, row in zip(texts, labels, probs):
-        print(f"{label}\t{row.max():.4f}\t{text}")
+    for line in predictor.task.format_predictions(predictor, texts):
+        print(line)
     return 0
 
 
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--data", help="dataset name (default: the one it was trained on)")
     evaluate.add_argument("--data_dir", help="TensorFlow Datasets data_dir")
     evaluate.add_argument("--download", action="store_true", help="let TensorFlow Datasets download a set missing from data_dir")
-    predict = commands.add_parser("predict", help="print label and probability of each text")
+    predict = commands.add_parser("predict", help="print the prediction of each text (a classifier's: label and probability)")
     predict.add_argument("--model", required=True, help="saved predictor directory")
     predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")
     try:

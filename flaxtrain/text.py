@@ -1,6 +1,6 @@
 """`flaxtrain.text`: the text-task namespace users type, as in `ktrain.text`."""
 
-from flaxtrain.api.model import get_model, text_classifier
+from flaxtrain.api.factory import get_model, text_classifier
 from flaxtrain.api.qa import qa_model
 from flaxtrain.api.tagging import sequence_tagger
 from flaxtrain.api.transformer import Transformer

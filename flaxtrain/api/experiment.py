@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from flaxtrain import models
+from flaxtrain.api.factory import get_model
 from flaxtrain.api.learner import get_learner
-from flaxtrain.api.model import get_model
 from flaxtrain.api.predictor import Predictor, get_predictor
 from flaxtrain.data import load_data
 from flaxtrain.errors import FlaxtrainError, nearest

@@ -1,53 +1,30 @@
-"""Learner: trains a Model on a train set and reports on a validation set (ktrain's vocabulary).
+"""Learner: trains a model on a train set and reports on a validation set (ktrain's vocabulary).
 
-The Learner coordinates train/ functions; it holds only the train state and the history.
+The Learner coordinates train/ functions (a fit call is a train.fitting.FitRun) and reaches the model's
+task only through `model.task` (flaxtrain/tasks): its batches, report and top-loss view.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxtrain import models
-from flaxtrain.api.model import Model
-from flaxtrain.data import TextDataset, make_batches
-from flaxtrain.data.entities import TaggedDataset
-from flaxtrain.data.pipeline import num_batches
-from flaxtrain.data.qa import QADataset
-from flaxtrain.data.seq2seq import Seq2SeqDataset
+from flaxtrain import models, tasks
 from flaxtrain.errors import FlaxtrainError, nearest
-from flaxtrain.eval import (
-    classification_report,
-    entity_metrics,
-    regression_metrics,
-    squad_metrics,
-)
-from flaxtrain.train import (
-    TrainState,
-    create_train_state,
-    loop,
-    make_optimizer,
-    schedules,
-    update_average,
-)
-from flaxtrain.train.checkpoint import Checkpointer, abstract_like, saving_on_sigterm
+from flaxtrain.tasks import TaskModel
+from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, schedules
+from flaxtrain.train.fitting import Checkpointing, FitRun, Progress
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.optim import is_frozen, param_path
 from flaxtrain.train.partition import compile_steps, local_copy, logical_param_specs, make_strategy
-from flaxtrain.train.plateau import Plateau, metric_mode
-from flaxtrain.train.summaries import SummaryWriter
+from flaxtrain.train.plateau import Plateau
 
 PRECISIONS = ("float32", "bfloat16")
-DATASETS = (TextDataset, TaggedDataset, QADataset, Seq2SeqDataset)
-ADAM_B1 = 0.9  # Adam's b1 outside the 1cycle policy
-MAX_AUTOFIT_EPOCHS = 10_000  # autofit(epochs=None) runs until early stopping; this only bounds the loop
 
 
 def with_compute_dtype(config: Any, dtype: str) -> Any:
@@ -83,12 +60,12 @@ class Learner:
       frozen: the param path prefixes `freeze` fixed.
     """
 
-    def __init__(self, model: Model, train_data: TextDataset, val_data: TextDataset | None = None, *,
+    def __init__(self, model: TaskModel, train_data: Any, val_data: Any = None, *,
                  batch_size: int = 32, eval_batch_size: int | None = None, weight_decay: float = 0.0,
                  clip_norm: float | None = None, seed: int = 0, strategy: str = "auto",
                  mesh: tuple[int, int, int] | None = None, grad_accum_steps: int = 1, precision: str = "float32",
                  skip_nonfinite: bool = False, log_dir: str | os.PathLike | None = None):
-        if not isinstance(train_data, DATASETS):
+        if not isinstance(train_data, tasks.dataset_types()):
             raise FlaxtrainError(
                 f"train_data must be a dataset from a flaxtrain.text loader, not {type(train_data).__name__}"
             )
@@ -129,17 +106,29 @@ class Learner:
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
-        self.history: list[dict[str, float]] = []
+        self.progress = Progress()
         self._optimizer = {"weight_decay": weight_decay, "clip_norm": clip_norm}
         self.frozen: tuple[str, ...] = ()
         self._tx = make_optimizer(model.default_lr, **self._optimizer)
         self._state: TrainState | None = None
-        self._epochs_done = 0
         self._steps = None
-        self.lr_trace: list[tuple[int, float]] = []  # (global step, learning rate) of every step trained
         self.lr_finder: LRFinderResult | None = None
         self.skip_nonfinite = skip_nonfinite
         self.log_dir = log_dir
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One record per finished epoch (loss, metric, val_*, lr, tokens/s, step time, MFU)."""
+        return self.progress.history
+
+    @property
+    def lr_trace(self) -> list[tuple[int, float]]:
+        """(global step, learning rate) of every step trained."""
+        return self.progress.lr_trace
+
+    @property
+    def task(self) -> tasks.Task:
+        return self.model.task
 
     @property
     def steps(self) -> Any:
@@ -199,14 +188,8 @@ class Learner:
         """Batches for the compiled steps (this process's rows of each global batch), or with `local`
         every row, for the model's own one-device steps (top_losses, the SWA score)."""
         process_index, process_count = (0, 1) if local else (jax.process_index(), jax.process_count())
-        if not isinstance(data, TextDataset):  # task datasets batch their own fields
-            return data.batches(batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
-                                seed=self.seed, epoch=epoch, process_index=process_index, process_count=process_count)
-        return make_batches(
-            data.input_ids, data.labels, batch_size=self.batch_size if train else self.eval_batch_size,
-            buckets=self.model.preproc.buckets, shuffle=train, seed=self.seed, epoch=epoch,
-            pad_id=self.model.preproc.pad_id, process_index=process_index, process_count=process_count,
-        )
+        return self.task.batches(data, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+                                 seed=self.seed, epoch=epoch, process_index=process_index, process_count=process_count)
 
     def _train_state(self) -> TrainState:
         if self._state is None:
@@ -409,10 +392,7 @@ class Learner:
         return _finish_plot(fig, path or f"{kind}.png")
 
     def _steps_per_epoch(self) -> int:
-        if not isinstance(self.train_data, TextDataset):
-            return self.train_data.num_batches(self.batch_size)
-        lengths = np.fromiter((len(x) for x in self.train_data.input_ids), np.int64, count=len(self.train_data))
-        return num_batches(lengths, batch_size=self.batch_size, buckets=self.model.preproc.buckets)
+        return self.train_data.num_batches(self.batch_size)
 
     def _global_step(self) -> int:
         return self.steps.step_of(self._train_state())
@@ -420,258 +400,68 @@ class Learner:
     def _fit(self, plan: dict[str, Any], make_schedule: Any, *, swa_from: int | None, verbose: int,
              checkpoint_dir: str | os.PathLike | None, checkpoint_every: int | None, keep_checkpoints: int,
              resume: bool, monitor: str = "val_loss", plateau: Plateau | None = None) -> list[dict[str, float]]:
-        """One fit call: `make_schedule(first_step) -> (schedule, epochs or None)` gives the plan's
-        schedule; checkpoints, resume, SIGTERM and TensorBoard are handled here."""
-        if resume and checkpoint_dir is None:
-            raise FlaxtrainError("resume=True needs checkpoint_dir: pass the directory the stopped run saved to")
-        if checkpoint_every is not None and checkpoint_every < 1:
-            raise FlaxtrainError(f"checkpoint_every must be at least 1 step, got {checkpoint_every}")
+        """One fit call (train/fitting.py): `make_schedule(first_step) -> (schedule, epochs or None)`
+        gives the plan's schedule; checkpoints, resume, SIGTERM, SWA and TensorBoard are the run's."""
         plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps,
                 **_flat_config("model", {"name": self.model.name, **models.config_to_dict(self.model.config)})}
         if self.frozen:
             plan["frozen"] = list(self.frozen)
-        ckpt = None
-        if checkpoint_dir is not None:
-            ckpt = Checkpointer(checkpoint_dir, keep=keep_checkpoints, mode=metric_mode(monitor),
-                                monitor=monitor if monitor in self._epoch_keys() else None)
-        if ckpt is not None and not resume and ckpt.last_step() is not None:
-            raise FlaxtrainError(
-                f"{ckpt.directory} already holds checkpoints (steps {ckpt.steps()}) of another run: pass resume=True to "
-                "continue that run, or a new checkpoint_dir"
-            )
-        state = self._train_state()
-        self._state = None  # donated to the step from here on
-        position = {"first_epoch": self._epochs_done, "first_step": self.steps.step_of(state), "epoch": self._epochs_done,
-                    "batch": 0}
-        initial = None
-        average: dict[str, Any] = {"params": None, "count": 0}
-        if resume:
-            restored = self._restore(ckpt, state, plan)
-            if restored is None:
-                if verbose:
-                    print(f"no checkpoint in {ckpt.directory} yet: starting from the beginning")
-            else:
-                state, meta, tree = restored
-                position = {k: meta[k] for k in position}
-                initial = None if meta["sums"] is None else {k: np.float32(v) for k, v in meta["sums"].items()}
-                self.history = meta["history"]
-                self._epochs_done = meta["epoch"]
-                average = {"params": tree.get("average"), "count": meta["swa_count"]}
-                if plateau is not None:
-                    plateau.load(meta["plateau"], tree.get("best"))
-                if verbose:
-                    print(f"resuming from checkpoint step {meta['step']} in {ckpt.directory}: epoch {meta['epoch'] + 1}, "
-                          f"batch {meta['batch']}")
-        first_epoch, first_step = position["first_epoch"], position["first_step"]
-        schedule, epochs = make_schedule(first_step)
-        if swa_from is not None and not 1 <= swa_from <= epochs:
-            raise FlaxtrainError(f"swa_from must lie between 1 and epochs ({epochs}), got {swa_from}")
-        trace = self.lr_trace
-        resumed_step = self.steps.step_of(state)
-        trace.extend((step, schedule(step)["learning_rate"]) for step in range(first_step, resumed_step))
-
-        def traced(step: int) -> dict[str, float]:
-            values = {"b1": ADAM_B1, **schedule(step)}
-            trace.append((step, values["learning_rate"]))
-            return values
-
-        def accumulate(epoch: int, current: TrainState) -> None:
-            if swa_from is None or epoch - first_epoch + 1 < swa_from:
-                return
-            if average["params"] is None:
-                average["params"] = jax.tree.map(jnp.copy, self.steps.params_of(current))
-            else:
-                average["params"] = update_average(average["params"], self.steps.params_of(current),
-                                                   jnp.asarray(average["count"]))
-            average["count"] += 1
-
-        def save(current: TrainState, epoch: int, batch: int, sums: Any, *, wait: bool = False) -> None:
-            one = self.steps.unreplicated(current)
-            tree = {"step": one.step, "params": one.params, "opt_state": one.opt_state}
-            if average["params"] is not None:
-                tree["average"] = average["params"]
-            if plateau is not None and plateau.best_params is not None:
-                tree["best"] = plateau.best_params
-            meta = {"plan": plan, "items": sorted(set(tree) - {"step", "params", "opt_state"}),
-                    **{k: position[k] for k in ("first_epoch", "first_step")}, "epoch": epoch,
-                    "batch": batch, "sums": None if sums is None else {k: float(v) for k, v in jax.device_get(sums).items()},
-                    "history": list(self.history), "swa_count": average["count"],
-                    "plateau": None if plateau is None else plateau.dump()}
-            ckpt.save(self.steps.step_of(current), tree, meta, wait=wait)
-
-        stop_signal: dict[str, str] = {}
-        tensorboard = self._summary_writer()
-        traced_until = [len(trace)]
-
-        def after_epoch(epoch: int, current: TrainState, record: dict[str, float]) -> str | None:
-            self.history.append(record)
-            self._epochs_done = epoch + 1
-            step = self.steps.step_of(current)
-            stop = None
-            if plateau is not None:
-                stop = plateau.update(record, epoch, self.steps.params_of(current))
-            if tensorboard is not None:
-                tensorboard.epoch(record, step)
-                tensorboard.learning_rates(trace[traced_until[0]:])
-                traced_until[0] = len(trace)
-            if ckpt is not None:
-                save(current, epoch + 1, 0, None)
-                ckpt.save_best(step, self.steps.params_of(current), record)
-            return stop
-
         val = self.val_data
-        history_before = len(self.history)
-        remaining = None if epochs is None else first_epoch + epochs - position["epoch"]
-        try:
-            with saving_on_sigterm(ckpt is not None, stop_signal):
-                state, _, stop = loop.fit(
-                    state,
-                    epochs=MAX_AUTOFIT_EPOCHS if remaining is None else remaining,
-                    train_batches=lambda epoch: self._batches(self.train_data, train=True, epoch=epoch),
-                    val_batches=None if val is None else (lambda: self._batches(val, train=False)),
-                    steps=self.steps,
-                    rng=jax.random.key(self.seed),
-                    start_epoch=position["epoch"],
-                    verbose=bool(verbose),
-                    on_epoch_end=accumulate,
-                    precision=self.precision,
-                    schedule=traced,
-                    start_batch=position["batch"],
-                    initial_sums=initial,
-                    save_every=checkpoint_every,
-                    save=None if ckpt is None else save,
-                    should_stop=lambda: stop_signal.get("name"),
-                    after_epoch=after_epoch,
-                )
-        finally:
-            if ckpt is not None:
-                ckpt.wait()
-            if tensorboard is not None:
-                tensorboard.close()
-        # A non-finite step halted the state at the last finite weights (train/step.py); the next fit
-        # (say with a lower lr) trains on from them.
-        self._state = state.replace(halted=state.halted * 0)
-        history = self.history[history_before:]
-        final_params = self.steps.params_of(state)
-        early_stop = plateau is not None and plateau.stopped
-        if early_stop and verbose:
-            print(stop)
-        if stop and not early_stop:
-            self.model.params = jax.tree.map(jnp.copy, local_copy(final_params))
-            if stop_signal:
-                step = self.steps.step_of(state)
-                message = (f"received {stop_signal['name']} at step {step}: saved checkpoint step {step} to "
-                           f"{ckpt.directory}; run the same fit with resume=True to continue")
-                ckpt.close()
-                print(message, file=sys.stderr, flush=True)
-                signal.raise_signal(signal.Signals[stop_signal["name"]])  # exit as the signal asked
-                raise FlaxtrainError(message)  # when the previous handler returns instead
-            if ckpt is not None:
-                last = ckpt.last_step()
-                stop += (f"; the last good checkpoint is step {last} in {ckpt.directory} (resume=True continues "
-                         "from it)" if last is not None else f"; no checkpoint was saved in {ckpt.directory} yet")
-            raise FlaxtrainError(stop)
-        if ckpt is not None:
-            ckpt.close()
-        if average["params"] is not None:
-            self.model.params = local_copy(average["params"])
-            if val is not None:  # scored on this process alone, as the predictor will be
-                batches, count = self._batches(val, train=False, local=True)
-                swa_state = state.replace(params=self.model.params, opt_state=None, step=jnp.zeros((), jnp.int32),
-                                          apply_fn=self.model.module.apply, halted=0)
-                record = loop.summarize(loop.evaluate(swa_state, batches, steps=self.model.steps, num_batches=count,
-                                                      verbose=bool(verbose)), "val_")
-                history[-1].update({f"swa_{k}": v for k, v in record.items()})
-                if verbose:
-                    print(f"weights averaged over epochs {first_epoch + swa_from}-{first_epoch + epochs}:  "
-                          + "  ".join(f"{k} {v:.4f}" for k, v in record.items()))
-        else:
-            self.model.params = jax.tree.map(jnp.copy, local_copy(final_params))
-        return history
+        run = FitRun(
+            steps=self.steps, state=self._train_state(), progress=self.progress, plan=plan, make_schedule=make_schedule,
+            train_batches=lambda epoch: self._batches(self.train_data, train=True, epoch=epoch),
+            val_batches=None if val is None else (lambda: self._batches(val, train=False)),
+            seed=self.seed, precision=self.precision, swa_from=swa_from, swa_score=self._score,
+            keep_state=self._keep_state, publish=self._publish,
+            checkpointing=Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume), monitor=monitor,
+            epoch_keys=self._epoch_keys(), plateau=plateau, log_dir=self.log_dir, verbose=bool(verbose),
+        )
+        return run.run()
+
+    def _keep_state(self, state: TrainState | None) -> None:
+        self._state = state
+
+    def _publish(self, params: Any) -> None:
+        self.model.params = params
+
+    def _score(self, params: Any, state: TrainState) -> dict[str, float]:
+        """Validation metrics of `params` on this process alone, with the model's own one-device steps."""
+        batches, count = self._batches(self.val_data, train=False, local=True)
+        one = state.replace(params=params, opt_state=None, step=jnp.zeros((), jnp.int32), apply_fn=self.model.module.apply,
+                            halted=0)
+        return loop.summarize(loop.evaluate(one, batches, steps=self.model.steps, num_batches=count, verbose=False), "val_")
 
     def _epoch_keys(self) -> set[str]:
         """Keys an epoch record will have (for checking a monitored metric up front)."""
-        keys = {"loss", "mae" if self.model.preproc.regression else "acc"}
+        keys = {"loss", self.task.metric}
         if self.val_data is not None:
             keys |= {f"val_{k}" for k in keys}
         return keys
 
-    def _restore(self, ckpt: Checkpointer, state: TrainState, plan: dict[str, Any]) -> tuple[TrainState, dict, dict] | None:
-        """(state, meta, saved tree) from the newest readable checkpoint, placed for this learner's
-        strategy (the device count may differ from the saving run's); None when there is none."""
-        one = self.steps.unreplicated(state)
-        base = {"step": one.step, "params": one.params, "opt_state": one.opt_state}
-        params_target = abstract_like(one.params)
-
-        def target(meta: dict[str, Any]) -> Any:
-            saved = meta.get("plan", {})
-            # Model keys are compared when the saving run recorded them (checkpoints of older flaxtrain did not).
-            changed = sorted(k for k in set(saved) | set(plan) if saved.get(k) != plan.get(k)
-                             and (not k.startswith("model.") or any(key.startswith("model.") for key in saved)))
-            if changed:
-                differences = ", ".join(f"{k} {saved.get(k)!r} there, {plan.get(k)!r} here" for k in changed)
-                raise FlaxtrainError(
-                    f"the checkpoints in {ckpt.directory} come from a different run ({differences}): "
-                    "repeat the original call or use a new checkpoint_dir"
-                )
-            return {**abstract_like(base), **{name: params_target for name in meta.get("items", ())}}
-
-        restored = ckpt.restore(target)
-        if restored is None:
-            return None
-        tree, meta = restored
-        restored_state = one.replace(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
-        if self.strategy.kind == "pmap":
-            restored_state = self.steps.place_state(restored_state)
-        return restored_state, meta, tree
-
-    def _summary_writer(self) -> SummaryWriter | None:
-        return None if self.log_dir is None else SummaryWriter(self.log_dir, active=jax.process_index() == 0)
-
-    def top_losses(self, n: int = 4, val_data: TextDataset | None = None) -> list[tuple[int, float, Any, Any]]:
+    def top_losses(self, n: int = 4, val_data: Any = None) -> list[tuple[int, float, Any, Any]]:
         """The `n` validation examples with the highest loss, worst first, as
-        (index, loss, true label, predicted label) — ktrain's top_losses. Per-example losses are the
-        model's own loss function vmapped over rows on the device."""
+        (index, loss, true label, predicted label) — ktrain's top_losses, in the task's terms (tags,
+        answers, generated text). Per-example losses are the model's own loss function vmapped over
+        rows on the device."""
         data = val_data or self.val_data
         if data is None or data.labels is None:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to top_losses")
         if n < 1:
             raise FlaxtrainError(f"n must be at least 1, got {n}")
         steps = self.model.steps
-        rows = len(data.windows.input_ids) if isinstance(data, QADataset) else len(data)
-        losses = np.zeros(rows, np.float32)
+        losses = np.zeros(data.num_rows(), np.float32)
         batches, _ = self._batches(data, train=False, local=True)
         pending = [(b["index"], b["weight"], steps.example_losses(self.model.params, b)) for b in batches]
         for index, weight, values in pending:
             keep = weight > 0
             losses[index[keep]] = np.asarray(values)[keep]
-        from flaxtrain.api.predictor import get_predictor
+        task = self.task
+        return task.top_losses(self._predictor(), data, task.example_losses(data, losses), n)
 
-        if isinstance(data, QADataset):  # a question's loss: its worst window's
-            per_example = np.full(len(data), -np.inf, np.float32)
-            np.maximum.at(per_example, data.windows.example, losses)
-            order = np.argsort(-per_example, kind="stable")[:n]
-            found = get_predictor(self.model, batch_size=self.eval_batch_size).answers(
-                QADataset([data.examples[i] for i in order], data.preproc))
-            return [(int(i), float(per_example[i]), (data.examples[i].answers or ("",))[0], a["answer"])
-                    for i, a in zip(order, found)]
-        order = np.argsort(-losses, kind="stable")[:n]
-        preproc = self.model.preproc
-        if isinstance(data, Seq2SeqDataset):  # (index, mean token loss, target, generated output)
-            outputs = get_predictor(self.model, batch_size=self.eval_batch_size).predict([data.sources[i] for i in order])
-            return [(int(i), float(losses[i]), data.targets[i], o) for i, o in zip(order, outputs)]
-        if isinstance(data, TaggedDataset):  # (index, loss, true tags, predicted tags)
-            predicted = get_predictor(self.model, batch_size=self.eval_batch_size).predict_words(
-                [data.words[i] for i in order])
-            return [(int(i), float(losses[i]), data.tags[i], p) for i, p in zip(order, predicted)]
-        outputs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
-        if preproc.regression:
-            return [(int(i), float(losses[i]), float(data.labels[i]), float(outputs[i])) for i in order]
-        truth = preproc.decode_labels(data.labels[order])
-        predicted = preproc.decode_labels(outputs[order].argmax(-1))
-        return [(int(i), float(losses[i]), t, p) for i, t, p in zip(order, truth, predicted)]
+    def _predictor(self) -> tasks.Predictor:
+        return self.task.predictor(self.model, batch_size=self.eval_batch_size)
 
-    def view_top_losses(self, n: int = 4, preproc: Any = None, val_data: TextDataset | None = None) -> list[tuple]:
+    def view_top_losses(self, n: int = 4, preproc: Any = None, val_data: Any = None) -> list[tuple]:
         """Prints the `n` worst validation examples (loss, true and predicted label, the text) and
         returns them as `top_losses` does. `preproc` is accepted for ktrain's signature; the texts
         come from the dataset itself."""
@@ -683,49 +473,15 @@ class Learner:
             print(data.texts[index])
         return worst
 
-    def validate(self, val_data: TextDataset | None = None, class_names: list[Any] | None = None,
-                 print_report: bool = True) -> Any:
-        """Prints a per-class precision/recall/F1 report; returns the confusion matrix (rows true).
-
-        For a regression model, prints and returns {'mae', 'mse', 'rmse', 'r2'}.
-        """
-        from flaxtrain.api.predictor import get_predictor
-
+    def validate(self, val_data: Any = None, class_names: list[Any] | None = None, print_report: bool = True) -> Any:
+        """Prints and returns the task's report on labelled validation data: for a classifier a per-class
+        precision/recall/F1 report, returning the confusion matrix (rows true); for regression
+        {'mae', 'mse', 'rmse', 'r2'}; entity-level scores for a tagger; SQuAD's for QA; BLEU/chrF or
+        ROUGE for generation."""
         data = val_data or self.val_data
         if data is None or data.labels is None:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
-        if isinstance(data, QADataset):  # SQuAD exact match and F1 of the decoded answers
-            predicted = [a["answer"] for a in get_predictor(self.model, batch_size=self.eval_batch_size).answers(data)]
-            metrics = squad_metrics(predicted, [list(e.answers) for e in data.examples])
-            if print_report:
-                print("  ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
-            return metrics
-        if isinstance(data, Seq2SeqDataset):  # BLEU/chrF or ROUGE of the generated outputs
-            metrics = get_predictor(self.model, batch_size=self.eval_batch_size).scores(data)
-            if print_report:
-                print("  ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
-            return metrics
-        if isinstance(data, TaggedDataset):  # entity-level scores, as CoNLL reports them
-            predicted = get_predictor(self.model, batch_size=self.eval_batch_size).predict_words(data.words)
-            metrics = entity_metrics(data.tags, predicted, scheme=data.preproc.tag_scheme)
-            if print_report:
-                print(metrics["report"])
-            return {k: v for k, v in metrics.items() if k != "report"}
-        log_probs = get_predictor(self.model, batch_size=self.eval_batch_size).log_probs(data.input_ids)
-        if self.model.preproc.regression:
-            metrics = regression_metrics(data.labels, log_probs)
-            if print_report:
-                print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            return metrics
-        names = class_names or self.model.preproc.class_names
-        if len(names) != self.model.preproc.num_classes:
-            raise FlaxtrainError(f"class_names has {len(names)} names but the model has {self.model.preproc.num_classes} classes")
-        report, matrix = classification_report(data.labels, log_probs.argmax(-1), names)
-        if print_report:
-            print(report)
-            print("confusion matrix (rows: true class, columns: predicted):")
-            print(matrix)
-        return matrix
+        return self.task.report(self._predictor(), data, class_names=class_names, print_report=print_report)
 
 
 def _flat_config(prefix: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -751,10 +507,10 @@ def _finish_plot(fig: Any, path: str | None) -> str | None:
     return path
 
 
-def get_learner(model: Model, train_data: TextDataset | None = None, val_data: TextDataset | None = None,
-                batch_size: int = 32, eval_batch_size: int | None = None, **kwargs: Any) -> Learner:
+def get_learner(model: TaskModel, train_data: Any = None, val_data: Any = None, batch_size: int = 32,
+                eval_batch_size: int | None = None, **kwargs: Any) -> Learner:
     """ktrain's `get_learner(model, train_data, val_data, batch_size)`."""
-    if not isinstance(model, Model):
+    if not isinstance(model, TaskModel):
         raise FlaxtrainError(f"get_learner needs a flaxtrain model (from get_model or text_classifier), not {type(model).__name__}")
     if train_data is None:  # the data get_model was given
         train_data, val_data = model.train_data, val_data if val_data is not None else model.val_data

@@ -1,25 +1,21 @@
-"""Translation and summarization: encoder-decoder models for `get_model(..., task=)` and their predictor."""
+"""Translation and summarization: encoder-decoder models for `get_model(..., task=)` (their task, predictor
+and loss: flaxtrain/tasks/seq2seq.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from flaxtrain import hub, models
-from flaxtrain.api.model import Model, init_model_params, load_encoder
-from flaxtrain.api.predictor import Predictor
+from flaxtrain import hub, models, tasks
+from flaxtrain.api.model import Model
+from flaxtrain.api.weights import init_model_params, load_encoder
 from flaxtrain.data.seq2seq import TASKS, Seq2SeqDataset, Seq2SeqPreprocessor
 from flaxtrain.errors import FlaxtrainError, nearest
-from flaxtrain.eval import decode, generation_metrics
 from flaxtrain.hub import seq2seq as hub_seq2seq
-from flaxtrain.train import create_train_state, loop
 
 _BASE = dict(hidden_size=256, num_layers=3, num_decoder_layers=3, num_heads=4, head_dim=64, mlp_dim=1024)
 # Layouts trained from scratch (sizes overridable through `params`); a local folder loads a checkpoint.
@@ -84,7 +80,7 @@ def seq2seq_model(name: str, train_data: Seq2SeqDataset | None = None, val_data:
         raise FlaxtrainError(f"unknown encoder-decoder {name!r}{nearest(name, NAMES)}; a local T5/BART/Marian folder works too")
     for data in (train_data, val_data):
         if data is not None:
-            if not isinstance(data, Seq2SeqDataset):
+            if tasks.for_data(data) is not tasks.named("seq2seq"):
                 raise FlaxtrainError(f"task {task!r} needs text pairs from translation_from_pairs or summarization_from_df, "
                                      f"not {type(data).__name__}")
             data.preproc = preproc  # re-encoded with the model's tokenizer on next use
@@ -123,94 +119,3 @@ def _bert2bert(overrides: dict[str, Any], data_preproc: Seq2SeqPreprocessor | No
                                   max_target_length=data_preproc.max_target_length if data_preproc else 64, task=task,
                                   pad_id=pad_id, eos_id=ids["eos"], decoder_start_id=ids["start"])
     return config, weights, preproc
-
-
-class Seq2SeqPredictor(Predictor):
-    """Translates or summarises raw texts with jitted greedy / beam-search decoding.
-
-    Decoding settings default to the checkpoint's generation config (when the model came from one),
-    then to greedy decoding of up to max_target_length tokens; every `predict` argument overrides them.
-    Batches are padded to a power of two up to the predictor's batch size and to the source buckets,
-    so decoding compiles once per (rows, bucket, settings) and one text does not pay for a full batch.
-    """
-
-    def generation_config(self, **settings: Any) -> decode.GenerationConfig:
-        cfg = self.model.config
-        defaults = {"decoder_start_token_id": cfg.decoder_start_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id,
-                    "forced_bos_token_id": cfg.forced_bos_id, "forced_eos_token_id": cfg.forced_eos_id,
-                    "max_new_tokens": self.preproc.max_target_length, **getattr(self.model, "generation", {})}
-        return decode.generation_config(defaults, **{k: v for k, v in settings.items() if v is not None})
-
-    def generate_ids(self, source_ids: Sequence[np.ndarray], g: decode.GenerationConfig,
-                     rng: jax.Array | None = None) -> np.ndarray:
-        """[n * num_return_sequences, max_new_tokens] generated ids of encoded sources, in their order."""
-        p = self.preproc
-        buckets = np.asarray(p.buckets)
-        out = np.full((len(source_ids) * g.num_return_sequences, g.max_new_tokens), g.pad_id, np.int32)
-        lengths = np.asarray([len(x) for x in source_ids])
-        which = np.searchsorted(buckets, np.minimum(lengths, buckets[-1]))
-        compiled = decode.compiled_generate(self.model.module, g)
-        if g.do_sample and rng is None:
-            raise FlaxtrainError("sampling needs an explicit key: pass rng=jax.random.key(seed)")
-        for b in np.unique(which):
-            rows = np.flatnonzero(which == b)
-            for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start:start + self.batch_size]
-                width = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())  # batch rows: a power of two
-                ids = np.full((width, buckets[b]), p.pad_id, np.int32)
-                for r, i in enumerate(chunk):
-                    ids[r, : len(source_ids[i])] = source_ids[i][: buckets[b]]
-                key = jax.random.fold_in(rng, int(b) * 1_000_003 + start) if rng is not None else jax.random.key(0)
-                seqs, _ = compiled(self.model.params, jnp.asarray(ids), jnp.asarray(ids != p.pad_id, jnp.int32), key)
-                seqs = decode.finish(np.asarray(seqs)[:, 1:], g).reshape(width, g.num_return_sequences, -1)
-                for r, i in enumerate(chunk):
-                    out[i * g.num_return_sequences:(i + 1) * g.num_return_sequences] = seqs[r]
-        return out
-
-    def predict(self, texts: str | Sequence[str], num_beams: int | None = None, max_new_tokens: int | None = None,
-                length_penalty: float | None = None, num_return_sequences: int | None = None, *,
-                rng: jax.Array | None = None, **settings: Any) -> Any:
-        """The translation / summary of one text (a list for a list of texts); with
-        num_return_sequences > 1, a list of candidates per text, best first.
-
-        Args (as in transformers' `generate`): num_beams (1: greedy), max_new_tokens, length_penalty,
-        num_return_sequences, and any other GenerationConfig field (early_stopping, do_sample,
-        temperature, top_k, top_p, no_repeat_ngram_size, min_new_tokens); `rng` keys sampling.
-        """
-        single = isinstance(texts, str)
-        sources = self.preproc.preprocess_test([texts] if single else texts).input_ids
-        g = self.generation_config(num_beams=num_beams, max_new_tokens=max_new_tokens, length_penalty=length_penalty,
-                                   num_return_sequences=num_return_sequences, **settings)
-        decoded = self.preproc.decode(self.generate_ids(sources, g, rng))
-        n = g.num_return_sequences
-        grouped = [decoded[i * n:(i + 1) * n] for i in range(len(sources))] if n > 1 else decoded
-        return grouped[0] if single else grouped
-
-    def predict_proba(self, *args: Any) -> np.ndarray:
-        raise FlaxtrainError("a translation or summarization model has no class probabilities: use predict(texts)")
-
-    def evaluate(self, sources: Sequence[str], targets: Sequence[str], **settings: Any) -> tuple[float, dict[str, float]]:
-        """(mean teacher-forced token loss, BLEU and chrF for translation or ROUGE-1/2/L for
-        summarization, 0-100) of the generated outputs against `targets`."""
-        data = self.preproc.preprocess_test(sources, targets)
-        if not len(data):
-            raise FlaxtrainError("no pairs to evaluate: pass at least one source and target")
-        return self.loss(data), self.scores(data, **settings)
-
-    def loss(self, data: Seq2SeqDataset) -> float:
-        steps = self.model.steps
-        state = create_train_state(self.model.module, self.model.params, optax.identity()).replace(apply_fn=steps.apply_fn)
-        batches, count = data.batches(batch_size=self.batch_size)
-        return loop.summarize(loop.evaluate(state, batches, steps=steps, num_batches=count, verbose=False))["loss"]
-
-    def scores(self, data: Seq2SeqDataset, **settings: Any) -> dict[str, float]:
-        predicted = self.preproc.decode(self.generate_ids(data.input_ids, self.generation_config(**settings)))
-        return generation_metrics(self.preproc.task, predicted, data.targets)
-
-    def save(self, directory: Any, *, extra: dict[str, Any] | None = None) -> Path:
-        return super().save(directory, extra={"generation": getattr(self.model, "generation", {}), **(extra or {})})
-
-    def save_pretrained(self, directory: Any) -> Path:
-        """Writes a T5 / BART / Marian model in Hugging Face format (transformers' *ForConditionalGeneration)."""
-        return hub.save_seq2seq(directory, self.model.config, self.model.params, self.preproc.tokenizer,
-                                generation=getattr(self.model, "generation", {}) or None)

@@ -1,24 +1,14 @@
-"""Named-entity recognition: `sequence_tagger` (ktrain's name) and the tagger's Predictor."""
+"""Named-entity recognition: `sequence_tagger` (ktrain's name; its task, predictor and loss: flaxtrain/tasks/tagging.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from flaxtrain import models
-from flaxtrain.api.model import Model, init_model_params, load_encoder, with_pretrained_head
-from flaxtrain.api.predictor import Predictor
-from flaxtrain.data.entities import (
-    EntityPreprocessor,
-    TaggedDataset,
-    entities,
-    split_words,
-)
+from flaxtrain.api.model import Model
+from flaxtrain.api.weights import init_model_params, load_encoder, with_pretrained_head
+from flaxtrain.data.entities import EntityPreprocessor
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import entity_metrics
-from flaxtrain.train import loop
 
 BILSTM = "bilstm"
 
@@ -64,65 +54,3 @@ def sequence_tagger(name: str, preproc: EntityPreprocessor, *, use_crf: bool = F
     if verbose:
         print(f"{model!r}{' with a CRF' if use_crf else ''}")
     return model
-
-
-class TaggerPredictor(Predictor):
-    """Tags raw text with a sequence tagger: `predict("Barack Obama visited Paris")` ->
-    [('Barack', 'B-PER'), ('Obama', 'I-PER'), ('visited', 'O'), ('Paris', 'B-LOC')]."""
-
-    def tag_ids(self, data: TaggedDataset) -> list[np.ndarray]:
-        """Tag ids of each sentence's kept words (words past maxlen are left out)."""
-        batches, count = data.batches(batch_size=self.batch_size)
-        out = loop.predict(self.model.params, batches, steps=self.model.steps, num_examples=len(data), num_batches=count)
-        _, starts, _ = data.encoded()
-        return [row[: len(s)] for row, s in zip(out, starts)]
-
-    def predict_words(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
-        """Tags of pre-split sentences (lists of words); words past maxlen get 'O'."""
-        data = self.preproc.preprocess(sentences, where="sentences")
-        tags = []
-        for words, ids in zip(data.words, self.tag_ids(data)):
-            row = self.preproc.decode_tags(ids)
-            tags.append(row + ["O"] * (len(words) - len(row)))
-        return tags
-
-    def predict(self, texts: str | list[str], merge_entities: bool = False, return_proba: bool = False) -> Any:
-        """[(word, tag), ...] for one text (a list of those for a list of texts); with
-        merge_entities, [(entity text, type), ...] — the entity text as written in the input."""
-        if return_proba:
-            raise FlaxtrainError("a sequence tagger returns tags, not class probabilities: drop return_proba")
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        if not all(isinstance(t, str) for t in texts):
-            raise FlaxtrainError("pass a text or a list of texts (use predict_words for pre-split sentences)")
-        split = [split_words(t) for t in texts]
-        results: list[Any] = [[] for _ in texts]
-        nonempty = [i for i, (words, _) in enumerate(split) if words]
-        if nonempty:
-            tagged = self.predict_words([split[i][0] for i in nonempty])
-            for i, tags in zip(nonempty, tagged):
-                words, spans = split[i]
-                if merge_entities:
-                    results[i] = [(texts[i][spans[a][0]:spans[b - 1][1]], kind) for _, kind, a, b in entities(words, tags)]
-                else:
-                    results[i] = list(zip(words, tags))
-        return results[0] if single else results
-
-    def predict_proba(self, texts: Any) -> np.ndarray:
-        raise FlaxtrainError("a sequence tagger returns tags, not class probabilities: use predict(text)")
-
-    def evaluate(self, words: Sequence[Sequence[str]], tags: Sequence[Sequence[str]]) -> tuple[float, dict[str, float]]:
-        """(mean loss per word, entity-level {'precision', 'recall', 'f1'} and token 'acc') on pre-split,
-        tagged sentences (seqeval, as CoNLL scores it)."""
-        data = self.preproc.preprocess(words, tags, where="evaluation data")
-        sums = loop.summarize(loop.evaluate(_eval_state(self.model), data.batches(batch_size=self.batch_size)[0],
-                                            steps=self.model.steps, verbose=False))
-        predicted = self.predict_words(data.words)
-        metrics = entity_metrics(data.tags, predicted, scheme=self.preproc.tag_scheme)
-        return sums["loss"], {"acc": sums["acc"], **{k: v for k, v in metrics.items() if k != "report"}}
-
-
-def _eval_state(model: Model) -> Any:
-    from flaxtrain.train import TrainState
-
-    return TrainState(step=0, apply_fn=model.module.apply, params=model.params, tx=None, opt_state=None)

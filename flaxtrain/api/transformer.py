@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from flaxtrain import hub, models
-from flaxtrain.api.model import Model, init_model_params, load_encoder, with_pretrained_head
+from flaxtrain.api.model import Model
+from flaxtrain.api.weights import init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.data import TextDataset, TextPreprocessor
 from flaxtrain.data.preprocess import infer_class_names, is_regression_targets
 from flaxtrain.errors import FlaxtrainError

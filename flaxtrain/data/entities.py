@@ -19,8 +19,8 @@ from tokenizers import Tokenizer
 
 from flaxtrain.data.dataset import EncodedOnUse
 from flaxtrain.data.pipeline import Batch, make_batches
-from flaxtrain.data.preprocess import TOKENIZER_FILE, bucket_lengths
-from flaxtrain.data.tokenizer import load_tokenizer, train_word_tokenizer
+from flaxtrain.data.preprocess import bucket_lengths
+from flaxtrain.data.tokenizer import Preprocessor, train_word_tokenizer
 from flaxtrain.errors import FlaxtrainError
 
 OUTSIDE = "O"
@@ -186,7 +186,7 @@ class TaggedDataset(EncodedOnUse):
 
 
 
-class EntityPreprocessor:
+class EntityPreprocessor(Preprocessor):
     """Tokenizer, maximum length and tag names of a sequence tagger.
 
     Attributes:
@@ -196,6 +196,8 @@ class EntityPreprocessor:
       tag_scheme: 'bio' or 'bioes' — the scheme tags are converted to.
       add_special_tokens: wrap sentences in the tokenizer's special tokens ([CLS] ... [SEP]).
     """
+
+    kind = "entities"
 
     def __init__(self, tokenizer: Tokenizer, *, maxlen: int, class_names: Sequence[str], tag_scheme: str = "bio",
                  pad_id: int = 0, add_special_tokens: bool = False):
@@ -276,23 +278,15 @@ class EntityPreprocessor:
     def decode_tags(self, row: np.ndarray) -> list[str]:
         return [self.class_names[int(i)] for i in row]
 
-    # Persistence: the tokenizer's own file plus a JSON section; no pickle.
     def to_config(self) -> dict[str, Any]:
-        return {"kind": "entities", "maxlen": self.maxlen, "class_names": self.class_names, "tag_scheme": self.tag_scheme,
+        return {"kind": self.kind, "maxlen": self.maxlen, "class_names": self.class_names, "tag_scheme": self.tag_scheme,
                 "pad_id": self.pad_id, "add_special_tokens": self.add_special_tokens}
 
-    def save(self, directory: str | Path) -> dict[str, Any]:
-        self.tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
-        return self.to_config()
-
     @classmethod
-    def load(cls, directory: str | Path, config: dict[str, Any]) -> EntityPreprocessor:
-        try:
-            return cls(load_tokenizer(Path(directory) / TOKENIZER_FILE), maxlen=config["maxlen"],
-                       class_names=config["class_names"], tag_scheme=config.get("tag_scheme", "bio"),
-                       pad_id=config.get("pad_id", 0), add_special_tokens=config.get("add_special_tokens", False))
-        except KeyError as err:
-            raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None
+    def from_config(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> EntityPreprocessor:
+        return cls(tokenizer, maxlen=config["maxlen"], class_names=config["class_names"],
+                   tag_scheme=config.get("tag_scheme", "bio"), pad_id=config.get("pad_id", 0),
+                   add_special_tokens=config.get("add_special_tokens", False))
 
     def __repr__(self) -> str:
         return f"EntityPreprocessor(vocab_size={self.vocab_size}, maxlen={self.maxlen}, tags={self.class_names})"

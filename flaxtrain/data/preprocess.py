@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from flaxtrain.data.dataset import TextDataset
-from flaxtrain.data.tokenizer import load_tokenizer, train_word_tokenizer
+from flaxtrain.data.tokenizer import Preprocessor, train_word_tokenizer
 from flaxtrain.errors import FlaxtrainError
 
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def bucket_lengths(maxlen: int, smallest: int = 16) -> tuple[int, ...]:
@@ -90,7 +88,7 @@ def check_texts(texts: Any, what: str) -> list[str]:
     return texts
 
 
-class TextPreprocessor:
+class TextPreprocessor(Preprocessor):
     """Tokenizer, maximum length and class names of a text classifier.
 
     Attributes:
@@ -101,6 +99,8 @@ class TextPreprocessor:
       pad_id: token id used for padding.
       add_special_tokens: wrap texts in the tokenizer's special tokens ([CLS] ... [SEP] for BERT).
     """
+
+    kind = "text"
 
     def __init__(self, tokenizer: Tokenizer, *, maxlen: int, class_names: Sequence[Any] | None, pad_id: int = 0,
                  add_special_tokens: bool = False):
@@ -220,25 +220,14 @@ class TextPreprocessor:
         """Class names of class indices."""
         return [self.class_names[int(i)] for i in indices]
 
-    # Persistence: the tokenizer's own file plus a JSON section; no pickle.
     def to_config(self) -> dict[str, Any]:
-        return {"kind": "text", "maxlen": self.maxlen, "class_names": self.class_names, "pad_id": self.pad_id,
+        return {"kind": self.kind, "maxlen": self.maxlen, "class_names": self.class_names, "pad_id": self.pad_id,
                 "add_special_tokens": self.add_special_tokens}
 
-    def save(self, directory: str | Path) -> dict[str, Any]:
-        """Writes `tokenizer.json` into `directory` and returns the JSON config section."""
-        self.tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
-        return self.to_config()
-
     @classmethod
-    def load(cls, directory: str | Path, config: dict[str, Any]) -> TextPreprocessor:
-        """Rebuilds a preprocessor from `directory`'s tokenizer.json and its config section."""
-        try:
-            return cls(load_tokenizer(Path(directory) / TOKENIZER_FILE), maxlen=config["maxlen"],
-                       class_names=config["class_names"], pad_id=config.get("pad_id", 0),
-                       add_special_tokens=config.get("add_special_tokens", False))
-        except KeyError as err:
-            raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None
+    def from_config(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> TextPreprocessor:
+        return cls(tokenizer, maxlen=config["maxlen"], class_names=config["class_names"], pad_id=config.get("pad_id", 0),
+                   add_special_tokens=config.get("add_special_tokens", False))
 
     def __repr__(self) -> str:
         targets = "regression" if self.regression else f"classes={self.class_names}"

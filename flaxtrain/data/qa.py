@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from flaxtrain.data.pipeline import Batch, make_batches, num_batches
-from flaxtrain.data.preprocess import TOKENIZER_FILE, bucket_lengths
-from flaxtrain.data.tokenizer import load_tokenizer
+from flaxtrain.data.dataset import Batched
+from flaxtrain.data.pipeline import Batch, make_batches
+from flaxtrain.data.preprocess import bucket_lengths
+from flaxtrain.data.tokenizer import Preprocessor
 from flaxtrain.errors import FlaxtrainError
 
 
@@ -133,7 +134,7 @@ class QAWindows:
     spans: np.ndarray  # [windows, 2] answer start and end token, (0, 0) when not inside the window
 
 
-class QAPreprocessor:
+class QAPreprocessor(Preprocessor):
     """A pretrained encoder's tokenizer and the window sizes of extractive QA.
 
     Attributes:
@@ -143,6 +144,7 @@ class QAPreprocessor:
       max_answer_length: longest answer decoding considers, in word pieces.
     """
 
+    kind = "qa"
     class_names = None
     regression = False
     num_classes = 2
@@ -203,24 +205,16 @@ class QAPreprocessor:
         out.spans = np.asarray(spans, np.int32).reshape(-1, 2)
         return out
 
-    # Persistence: the tokenizer's own file plus a JSON section; no pickle.
     def to_config(self) -> dict[str, Any]:
-        return {"kind": "qa", "maxlen": self.maxlen, "doc_stride": self.doc_stride,
+        return {"kind": self.kind, "maxlen": self.maxlen, "doc_stride": self.doc_stride,
                 "max_query_length": self.max_query_length, "max_answer_length": self.max_answer_length,
                 "pad_id": self.pad_id}
 
-    def save(self, directory: str | Path) -> dict[str, Any]:
-        self.tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
-        return self.to_config()
-
     @classmethod
-    def load(cls, directory: str | Path, config: dict[str, Any]) -> QAPreprocessor:
-        try:
-            return cls(load_tokenizer(Path(directory) / TOKENIZER_FILE), maxlen=config["maxlen"],
-                       doc_stride=config["doc_stride"], max_query_length=config["max_query_length"],
-                       max_answer_length=config["max_answer_length"], pad_id=config.get("pad_id", 0))
-        except KeyError as err:
-            raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None
+    def from_config(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> QAPreprocessor:
+        return cls(tokenizer, maxlen=config["maxlen"], doc_stride=config["doc_stride"],
+                   max_query_length=config["max_query_length"], max_answer_length=config["max_answer_length"],
+                   pad_id=config.get("pad_id", 0))
 
     def __repr__(self) -> str:
         return (f"QAPreprocessor(vocab_size={self.vocab_size}, maxlen={self.maxlen}, doc_stride={self.doc_stride}, "
@@ -243,7 +237,7 @@ def _token_span(offsets: np.ndarray, answer: tuple[int, int] | None) -> tuple[in
 
 
 @dataclasses.dataclass
-class QADataset:
+class QADataset(Batched):
     """Examples and their windows (encoded on first use)."""
 
     examples: list[QAExample]
@@ -269,6 +263,7 @@ class QADataset:
 
     @property
     def input_ids(self) -> list[np.ndarray]:
+        """Token ids of every window (the rows batches hold: an example may have several)."""
         return self.windows.input_ids
 
     @property
@@ -289,10 +284,6 @@ class QADataset:
                             process_count=process_count,
                             sequences={"token_type_ids": (w.token_type_ids, 0),
                                        "attention_mask": ([np.ones(len(x), np.int32) for x in w.input_ids], 0)})
-
-    def num_batches(self, batch_size: int) -> int:
-        lengths = np.fromiter((len(x) for x in self.windows.input_ids), np.int64, count=len(self.windows.input_ids))
-        return num_batches(lengths, batch_size=batch_size, buckets=self.preproc.buckets)
 
 
 # --- loaders --------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from tokenizers import Tokenizer
 from flaxtrain.assets import find_asset
 from flaxtrain.data.dataset import EncodedOnUse
 from flaxtrain.data.pipeline import Batch, make_batches
-from flaxtrain.data.preprocess import TOKENIZER_FILE, bucket_lengths, check_texts
-from flaxtrain.data.tokenizer import load_tokenizer
+from flaxtrain.data.preprocess import bucket_lengths, check_texts
+from flaxtrain.data.tokenizer import Preprocessor
 from flaxtrain.errors import FlaxtrainError
 
 TASKS = ("translation", "summarization")
@@ -50,7 +50,7 @@ def train_seq2seq_tokenizer(texts: Sequence[str], *, vocab_size: int = 8000) -> 
     return tokenizer
 
 
-class Seq2SeqPreprocessor:
+class Seq2SeqPreprocessor(Preprocessor):
     """Tokenizer, lengths and special ids of a translation or summarization model.
 
     Attributes:
@@ -136,18 +136,10 @@ class Seq2SeqPreprocessor:
         return {"kind": self.kind, "maxlen": self.maxlen, "max_target_length": self.max_target_length, "task": self.task,
                 "pad_id": self.pad_id, "eos_id": self.eos_id, "decoder_start_id": self.decoder_start_id}
 
-    def save(self, directory: str | Path) -> dict[str, Any]:
-        self.tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
-        return self.to_config()
-
     @classmethod
-    def load(cls, directory: str | Path, config: dict[str, Any]) -> Seq2SeqPreprocessor:
-        try:
-            return cls(load_tokenizer(Path(directory) / TOKENIZER_FILE), maxlen=config["maxlen"],
-                       max_target_length=config["max_target_length"], task=config["task"], pad_id=config["pad_id"],
-                       eos_id=config["eos_id"], decoder_start_id=config["decoder_start_id"])
-        except KeyError as err:
-            raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None
+    def from_config(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> Seq2SeqPreprocessor:
+        return cls(tokenizer, maxlen=config["maxlen"], max_target_length=config["max_target_length"], task=config["task"],
+                   pad_id=config["pad_id"], eos_id=config["eos_id"], decoder_start_id=config["decoder_start_id"])
 
     def __repr__(self) -> str:
         return (f"Seq2SeqPreprocessor({self.task}, vocab_size={self.vocab_size}, maxlen={self.maxlen}, "

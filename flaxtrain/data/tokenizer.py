@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -42,3 +43,37 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return Tokenizer.from_file(str(path))
     except Exception as err:  # the Rust parser raises a bare Exception on malformed JSON
         raise FlaxtrainError(f"{path} is not a valid tokenizer.json ({str(err).splitlines()[0]}): save it again") from None
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class Preprocessor:
+    """Base of the preprocessors: the tokenizer is saved as `tokenizer.json` beside a JSON config section
+    (no pickle). A subclass names its `kind` and gives `to_config` / `from_config`."""
+
+    kind: str
+    tokenizer: Tokenizer | None
+
+    def to_config(self) -> dict[str, Any]:
+        """The JSON section that, with the tokenizer, rebuilds this preprocessor ('kind' first)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, tokenizer: Tokenizer, config: dict[str, Any]) -> Preprocessor:
+        """The preprocessor of a saved section (a missing key raises KeyError, reported by `load`)."""
+        raise NotImplementedError
+
+    def save(self, directory: str | Path) -> dict[str, Any]:
+        """Writes `tokenizer.json` into `directory` and returns the JSON config section."""
+        self.tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
+        return self.to_config()
+
+    @classmethod
+    def load(cls, directory: str | Path, config: dict[str, Any]) -> Preprocessor:
+        """Rebuilds a preprocessor from `directory`'s tokenizer.json and its config section."""
+        tokenizer = load_tokenizer(Path(directory) / TOKENIZER_FILE)
+        try:
+            return cls.from_config(tokenizer, config)
+        except KeyError as err:
+            raise FlaxtrainError(f"preprocessor config in {directory} lacks {err}: save the predictor again") from None

@@ -9,20 +9,7 @@ from flaxtrain.train.state import (
     init_params,
     update_average,
 )
-from flaxtrain.train.step import (
-    classification_loss,
-    eval_step,
-    predict_step,
-    regression_loss,
-    regression_predict_step,
-    seq2seq_loss,
-    seq2seq_predict_step,
-    span_loss,
-    span_predict_step,
-    tagging_loss,
-    tagging_predict_step,
-    train_step,
-)
+from flaxtrain.train.step import LossFn, eval_step, train_step
 
 __all__ = [
     "schedules",
@@ -34,16 +21,7 @@ __all__ = [
     "create_train_state",
     "init_params",
     "update_average",
-    "classification_loss",
+    "LossFn",
     "eval_step",
-    "predict_step",
-    "regression_loss",
-    "regression_predict_step",
-    "seq2seq_loss",
-    "seq2seq_predict_step",
-    "span_loss",
-    "span_predict_step",
-    "tagging_loss",
-    "tagging_predict_step",
     "train_step",
 ]

@@ -156,12 +156,12 @@ class CompiledSteps:
     def __init__(
         self,
         apply_fn: Callable,
-        loss_fn: step_lib.LossFn = step_lib.classification_loss,
+        loss_fn: step_lib.LossFn,
         *,
         strategy: Strategy | None = None,
         grad_accum_steps: int = 1,
         param_specs: Any = None,
-        predict_fn: Callable = step_lib.predict_step,
+        predict_fn: Callable | None = None,
         skip_nonfinite: bool = False,
     ):
         if grad_accum_steps < 1:
@@ -185,7 +185,8 @@ class CompiledSteps:
             self._jitted["train"] = jax.pmap(functools.partial(train, axis_name="data"), axis_name="data",
                                              in_axes=(0, 0, None), donate_argnums=0)
             self._jitted["eval"] = jax.pmap(functools.partial(evaluate, axis_name="data"), axis_name="data")
-        self._jitted["predict"] = jax.jit(functools.partial(predict_fn, apply_fn), compiler_options=compiler_options())
+        if predict_fn is not None:
+            self._jitted["predict"] = jax.jit(functools.partial(predict_fn, apply_fn), compiler_options=compiler_options())
         self._jitted["example_losses"] = jax.jit(functools.partial(step_lib.example_losses, apply_fn, loss_fn=loss_fn),
                                                  compiler_options=compiler_options())
 
@@ -303,7 +304,9 @@ class CompiledSteps:
         return jax.tree.map(lambda x: x[0], sums) if self.strategy.kind == "pmap" else sums
 
     def predict(self, params: Any, batch: dict[str, np.ndarray]) -> jax.Array:
-        """Log-probabilities of the batch's rows (params as `params_of` returns them)."""
+        """The predict function's outputs for the batch's rows (params as `params_of` returns them)."""
+        if "predict" not in self._jitted:
+            raise FlaxtrainError("these steps were compiled without a predict function: pass predict_fn to compile_steps")
         return self._jitted["predict"](params, batch)
 
     def example_losses(self, params: Any, batch: dict[str, np.ndarray]) -> jax.Array:
@@ -390,7 +393,7 @@ def local_copy(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.device_put(host_value(x), device) if _not_addressable(x) else x, tree)
 
 
-def compile_steps(apply_fn: Callable, loss_fn: step_lib.LossFn = step_lib.classification_loss, **options: Any) -> CompiledSteps:
+def compile_steps(apply_fn: Callable, loss_fn: step_lib.LossFn, **options: Any) -> CompiledSteps:
     """Train/eval/predict steps for one model: one device by default; `options` as CompiledSteps takes
     them (strategy=make_strategy(...), grad_accum_steps, param_specs, predict_fn, skip_nonfinite)."""
     return CompiledSteps(apply_fn, loss_fn, **options)

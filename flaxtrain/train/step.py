@@ -8,125 +8,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from flaxtrain import ops
 from flaxtrain.train.state import TrainState
 
 Batch = dict[str, jax.Array]
 # loss_fn(apply_fn, params, batch, *, rngs, deterministic) -> (loss_sum, metric sums incl. 'count')
 LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
-
-
-def classification_loss(
-    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Cross entropy of a text classifier on batch {'input_ids', 'label', 'weight'}."""
-    logits = apply_fn({"params": params}, batch["input_ids"], deterministic=deterministic, rngs=rngs)
-    sums = ops.classification_sums(logits, batch["label"], batch["weight"])
-    return sums["loss_sum"], sums
-
-
-def regression_loss(
-    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Squared error of a one-output text regressor on batch {'input_ids', 'label' (float targets), 'weight'}."""
-    outputs = apply_fn({"params": params}, batch["input_ids"], deterministic=deterministic, rngs=rngs)
-    sums = ops.regression_sums(outputs[:, 0], batch["label"], batch["weight"])
-    return sums["loss_sum"], sums
-
-
-def _crf_params(params: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return params["crf_transitions"], params["crf_start"], params["crf_end"]
-
-
-def tagging_loss(
-    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool,
-    use_crf: bool = False,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Loss of a sequence tagger on batch {'input_ids', 'word_starts' (-1: no word), 'tags' (-1: no
-    tag), 'weight'}: cross entropy per tagged word, or the CRF's negative log-likelihood per sentence
-    spread over its words. Sums count words; 'correct' counts words tagged right (argmax or Viterbi)."""
-    scores = apply_fn({"params": params}, batch["input_ids"], word_starts=batch["word_starts"],
-                      deterministic=deterministic, rngs=rngs)  # [b, w, c] float32
-    tags = batch["tags"]
-    words = (batch["word_starts"] >= 0) & (tags >= 0) & (batch["weight"][:, None] > 0)
-    wordsf = words.astype(jnp.float32)
-    safe_tags = jnp.maximum(tags, 0)
-    if use_crf:
-        transitions, start, end = _crf_params(params)
-        nll = -ops.crf.log_likelihood(scores, safe_tags, words, transitions, start, end)  # [b]
-        loss_sum = jnp.sum(nll * batch["weight"])
-        predicted, _ = ops.crf.viterbi_decode(jax.lax.stop_gradient(scores), words, transitions, start, end)
-    else:
-        log_probs = jax.nn.log_softmax(scores, axis=-1)
-        picked = jnp.take_along_axis(log_probs, safe_tags[..., None], axis=-1)[..., 0]
-        loss_sum = -jnp.sum(picked * wordsf)
-        predicted = jnp.argmax(scores, axis=-1)
-    sums = {"loss_sum": loss_sum, "count": jnp.sum(wordsf),
-            "correct": jnp.sum((predicted == tags).astype(jnp.float32) * wordsf)}
-    return loss_sum, sums
-
-
-def tagging_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *,
-                         use_crf: bool = False) -> jax.Array:
-    """Tag ids [b, w] int32 of a sequence tagger (Viterbi under a CRF, else argmax); -1 where no word."""
-    scores = apply_fn({"params": params}, batch["input_ids"], word_starts=batch["word_starts"], deterministic=True)
-    words = batch["word_starts"] >= 0
-    if use_crf:
-        predicted, _ = ops.crf.viterbi_decode(scores, words, *_crf_params(params))
-    else:
-        predicted = jnp.argmax(scores, axis=-1).astype(jnp.int32)
-    return jnp.where(words, predicted, -1)
-
-
-def span_loss(
-    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Extractive QA: the mean of the start and end cross entropies over each window's tokens (padding
-    excluded) on batch {'input_ids', 'token_type_ids', 'attention_mask', 'label' [b, 2] (start, end),
-    'weight'}; 'correct' counts windows whose start and end are both right."""
-    start, end = apply_fn({"params": params}, batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                          attention_mask=batch["attention_mask"], deterministic=deterministic, rngs=rngs)
-    valid = batch["attention_mask"] > 0
-    weight = batch["weight"]
-    losses, hits = [], []
-    for logits, target in ((start, batch["label"][:, 0]), (end, batch["label"][:, 1])):
-        logits = jnp.where(valid, logits.astype(jnp.float32), -1e9)
-        log_probs = jax.nn.log_softmax(logits, axis=-1)
-        losses.append(-jnp.take_along_axis(log_probs, target[:, None], axis=-1)[:, 0])
-        hits.append(jnp.argmax(logits, axis=-1) == target)
-    loss_sum = jnp.sum(0.5 * (losses[0] + losses[1]) * weight)
-    correct = jnp.sum((hits[0] & hits[1]).astype(jnp.float32) * weight)
-    return loss_sum, {"loss_sum": loss_sum, "count": jnp.sum(weight), "correct": correct}
-
-
-def span_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
-    """Float32 [b, L, 2] start and end logits of every window token (decoding runs on the host)."""
-    start, end = apply_fn({"params": params}, batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                          attention_mask=batch["attention_mask"], deterministic=True)
-    return jnp.stack([start, end], axis=-1).astype(jnp.float32)
-
-
-def seq2seq_loss(
-    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool,
-    label_smoothing: float = 0.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Teacher forcing: cross entropy (optionally label-smoothed) of every target token given the
-    source and the target so far, on batch {'input_ids', 'decoder_input_ids', 'labels' (-1: padding),
-    'weight'}. Sums count target tokens; 'correct' counts tokens whose argmax is the label."""
-    logits = apply_fn({"params": params}, batch["input_ids"], batch["decoder_input_ids"], deterministic=deterministic,
-                      rngs=rngs)
-    labels = batch["labels"]
-    tokens = ((labels >= 0) & (batch["weight"][:, None] > 0)).astype(jnp.float32)
-    losses = ops.token_cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    loss_sum = jnp.sum(losses * tokens)
-    correct = jnp.sum((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32) * tokens)
-    return loss_sum, {"loss_sum": loss_sum, "count": jnp.sum(tokens), "correct": correct}
-
-
-def seq2seq_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
-    """Teacher-forced best token ids [b, T] int32 (generation itself is eval/decode.py's)."""
-    logits = apply_fn({"params": params}, batch["input_ids"], batch["decoder_input_ids"], deterministic=True)
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
 def train_step(
@@ -236,15 +122,3 @@ def example_losses(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch
         return (loss_sum / jnp.maximum(sums["count"], 1e-9)).astype(jnp.float32)
 
     return jax.vmap(one)(batch)
-
-
-def predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
-    """Float32 log-probabilities [b, c] of a classifier on batch['input_ids']."""
-    logits = apply_fn({"params": params}, batch["input_ids"], deterministic=True)
-    return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-
-
-def regression_predict_step(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
-    """Float32 predictions [b] of a one-output regressor on batch['input_ids']."""
-    outputs = apply_fn({"params": params}, batch["input_ids"], deterministic=True)
-    return outputs[:, 0].astype(jnp.float32)

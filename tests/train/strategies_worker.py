@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from flaxtrain import models
 from flaxtrain.models.encoder import EncoderConfig
+from flaxtrain.tasks.classification import classification_loss
 from flaxtrain.train import create_train_state, init_params, make_optimizer
 from flaxtrain.train.partition import compile_steps, logical_param_specs, make_strategy
 
@@ -56,7 +57,7 @@ def run(spec: str, dropout: float) -> tuple[np.ndarray, dict[str, np.ndarray], d
     sample = {"input_ids": jnp.zeros((1, LENGTH), jnp.int32)}
     params = init_params(module, sample, jax.random.key(0))
     initial_encoder = jax.device_get(params["encoder"])  # a host copy: the steps donate the state's buffers
-    steps = compile_steps(module.apply, strategy=make_strategy(strategy, mesh_shape),
+    steps = compile_steps(module.apply, classification_loss, strategy=make_strategy(strategy, mesh_shape),
                           grad_accum_steps=int(accum or 1), param_specs=logical_param_specs(module, sample))
     tx = make_optimizer(3e-3, weight_decay=0.01, frozen=("encoder",) if name.startswith("frozen") else ())
     if name.startswith("born"):  # params created sharded by a jitted init

@@ -4,6 +4,7 @@ import numpy as np
 
 from flaxtrain import models
 from flaxtrain.data import make_batches
+from flaxtrain.tasks.classification import classification_loss, predict_log_probs
 from flaxtrain.train import (
     compile_steps,
     create_train_state,
@@ -20,7 +21,7 @@ def _setup(tiny_split, lr=1e-2):
     module = models.build_model("textcnn", config)
     params = init_params(module, {"input_ids": jnp.zeros((1, 8), jnp.int32)}, jax.random.key(0))
     state = create_train_state(module, params, make_optimizer(lr))
-    return train, preproc, module, state, compile_steps(module.apply)
+    return train, preproc, module, state, compile_steps(module.apply, classification_loss, predict_fn=predict_log_probs)
 
 
 def test_loss_falls_and_state_advances(tiny_split):
@@ -98,7 +99,7 @@ def test_a_frozen_encoder_has_no_backward_pass():
     batch = {"input_ids": np.ones((8, 32), np.int32), "label": np.zeros(8, np.int32), "weight": np.ones(8, np.float32)}
     flops = {}
     for frozen in ((), ("encoder",)):
-        steps = compile_steps(module.apply)
+        steps = compile_steps(module.apply, classification_loss, predict_fn=predict_log_probs)
         state = steps.place_state(create_train_state(module, params, make_optimizer(1e-3, frozen=frozen)))
         flops[frozen] = steps.flops(state, batch, jax.random.key(0))
     # Forward ~ 1/3 of forward + backward: XLA dropped the gradients nobody reads.

@@ -1,0 +1,156 @@
+"""What a task is: the `Task` interface, the `Predictor` base, and what both need of a model.
+
+A task owns everything that differs between text classification, tagging, QA and generation: its
+dataset and preprocessor types, its pure loss and predict functions (the step module runs any), its
+evaluation report, its top-loss view, its predictor class and its section of a saved predictor. The
+Learner, get_model, get_predictor, load_predictor and the CLI reach a task only through this interface.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import jax
+import numpy as np
+
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.tasks import folder
+from flaxtrain.train import TrainState, loop
+
+
+@runtime_checkable
+class TaskModel(Protocol):
+    """What the Learner, the tasks and the predictors use of a model (flaxtrain.Model has it all)."""
+
+    name: str  # registry name of the network ('textcnn', 'transformer', 'seq2seq', ...)
+    config: Any  # its config dataclass
+    module: Any  # the linen module
+    params: Any
+    preproc: Any
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def steps(self) -> Any: ...
+
+
+class Task:
+    """One task: subclasses set the class attributes and override what differs from these defaults."""
+
+    name: ClassVar[str]  # registry name, e.g. 'text_classification'
+    family: ClassVar[str]  # the model registry's task family of its networks (a saved predictor's 'task')
+    dataset: ClassVar[type]  # its dataset type (from the flaxtrain.text loaders)
+    preprocessor: ClassVar[type]  # its preprocessor type (loaded back by the saved section's 'kind')
+    predictor: ClassVar[type[Predictor]]
+    metric: ClassVar[str] = "acc"  # the per-epoch metric reported beside the loss
+    loaders: ClassVar[str] = "a flaxtrain.text loader"  # where its data comes from, for messages
+
+    def matches(self, preproc: Any) -> bool:
+        """Whether this task is the one of a network of its family with this preprocessor."""
+        return True
+
+    # --- the step's functions -----------------------------------------------------------------------
+    def loss_fn(self, model: TaskModel) -> Callable[..., Any]:
+        """loss_fn(apply_fn, params, batch, *, rngs, deterministic) -> (loss sum, metric sums with 'count')."""
+        raise NotImplementedError
+
+    def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
+        """predict_fn(apply_fn, params, batch) -> the per-row outputs the predictor decodes."""
+        raise NotImplementedError
+
+    # --- data ---------------------------------------------------------------------------------------
+    def batches(self, data: Any, *, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                process_index: int = 0, process_count: int = 1) -> tuple[Any, int]:
+        """(batches of the fields the step reads, padded to the dataset's buckets, and their count)."""
+        return data.batches(batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch, process_index=process_index,
+                            process_count=process_count)
+
+    def example_losses(self, data: Any, row_losses: np.ndarray) -> np.ndarray:
+        """Per-example losses [len(data)] from per-row ones (a row is an example unless a task windows them)."""
+        return row_losses
+
+    # --- reports ------------------------------------------------------------------------------------
+    def report(self, predictor: Predictor, data: Any, *, class_names: Sequence[Any] | None, print_report: bool) -> Any:
+        """What `learner.validate` prints and returns for labelled `data`."""
+        raise NotImplementedError
+
+    def top_losses(self, predictor: Predictor, data: Any, losses: np.ndarray, n: int) -> list[tuple]:
+        """The `n` examples of `data` with the highest `losses` (one per example), worst first:
+        (index, loss, truth, prediction) in this task's terms."""
+        raise NotImplementedError
+
+    def format_predictions(self, predictor: Predictor, texts: list[str]) -> list[str]:
+        """One output line per text for `flaxtrain predict`."""
+        return [f"{output}\t{text}" for output, text in zip(predictor.predict(texts), texts)]
+
+    # --- the saved predictor's task section ---------------------------------------------------------
+    def folder_section(self, model: TaskModel) -> dict[str, Any]:
+        """Top-level keys this task adds to a saved predictor's config.json."""
+        return {}
+
+    def restore_section(self, model: TaskModel, config: dict[str, Any]) -> None:
+        """Reads `folder_section`'s keys back onto a loaded model."""
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+
+def as_preprocessor(preproc: Any) -> Any:
+    """The preprocessor itself, or the one a `flaxtrain.text.Transformer` (anything with a
+    `preprocessor()` method) holds: ktrain's code passes the Transformer wherever a preprocessor goes
+    (`get_predictor(learner.model, preproc=t)`)."""
+    maker = getattr(preproc, "preprocessor", None)
+    return maker() if callable(maker) else preproc
+
+
+def eval_state(model: TaskModel) -> TrainState:
+    """A train state without optimizer for the model's own one-device eval step."""
+    return TrainState(step=0, apply_fn=model.steps.apply_fn, params=model.params, tx=None, opt_state=None)
+
+
+def mean_eval_loss(model: TaskModel, batches: Any, count: int | None = None) -> dict[str, float]:
+    """Host means (loss, acc, ...) of the model's eval step over `batches`."""
+    return loop.summarize(loop.evaluate(eval_state(model), batches, steps=model.steps, num_batches=count, verbose=False))
+
+
+class Predictor:
+    """Raw inputs in, the task's outputs out, with a model and its preprocessor; saved as a folder of
+    config.json, tokenizer.json and Orbax params (`flaxtrain.load_predictor` reads it back).
+
+    Each task's predictor (classification, regression, tagging, QA, generation) subclasses this one.
+    """
+
+    def __init__(self, model: TaskModel, preproc: Any = None, batch_size: int = 32):
+        self.model = model
+        self.preproc = as_preprocessor(preproc) or model.preproc
+        self.batch_size = batch_size
+        if self.preproc.class_names != model.preproc.class_names:
+            raise FlaxtrainError(
+                f"preproc has classes {self.preproc.class_names} but the model predicts {model.preproc.class_names}: "
+                "pass the preprocessor the model was trained with"
+            )
+
+    @property
+    def task(self) -> Task:
+        return self.model.task
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def save(self, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+        """Writes config.json, tokenizer.json and Orbax params to `directory`, atomically.
+
+        The files go to a temporary sibling folder that replaces `directory` only when complete, so a
+        crash mid-save never leaves a half-written predictor or loses the previous one. In a
+        multi-host run every process calls it and process 0 alone writes.
+        """
+        section = {**self.task.folder_section(self.model), **(extra or {})}
+        return folder.write(directory, self.model, self.preproc, jax.device_get(self.model.params), extra=section)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Writes the model in Hugging Face format, where its task has one (see the task's predictor)."""
+        raise FlaxtrainError(f"save_pretrained writes pretrained-encoder models; a {self.model.name} saves with save()")

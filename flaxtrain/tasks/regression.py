@@ -1,0 +1,87 @@
+"""Text regression (a one-output head on float targets): squared error per text, values out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxtrain import ops
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.eval import regression_metrics
+from flaxtrain.tasks.base import TaskModel
+from flaxtrain.tasks.classification import ClassifierPredictor, TextClassification
+
+Batch = dict[str, jax.Array]
+
+
+def regression_loss(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array],
+                    deterministic: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Squared error of a one-output text regressor on batch {'input_ids', 'label' (float targets), 'weight'}."""
+    outputs = apply_fn({"params": params}, batch["input_ids"], deterministic=deterministic, rngs=rngs)
+    sums = ops.regression_sums(outputs[:, 0], batch["label"], batch["weight"])
+    return sums["loss_sum"], sums
+
+
+def predict_values(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch) -> jax.Array:
+    """Float32 predictions [b] of a one-output regressor on batch['input_ids']."""
+    outputs = apply_fn({"params": params}, batch["input_ids"], deterministic=True)
+    return outputs[:, 0].astype(jnp.float32)
+
+
+class RegressorPredictor(ClassifierPredictor):
+    """Predicts a float of each raw text: `predict(text)` -> float, `predict(texts)` -> [n] float32."""
+
+    def predict_proba(self, texts: Any) -> np.ndarray:
+        raise FlaxtrainError("a regression model has no class probabilities: use predict(texts) for its values")
+
+    def predict(self, texts: str | list[str], return_proba: bool = False) -> Any:
+        if return_proba:
+            raise FlaxtrainError("a regression model has no class probabilities: drop return_proba")
+        values = self.log_probs(self.preproc.encode([texts] if isinstance(texts, str) else texts))
+        return float(values[0]) if isinstance(texts, str) else values
+
+    def evaluate(self, texts: list[str], labels: Any) -> tuple[float, dict[str, float]]:
+        """(mean squared error, {'mae', 'mse', 'rmse', 'r2'}) on raw texts and their targets."""
+        data = self._labelled(texts, labels)
+        metrics = regression_metrics(data.labels, self.log_probs(data.input_ids))
+        return metrics["mse"], metrics
+
+    def _hf_options(self) -> dict[str, Any]:
+        return {"problem_type": "regression"}
+
+
+class TextRegression(TextClassification):
+    name = "text_regression"
+    predictor = RegressorPredictor
+    metric = "mae"
+
+    def matches(self, preproc: Any) -> bool:
+        return preproc.regression
+
+    def loss_fn(self, model: TaskModel) -> Callable[..., Any]:
+        return regression_loss
+
+    def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
+        return predict_values
+
+    def report(self, predictor: RegressorPredictor, data: Any, *, class_names: Sequence[Any] | None,
+               print_report: bool) -> dict[str, float]:
+        """Prints and returns {'mae', 'mse', 'rmse', 'r2'}."""
+        metrics = regression_metrics(data.labels, predictor.log_probs(data.input_ids))
+        if print_report:
+            print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+    def top_losses(self, predictor: RegressorPredictor, data: Any, losses: np.ndarray, n: int) -> list[tuple]:
+        """(index, squared error, target, prediction)."""
+        order = np.argsort(-losses, kind="stable")[:n]
+        outputs = predictor.log_probs(data.input_ids)
+        return [(int(i), float(losses[i]), float(data.labels[i]), float(outputs[i])) for i in order]
+
+    def format_predictions(self, predictor: RegressorPredictor, texts: list[str]) -> list[str]:
+        """'value<TAB>text' per text."""
+        return [f"{value:.4f}\t{text}" for value, text in zip(predictor.predict(texts), texts)]

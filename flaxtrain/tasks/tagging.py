@@ -1,0 +1,164 @@
+"""Sequence tagging (NER): cross entropy per tagged word or a CRF's likelihood, tags per word out."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxtrain import hub, ops
+from flaxtrain.data.entities import EntityPreprocessor, TaggedDataset, entities, split_words
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.eval import entity_metrics
+from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
+from flaxtrain.train import loop
+
+Batch = dict[str, jax.Array]
+
+
+def _crf_params(params: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return params["crf_transitions"], params["crf_start"], params["crf_end"]
+
+
+def tagging_loss(
+    apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, rngs: dict[str, jax.Array], deterministic: bool,
+    use_crf: bool = False,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Loss of a sequence tagger on batch {'input_ids', 'word_starts' (-1: no word), 'tags' (-1: no
+    tag), 'weight'}: cross entropy per tagged word, or the CRF's negative log-likelihood per sentence
+    spread over its words. Sums count words; 'correct' counts words tagged right (argmax or Viterbi)."""
+    scores = apply_fn({"params": params}, batch["input_ids"], word_starts=batch["word_starts"],
+                      deterministic=deterministic, rngs=rngs)  # [b, w, c] float32
+    tags = batch["tags"]
+    words = (batch["word_starts"] >= 0) & (tags >= 0) & (batch["weight"][:, None] > 0)
+    wordsf = words.astype(jnp.float32)
+    safe_tags = jnp.maximum(tags, 0)
+    if use_crf:
+        transitions, start, end = _crf_params(params)
+        nll = -ops.crf.log_likelihood(scores, safe_tags, words, transitions, start, end)  # [b]
+        loss_sum = jnp.sum(nll * batch["weight"])
+        predicted, _ = ops.crf.viterbi_decode(jax.lax.stop_gradient(scores), words, transitions, start, end)
+    else:
+        log_probs = jax.nn.log_softmax(scores, axis=-1)
+        picked = jnp.take_along_axis(log_probs, safe_tags[..., None], axis=-1)[..., 0]
+        loss_sum = -jnp.sum(picked * wordsf)
+        predicted = jnp.argmax(scores, axis=-1)
+    sums = {"loss_sum": loss_sum, "count": jnp.sum(wordsf),
+            "correct": jnp.sum((predicted == tags).astype(jnp.float32) * wordsf)}
+    return loss_sum, sums
+
+
+def predict_tags(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, use_crf: bool = False) -> jax.Array:
+    """Tag ids [b, w] int32 of a sequence tagger (Viterbi under a CRF, else argmax); -1 where no word."""
+    scores = apply_fn({"params": params}, batch["input_ids"], word_starts=batch["word_starts"], deterministic=True)
+    words = batch["word_starts"] >= 0
+    if use_crf:
+        predicted, _ = ops.crf.viterbi_decode(scores, words, *_crf_params(params))
+    else:
+        predicted = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+    return jnp.where(words, predicted, -1)
+
+
+class TaggerPredictor(Predictor):
+    """Tags raw text with a sequence tagger: `predict("Barack Obama visited Paris")` ->
+    [('Barack', 'B-PER'), ('Obama', 'I-PER'), ('visited', 'O'), ('Paris', 'B-LOC')]."""
+
+    def tag_ids(self, data: TaggedDataset) -> list[np.ndarray]:
+        """Tag ids of each sentence's kept words (words past maxlen are left out)."""
+        batches, count = data.batches(batch_size=self.batch_size)
+        out = loop.predict(self.model.params, batches, steps=self.model.steps, num_examples=len(data), num_batches=count)
+        _, starts, _ = data.encoded()
+        return [row[: len(s)] for row, s in zip(out, starts)]
+
+    def predict_words(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Tags of pre-split sentences (lists of words); words past maxlen get 'O'."""
+        data = self.preproc.preprocess(sentences, where="sentences")
+        tags = []
+        for words, ids in zip(data.words, self.tag_ids(data)):
+            row = self.preproc.decode_tags(ids)
+            tags.append(row + ["O"] * (len(words) - len(row)))
+        return tags
+
+    def predict(self, texts: str | list[str], merge_entities: bool = False, return_proba: bool = False) -> Any:
+        """[(word, tag), ...] for one text (a list of those for a list of texts); with
+        merge_entities, [(entity text, type), ...] — the entity text as written in the input."""
+        if return_proba:
+            raise FlaxtrainError("a sequence tagger returns tags, not class probabilities: drop return_proba")
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise FlaxtrainError("pass a text or a list of texts (use predict_words for pre-split sentences)")
+        split = [split_words(t) for t in texts]
+        results: list[Any] = [[] for _ in texts]
+        nonempty = [i for i, (words, _) in enumerate(split) if words]
+        if nonempty:
+            tagged = self.predict_words([split[i][0] for i in nonempty])
+            for i, tags in zip(nonempty, tagged):
+                words, spans = split[i]
+                if merge_entities:
+                    results[i] = [(texts[i][spans[a][0]:spans[b - 1][1]], kind) for _, kind, a, b in entities(words, tags)]
+                else:
+                    results[i] = list(zip(words, tags))
+        return results[0] if single else results
+
+    def predict_proba(self, texts: Any) -> np.ndarray:
+        raise FlaxtrainError("a sequence tagger returns tags, not class probabilities: use predict(text)")
+
+    def evaluate(self, words: Sequence[Sequence[str]], tags: Sequence[Sequence[str]]) -> tuple[float, dict[str, float]]:
+        """(mean loss per word, entity-level {'precision', 'recall', 'f1'} and token 'acc') on pre-split,
+        tagged sentences (seqeval, as CoNLL scores it)."""
+        data = self.preproc.preprocess(words, tags, where="evaluation data")
+        sums = mean_eval_loss(self.model, data.batches(batch_size=self.batch_size)[0])
+        predicted = self.predict_words(data.words)
+        metrics = entity_metrics(data.tags, predicted, scheme=self.preproc.tag_scheme)
+        return sums["loss"], {"acc": sums["acc"], **{k: v for k, v in metrics.items() if k != "report"}}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Writes a pretrained-encoder tagger in Hugging Face format (*ForTokenClassification)."""
+        config = self.model.config
+        if getattr(config, "encoder", None) is None:
+            return super().save_pretrained(directory)
+        if config.use_crf:
+            raise FlaxtrainError("Hugging Face token classification has no CRF layer: save a CRF tagger with save()")
+        return hub.save_pretrained(directory, config.encoder, self.model.params, self.preproc.tokenizer, task="token",
+                                   class_names=self.preproc.class_names)
+
+
+class SequenceTagging(Task):
+    name = "sequence_tagging"
+    family = "sequence_tagging"
+    dataset = TaggedDataset
+    preprocessor = EntityPreprocessor
+    predictor = TaggerPredictor
+    loaders = "an entities_from_* loader"
+
+    def loss_fn(self, model: TaskModel) -> Callable[..., Any]:
+        return functools.partial(tagging_loss, use_crf=model.config.use_crf)
+
+    def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
+        return functools.partial(predict_tags, use_crf=model.config.use_crf)
+
+    def report(self, predictor: TaggerPredictor, data: TaggedDataset, *, class_names: Sequence[Any] | None,
+               print_report: bool) -> dict[str, float]:
+        """Entity-level scores, as CoNLL reports them (the per-type table is printed)."""
+        predicted = predictor.predict_words(data.words)
+        metrics = entity_metrics(data.tags, predicted, scheme=data.preproc.tag_scheme)
+        if print_report:
+            print(metrics["report"])
+        return {k: v for k, v in metrics.items() if k != "report"}
+
+    def top_losses(self, predictor: TaggerPredictor, data: TaggedDataset, losses: np.ndarray, n: int) -> list[tuple]:
+        """(index, loss per word, true tags, predicted tags)."""
+        order = np.argsort(-losses, kind="stable")[:n]
+        predicted = predictor.predict_words([data.words[i] for i in order])
+        return [(int(i), float(losses[i]), data.tags[i], p) for i, p in zip(order, predicted)]
+
+    def format_predictions(self, predictor: TaggerPredictor, texts: list[str]) -> list[str]:
+        """'word/TAG word/TAG ...' per text."""
+        return [" ".join(f"{word}/{tag}" for word, tag in row) for row in predictor.predict(texts)]
