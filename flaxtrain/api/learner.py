@@ -6,7 +6,6 @@ task only through `model.task` (flaxtrain/tasks): its batches, report and top-lo
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 from flaxtrain import models, tasks
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.tasks import TaskModel
-from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, schedules
+from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, plots, schedules
 from flaxtrain.train.fitting import Checkpointing, FitRun, Progress
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.optim import is_frozen, param_path
@@ -25,21 +24,6 @@ from flaxtrain.train.partition import compile_steps, local_copy, logical_param_s
 from flaxtrain.train.plateau import Plateau
 
 PRECISIONS = ("float32", "bfloat16")
-
-
-def with_compute_dtype(config: Any, dtype: str) -> Any:
-    """A copy of a model config (or of the encoder config inside a head config) computing in `dtype`."""
-    if not dataclasses.is_dataclass(config):
-        return config
-    names = {f.name for f in dataclasses.fields(config)}
-    changes = {}
-    if "dtype" in names:
-        changes["dtype"] = dtype
-    for name in names:
-        value = getattr(config, name)
-        if dataclasses.is_dataclass(value):
-            changes[name] = with_compute_dtype(value, dtype)
-    return dataclasses.replace(config, **changes)
 
 
 class Learner:
@@ -136,7 +120,7 @@ class Learner:
         if self._steps is None:
             module = self.model.module
             if self.precision != "float32":  # compute in bf16; params and optimizer state stay float32
-                module = models.build_model(self.model.name, with_compute_dtype(self.model.config, self.precision))
+                module = models.build_model(self.model.name, models.with_compute_dtype(self.model.config, self.precision))
             sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
             self._steps = compile_steps(module.apply, self.model.loss_fn, strategy=self.strategy,
                                         grad_accum_steps=self.grad_accum_steps, param_specs=logical_param_specs(module, sample),
@@ -348,48 +332,11 @@ class Learner:
         """
         if self.lr_finder is None:
             raise FlaxtrainError("no learning-rate curve yet: run learner.lr_find() first")
-        import matplotlib.pyplot as plt
-
-        result = self.lr_finder
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
-        ax.plot(result.lrs, result.smoothed, label="smoothed loss")
-        if suggestion:
-            for name, value, marker in (("valley", result.valley, "o"), ("steepest", result.steepest, "s")):
-                index = int(np.argmin(np.abs(result.lrs - value)))
-                ax.plot(value, result.smoothed[index], marker, label=f"{name} {value:.2e}")
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate (log scale)")
-        ax.set_ylabel("training loss")
-        ax.legend()
-        return _finish_plot(fig, path)
+        return plots.lr_finder(self.lr_finder, path, suggestion=suggestion)
 
     def plot(self, kind: str = "loss", path: str | None = None) -> str | None:
         """Training history: 'loss' (train and validation loss per epoch) or 'lr' (learning rate per step)."""
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        if kind == "loss":
-            if not self.history:
-                raise FlaxtrainError("no training history yet: fit first")
-            epochs = [r["epoch"] for r in self.history]
-            ax.plot(epochs, [r["loss"] for r in self.history], "o-", label="train")
-            if "val_loss" in self.history[0]:
-                ax.plot(epochs, [r["val_loss"] for r in self.history], "o-", label="validation")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("loss")
-            ax.legend()
-        elif kind == "lr":
-            if not self.lr_trace:
-                raise FlaxtrainError("no training steps yet: fit first")
-            steps, lrs = zip(*self.lr_trace)
-            ax.plot(steps, lrs)
-            ax.set_xlabel("step")
-            ax.set_ylabel("learning rate")
-        else:
-            plt.close(fig)
-            raise FlaxtrainError(f"unknown plot {kind!r}: use 'loss' or 'lr'")
-        return _finish_plot(fig, path or f"{kind}.png")
+        return plots.history(self.progress, kind, path or f"{kind}.png")
 
     def _steps_per_epoch(self) -> int:
         return self.train_data.num_batches(self.batch_size)
@@ -493,18 +440,6 @@ def _flat_config(prefix: str, config: dict[str, Any]) -> dict[str, Any]:
         else:
             out[f"{prefix}.{key}"] = list(value) if isinstance(value, tuple) else value
     return out
-
-
-def _finish_plot(fig: Any, path: str | None) -> str | None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    if plt.isinteractive():
-        plt.show()
-    plt.close(fig)
-    return path
 
 
 def get_learner(model: TaskModel, train_data: Any = None, val_data: Any = None, batch_size: int = 32,

@@ -7,6 +7,9 @@ from flaxtrain.api.model import Model
 from flaxtrain.api.weights import init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.data.qa import QAPreprocessor
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.tasks.qa import QAPredictor
+
+__all__ = ["qa_model", "QAPredictor"]
 
 
 def qa_model(name_or_path: str, preproc: QAPreprocessor, *, seed: int = 0, verbose: int = 1) -> Model:

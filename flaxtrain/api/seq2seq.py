@@ -16,6 +16,9 @@ from flaxtrain.api.weights import init_model_params, load_encoder
 from flaxtrain.data.seq2seq import TASKS, Seq2SeqDataset, Seq2SeqPreprocessor
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.hub import seq2seq as hub_seq2seq
+from flaxtrain.tasks.seq2seq import Seq2SeqPredictor
+
+__all__ = ["seq2seq_model", "Seq2SeqPredictor", "PRESETS", "NAMES"]
 
 _BASE = dict(hidden_size=256, num_layers=3, num_decoder_layers=3, num_heads=4, head_dim=64, mlp_dim=1024)
 # Layouts trained from scratch (sizes overridable through `params`); a local folder loads a checkpoint.

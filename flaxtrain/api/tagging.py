@@ -9,6 +9,9 @@ from flaxtrain.api.model import Model
 from flaxtrain.api.weights import init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.data.entities import EntityPreprocessor
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.tasks.tagging import TaggerPredictor
+
+__all__ = ["sequence_tagger", "TaggerPredictor"]
 
 BILSTM = "bilstm"
 

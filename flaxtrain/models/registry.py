@@ -90,3 +90,18 @@ def build_model(name: str, config: Any | Mapping[str, Any]) -> nn.Module:
     if isinstance(config, Mapping):
         config = make_config(name, **config)
     return get_entry(name).module(config)
+
+
+def with_compute_dtype(config: Any, dtype: str) -> Any:
+    """A copy of a model config (or of the encoder config inside a head config) computing in `dtype`."""
+    if not dataclasses.is_dataclass(config):
+        return config
+    names = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    if "dtype" in names:
+        changes["dtype"] = dtype
+    for name in names:
+        value = getattr(config, name)
+        if dataclasses.is_dataclass(value):
+            changes[name] = with_compute_dtype(value, dtype)
+    return dataclasses.replace(config, **changes)

@@ -33,13 +33,13 @@ import flaxtrain.text  # noqa: E402
 
 def _forbid_writing() -> None:
     """Processes other than 0 must leave every file to process 0: writing one fails here."""
-    import flaxtrain.api.predictor
     import flaxtrain.hub.pretrained
+    import flaxtrain.tasks.folder
 
     def forbidden(directory):
         raise AssertionError(f"process {jax.process_index()} tried to write {directory}")
 
-    flaxtrain.api.predictor.atomic_directory = flaxtrain.hub.pretrained.atomic_directory = forbidden
+    flaxtrain.tasks.folder.atomic_directory = flaxtrain.hub.pretrained.atomic_directory = forbidden
 
 
 def _learner(t, trn, val):
