@@ -18,10 +18,14 @@ from flaxtrain.data import (
     entities_from_conll2003,
     entities_from_df,
     entities_from_txt,
+    LMDataset,
+    LMPreprocessor,
+    lm_from_files,
     load_data,
     qa_from_array,
     qa_from_squad,
     summarization_from_df,
+    train_tokenizer,
     texts_from_array,
     texts_from_csv,
     texts_from_df,
@@ -30,6 +34,10 @@ from flaxtrain.data import (
 )
 
 __all__ = [
+    "LMDataset",
+    "LMPreprocessor",
+    "lm_from_files",
+    "train_tokenizer",
     "Seq2SeqDataset",
     "Seq2SeqPreprocessor",
     "summarization_from_df",

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from flaxtrain import hub, models, tasks
 from flaxtrain.api.model import Model
+from flaxtrain.api.pretraining import masked_lm_model
 from flaxtrain.api.qa import qa_model
 from flaxtrain.api.seq2seq import seq2seq_model
 from flaxtrain.api.tagging import sequence_tagger
@@ -18,6 +19,7 @@ from flaxtrain.data import LoadedData, TextDataset, TextPreprocessor
 from flaxtrain.data.loaders import MAX_FEATURES, MAXLEN
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.tasks.classification import TextClassification
+from flaxtrain.tasks.masked_lm import MaskedLanguageModeling
 from flaxtrain.tasks.qa import QuestionAnswering
 from flaxtrain.tasks.regression import TextRegression
 from flaxtrain.tasks.seq2seq import Seq2SeqGeneration
@@ -158,6 +160,11 @@ def _seq2seq(name: str, train_data: Any, val_data: Any, *, preproc: Any, params:
                          label_smoothing=label_smoothing, seed=seed)
 
 
+def _masked_lm(name: str, train_data: Any, val_data: Any, *, preproc: Any, params: dict[str, Any] | None, seed: int,
+               **_: Any) -> Model:
+    return masked_lm_model(name, train_data, val_data, preproc=preproc, params=params, seed=seed)
+
+
 def _from_preprocessor(make: Any, *, sized: bool) -> Any:
     """A builder for a task whose model is made from its loader's preprocessor (taggers; QA, whose
     encoder keeps its checkpoint's sizes unless `sized`)."""
@@ -181,4 +188,5 @@ BUILDERS: dict[type[tasks.Task], Any] = {
     SequenceTagging: _from_preprocessor(sequence_tagger, sized=True),
     QuestionAnswering: _from_preprocessor(qa_model, sized=False),
     Seq2SeqGeneration: _seq2seq,
+    MaskedLanguageModeling: _masked_lm,
 }

@@ -55,9 +55,9 @@ class Learner:
             )
         if len(train_data) == 0:
             raise FlaxtrainError("train_data is empty: pass at least one text per class")
-        if train_data.labels is None:
+        if not train_data.labelled:
             raise FlaxtrainError("train_data has no labels: build it with preproc.preprocess_train(texts, labels)")
-        if val_data is not None and val_data.labels is None:
+        if val_data is not None and not val_data.labelled:
             raise FlaxtrainError("val_data has no labels: build it with preproc.preprocess_test(texts, labels)")
         for name, data in (("train_data", train_data), ("val_data", val_data)):
             if data is not None and data.preproc.class_names != model.preproc.class_names:
@@ -391,7 +391,7 @@ class Learner:
         answers, generated text). Per-example losses are the model's own loss function vmapped over
         rows on the device."""
         data = val_data or self.val_data
-        if data is None or data.labels is None:
+        if data is None or not data.labelled:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to top_losses")
         if n < 1:
             raise FlaxtrainError(f"n must be at least 1, got {n}")
@@ -426,7 +426,7 @@ class Learner:
         {'mae', 'mse', 'rmse', 'r2'}; entity-level scores for a tagger; SQuAD's for QA; BLEU/chrF or
         ROUGE for generation."""
         data = val_data or self.val_data
-        if data is None or data.labels is None:
+        if data is None or not data.labelled:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
         return self.task.report(self._predictor(), data, class_names=class_names, print_report=print_report)
 

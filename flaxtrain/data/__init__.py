@@ -10,6 +10,7 @@ from flaxtrain.data.entities import (
     entities_from_txt,
 )
 from flaxtrain.data.qa import QADataset, QAPreprocessor, qa_from_array, qa_from_squad
+from flaxtrain.data.lm import LMDataset, LMPreprocessor, lm_from_files, train_tokenizer, wikitext2
 from flaxtrain.data.loaders import LoadedData, load_data, texts_from_array, texts_from_csv, texts_from_df, texts_from_folder
 from flaxtrain.data.pipeline import make_batches
 from flaxtrain.data.preprocess import TextPreprocessor
@@ -23,6 +24,11 @@ from flaxtrain.data.seq2seq import (
 )
 
 __all__ = [
+    "LMDataset",
+    "LMPreprocessor",
+    "lm_from_files",
+    "train_tokenizer",
+    "wikitext2",
     "Seq2SeqDataset",
     "Seq2SeqPreprocessor",
     "bbc_headlines",

@@ -26,6 +26,11 @@ class Batched:
         """(batch iterator, number of batches) of this process's rows of every global batch."""
         raise NotImplementedError
 
+    @property
+    def labelled(self) -> bool:
+        """Whether the rows carry targets to train or score on."""
+        return self.labels is not None
+
     def num_rows(self) -> int:
         return len(self.input_ids)
 

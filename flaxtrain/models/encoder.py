@@ -79,13 +79,21 @@ class Encoder(nn.Module):
         *,
         attention_mask: Int[Array, "b t"] | None = None,
         token_type_ids: Int[Array, "b t"] | None = None,
+        segment_ids: Int[Array, "b t"] | None = None,
         deterministic: bool,
     ) -> tuple[Float[Array, "b t m"], Float[Array, "b m"]]:
+        """`segment_ids` (1, 2, ... per packed document, 0 on padding) keep each document's tokens
+        attending only to each other, with positions restarting at every document."""
         cfg = self.config
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         is_token = input_ids != cfg.pad_id
         valid = is_token if attention_mask is None else attention_mask.astype(bool)
-        if cfg.roberta_positions:
+        if segment_ids is not None:
+            valid = valid & (segment_ids > 0)
+            positions = ops.segment_positions(segment_ids)
+            if cfg.roberta_positions:  # a document's first real token sits at pad_id + 1
+                positions = (positions + 1) * valid.astype(jnp.int32) + cfg.pad_id
+        elif cfg.roberta_positions:
             # fairseq's numbering (as in Hugging Face's create_position_ids_from_input_ids).
             counted = is_token.astype(jnp.int32)
             positions = jnp.cumsum(counted, axis=1) * counted + cfg.pad_id
@@ -102,7 +110,10 @@ class Encoder(nn.Module):
         if cfg.embedding_dim is not None:
             x = Dense(cfg.hidden_size, (axes.EMBED, axes.MLP), dtype=dtype, param_dtype=param_dtype,
                       name="embed_projection")(x)
-        mask = ops.make_key_padding_mask(valid, input_ids.shape[1])  # [b, 1, t, t]
+        if segment_ids is not None:
+            mask = ops.make_segment_mask(jnp.where(valid, segment_ids, 0))  # [b, 1, t, t]
+        else:
+            mask = ops.make_key_padding_mask(valid, input_ids.shape[1])  # [b, 1, t, t]
         shared = EncoderLayer(cfg, name="layer") if cfg.share_layers else None
         for i in range(cfg.num_layers):
             layer = shared or EncoderLayer(cfg, name=f"layer_{i}")

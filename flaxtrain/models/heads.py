@@ -90,11 +90,12 @@ class MaskedLM(_EncoderHead):
 
     @nn.compact
     def __call__(self, input_ids: Int[Array, "b t"], *, attention_mask: Int[Array, "b t"] | None = None,
-                 token_type_ids: Int[Array, "b t"] | None = None, deterministic: bool) -> Float[Array, "b t v"]:
+                 token_type_ids: Int[Array, "b t"] | None = None, segment_ids: Int[Array, "b t"] | None = None,
+                 deterministic: bool) -> Float[Array, "b t v"]:
         cfg = self.config.encoder
         encoder = Encoder(cfg, name="encoder")
         hidden, _ = encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                            deterministic=deterministic)
+                            segment_ids=segment_ids, deterministic=deterministic)
         width = cfg.embedding_dim or cfg.hidden_size
         x = Dense(width, (axes.EMBED, axes.MLP), name="transform", **_dtypes(cfg))(hidden)
         x = LayerNorm(cfg.layer_norm_eps, name="transform_norm", **_dtypes(cfg))(ACTIVATIONS[cfg.activation](x))

@@ -11,7 +11,7 @@ import flax.linen as nn
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.models.fasttext import FastText, FastTextConfig
-from flaxtrain.models.heads import HeadConfig, SequenceClassifier, SpanClassifier
+from flaxtrain.models.heads import HeadConfig, MaskedLM, SequenceClassifier, SpanClassifier
 from flaxtrain.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from flaxtrain.models.tagger import SequenceTagger, TaggerConfig
 from flaxtrain.models.textcnn import TextCNN, TextCNNConfig
@@ -33,6 +33,8 @@ MODELS: dict[str, ModelEntry] = {
     "sequence_tagger": ModelEntry(SequenceTagger, TaggerConfig, 1e-3, "sequence_tagging"),
     # Extractive QA: a span start/end head on a pretrained encoder.
     "qa": ModelEntry(SpanClassifier, HeadConfig, 5e-5, "question_answering"),
+    # Masked-LM pretraining: the encoder with its tied masked-LM head (BertForMaskedLM's layout).
+    "masked_lm": ModelEntry(MaskedLM, HeadConfig, 1e-4, "masked_lm"),
     # Translation and summarization: an encoder-decoder (T5, BART, Marian or BERT2BERT layout).
     "seq2seq": ModelEntry(Seq2Seq, Seq2SeqConfig, 5e-4, "seq2seq"),
 }

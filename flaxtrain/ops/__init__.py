@@ -9,9 +9,10 @@ from flaxtrain.ops.masks import (
     make_causal_mask,
     make_key_padding_mask,
     make_padding_mask,
+    make_segment_mask,
 )
 from flaxtrain.ops.normalization import layer_norm, rms_norm
-from flaxtrain.ops.positions import relative_position_buckets, sinusoidal_table
+from flaxtrain.ops.positions import relative_position_buckets, segment_positions, sinusoidal_table
 from flaxtrain.ops.pooling import masked_max_over_time, masked_mean_over_time
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "make_causal_mask",
     "make_key_padding_mask",
     "make_padding_mask",
+    "make_segment_mask",
+    "segment_positions",
     "masked_max_over_time",
     "masked_mean_over_time",
 ]

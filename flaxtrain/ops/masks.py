@@ -32,3 +32,10 @@ def combine_masks(*masks: Bool[Array, ...] | None) -> Bool[Array, ...] | None:
     for mask in present[1:]:
         out = out & mask
     return out
+
+
+def make_segment_mask(segment_ids: Int[Array, "b t"]) -> Bool[Array, "b 1 t t"]:
+    """True where query and key lie in the same packed document (segment ids > 0; 0 is padding):
+    no token attends across a document boundary."""
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return (same & (segment_ids[:, None, :] > 0))[:, None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Int
@@ -45,3 +46,11 @@ def sinusoidal_table(num_positions: int, dim: int) -> np.ndarray:
     table[:, :half] = np.sin(angles[:, 0::2])
     table[:, half:] = np.cos(angles[:, 1::2])
     return table.astype(np.float32)
+
+
+def segment_positions(segment_ids: Int[Array, "b t"]) -> Int[Array, "b t"]:
+    """Position of each token inside its packed document: 0 at every segment start, counting up."""
+    index = jnp.broadcast_to(jnp.arange(segment_ids.shape[1]), segment_ids.shape)
+    starts = jnp.concatenate([jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1)
+    first = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+    return index - first

@@ -11,6 +11,7 @@ from flaxtrain import models
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.tasks.base import Task
 from flaxtrain.tasks.classification import TextClassification
+from flaxtrain.tasks.masked_lm import MaskedLanguageModeling
 from flaxtrain.tasks.qa import QuestionAnswering
 from flaxtrain.tasks.regression import TextRegression
 from flaxtrain.tasks.seq2seq import Seq2SeqGeneration
@@ -22,11 +23,12 @@ TASKS: tuple[Task, ...] = (
     SequenceTagging(),
     QuestionAnswering(),
     Seq2SeqGeneration(),
+    MaskedLanguageModeling(),
 )
 
 # What get_model's `task=` argument accepts, and the task each name means.
 REQUESTS: dict[str, str] = {"classification": "text_classification", "regression": "text_regression",
-                            "translation": "seq2seq", "summarization": "seq2seq"}
+                            "translation": "seq2seq", "summarization": "seq2seq", "mlm": "masked_lm"}
 
 
 def named(name: str) -> Task:

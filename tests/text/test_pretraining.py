@@ -1,0 +1,170 @@
+"""Masked-LM pretraining: streamed and packed files, dynamic masking, from scratch and continued,
+saved in Hugging Face format and reproduced by PyTorch `transformers`."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flaxtrain
+import flaxtrain.text
+from flaxtrain import models
+from flaxtrain.data.lm import interleaved_documents, pack, read_documents
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.models.encoder import EncoderConfig
+from flaxtrain.tasks.masked_lm import mask_tokens, masked_lm_loss
+
+import torch  # noqa: E402  (the test extra: a missing reference must fail, not skip)
+import transformers  # noqa: E402
+
+WORDS = ("the cat dog bird sat ran flew on mat log tree quickly slowly over under big small red blue unbelievably "
+         "remarkable").split()
+TINY = dict(num_layers=2, hidden_size=32, num_heads=2, mlp_dim=64)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Three text files of blank-line-separated documents (one gzip), and a WordPiece tokenizer trained on them."""
+    import gzip
+
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    for f in range(3):
+        docs = [" ".join(rng.choice(WORDS, size=int(rng.integers(3, 70)))) + " ." for _ in range(30)]
+        text = "\n\n".join(d if i % 3 else d.replace(" ", "\n", 1) for i, d in enumerate(docs)) + "\n"
+        if f == 2:
+            with gzip.open(root / "doc2.txt.gz", "wt") as fh:
+                fh.write(text)
+        else:
+            (root / f"doc{f}.txt").write_text(text)
+    tokenizer = flaxtrain.text.train_tokenizer(str(root / "doc*"), vocab_size=120)
+    tokenizer.save(str(root / "tokenizer.json"))
+    return root
+
+
+def test_documents_stream_and_pack_into_exact_rows(corpus):
+    docs = list(read_documents(str(corpus / "doc0.txt")))
+    assert len(docs) == 30 and all("\n" not in d and d.endswith(".") for d in docs)  # lines of a document joined
+    assert len(list(read_documents(str(corpus / "doc2.txt.gz")))) == 30
+    files = [str(corpus / n) for n in ("doc0.txt", "doc1.txt", "doc2.txt.gz")]
+    every = list(interleaved_documents(files))
+    shards = [list(interleaved_documents(files, i, 3)) for i in range(3)]
+    assert sorted(every) == sorted(sum(shards, [])) and len(every) == 90  # processes split the documents
+    tokens = [np.arange(1, n + 1, dtype=np.int32) for n in (5, 9, 3, 20)]
+    rows = [(ids.copy(), seg.copy()) for ids, seg in pack(iter(tokens), 8, 0, packing=True)]
+    assert [list(s) for _, s in rows] == [[1] * 5 + [2] * 3, [1] * 6 + [2] * 2, [1] + [2] * 7,
+                                          [1] * 8, [1] * 5 + [0] * 3]
+    assert sum(int((s > 0).sum()) for _, s in rows) == 37  # every token once, padding only at the end
+    unpacked = list(pack(iter(tokens), 8, 0, packing=False))
+    assert len(unpacked) == 7 and all(s[0] == 1 for _, s in unpacked)
+
+
+def test_a_packed_row_computes_as_its_documents_alone():
+    config = models.make_config("masked_lm", encoder=EncoderConfig(vocab_size=50, hidden_size=16, num_layers=2,
+                                                                   num_heads=2, mlp_dim=32, max_positions=64))
+    module = models.build_model("masked_lm", config)
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(5, 50, n).astype(np.int32) for n in (7, 12, 4)]
+    params = module.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32), deterministic=True)["params"]
+    params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), params)  # large weights
+    ids = np.zeros((1, 26), np.int32)
+    segments = np.zeros((1, 26), np.int32)
+    start = 0
+    for s, doc in enumerate(docs, start=1):
+        ids[0, start:start + len(doc)], segments[0, start:start + len(doc)] = doc, s
+        start += len(doc)
+    packed = module.apply({"params": params}, jnp.asarray(ids), segment_ids=jnp.asarray(segments), deterministic=True)
+    start = 0
+    for doc in docs:
+        alone = module.apply({"params": params}, jnp.asarray(doc[None]), deterministic=True)
+        np.testing.assert_allclose(packed[0, start:start + len(doc)], alone[0], atol=1e-5)
+        start += len(doc)
+
+
+def test_dynamic_masking_follows_bert(corpus):
+    trn, _, preproc = flaxtrain.text.lm_from_files(str(corpus / "doc*"), tokenizer="minilm", maxlen=64, verbose=0)
+    rows = np.stack([ids for ids, _ in trn.rows()])
+    segments = np.stack([s for _, s in trn.rows()])
+    batch = {"input_ids": rows, "segment_ids": segments, "weight": np.ones(len(rows), np.float32)}
+    out = mask_tokens(batch, preproc, np.random.default_rng(0))
+    chosen = out["labels"] >= 0
+    real = (segments > 0) & ~np.isin(rows, preproc.special_ids)
+    assert not (chosen & ~real).any() and np.all(out["labels"][chosen] == rows[chosen])  # specials, padding never
+    assert abs(chosen.sum() / real.sum() - 0.15) < 0.02
+    masked, replaced = out["input_ids"] == preproc.mask_id, out["input_ids"] != rows
+    assert abs(masked[chosen].mean() - 0.8) < 0.04 and abs((replaced & ~masked)[chosen].mean() - 0.1) < 0.03
+    assert np.array_equal(out["input_ids"][~chosen], rows[~chosen])
+    continuation = preproc.continuation_table()
+    whole = mask_tokens(batch, preproc, np.random.default_rng(0), continuation)["labels"] >= 0
+    pieces = continuation[rows] & real
+    pieces[:, 0] = False  # a word cut by a row's start has its first pieces in the row before
+    assert pieces.any()
+    previous = np.roll(whole, 1, axis=1)
+    assert np.array_equal(whole[pieces], previous[pieces])  # a word's pieces are chosen together
+    # The task draws new masks every epoch, the same ones again for the same (seed, epoch).
+    task = flaxtrain.tasks.named("masked_lm")
+    first = [b["labels"] for b in task.batches(trn, batch_size=8, epoch=0)[0]]
+    again = [b["labels"] for b in task.batches(trn, batch_size=8, epoch=0)[0]]
+    other = [b["labels"] for b in task.batches(trn, batch_size=8, epoch=1)[0]]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again)) and not all(
+        np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_a_batch_without_masks_gives_zero_loss_and_gradient():
+    config = models.make_config("masked_lm", encoder=EncoderConfig(vocab_size=30, hidden_size=8, num_layers=1,
+                                                                   num_heads=2, mlp_dim=16))
+    module = models.build_model("masked_lm", config)
+    params = module.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32), deterministic=True)["params"]
+    batch = {"input_ids": jnp.ones((2, 8), jnp.int32), "segment_ids": jnp.ones((2, 8), jnp.int32),
+             "labels": -jnp.ones((2, 8), jnp.int32), "weight": jnp.ones(2, jnp.float32)}
+    (loss, sums), grads = jax.value_and_grad(
+        lambda p: masked_lm_loss(module.apply, p, batch, rngs={}, deterministic=True), has_aux=True)(params)
+    assert float(loss) == 0.0 and float(sums["count"]) == 0.0
+    assert all(np.isfinite(g).all() and not np.any(g) for g in jax.tree.leaves(grads))
+
+
+def test_bert_from_scratch_trains_saves_and_matches_pytorch(corpus, tmp_path):
+    trn, val, preproc = flaxtrain.text.lm_from_files([corpus / "doc0.txt", corpus / "doc1.txt"], corpus / "doc2.txt.gz",
+                                                     tokenizer=str(corpus / "tokenizer.json"), maxlen=32, verbose=0)
+    model = flaxtrain.get_model("bert", train_data=trn, params=TINY)
+    learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+    before = learner.validate(print_report=False)
+    history = learner.fit_onecycle(5e-3, 3, verbose=0)
+    after = learner.validate(print_report=False)
+    assert set(after) == {"loss", "accuracy", "perplexity"} and np.isclose(after["perplexity"], np.exp(after["loss"]))
+    assert after["loss"] < before["loss"] - 0.3 and np.isclose(history[-1]["val_loss"], after["loss"], rtol=1e-5)
+    predictor = flaxtrain.get_predictor(learner.model, preproc)
+    filled = predictor.predict("the cat [MASK] on the [MASK] .")
+    assert len(filled) == 2 and all(len(m) == 5 and m[0][1] >= m[1][1] for m in filled)
+    predictor.save_pretrained(tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    reference = transformers.BertForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    texts = ["the cat [MASK] on the [MASK] .", "remarkable birds flew over the small red tree quickly ."]
+    ids, best = predictor.top_tokens(texts)
+    for row, found in zip(ids, best):
+        with torch.no_grad():
+            log_probs = reference(torch.tensor(row[None].astype(np.int64))).logits[0].log_softmax(-1).numpy()
+        top = -np.sort(-log_probs, axis=-1)[:, :5]
+        np.testing.assert_allclose(found[: len(row), :, 0], top, atol=1e-4)
+    # Continued pretraining of the saved folder starts from exactly those weights, head included.
+    again = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn)
+    np.testing.assert_allclose(flaxtrain.get_predictor(again).top_tokens(texts)[1], best, atol=1e-5)
+    with pytest.raises(FlaxtrainError, match="reads its own word pieces"):
+        flaxtrain.get_model("minilm", train_data=trn)
+    with pytest.raises(FlaxtrainError, match="unknown bert config key 'num_layer' \\(did you mean 'num_layers'\\?\\)"):
+        flaxtrain.get_model("bert", train_data=trn, params={"num_layer": 2})
+
+
+def test_continued_pretraining_of_minilm_keeps_its_encoder():
+    from flaxtrain.data.lm import wikitext2
+
+    trn, _, preproc = flaxtrain.text.lm_from_files(wikitext2("valid"), tokenizer="minilm", maxlen=64, verbose=0)
+    model = flaxtrain.get_model("minilm", train_data=trn)
+    assert model.task.name == "masked_lm" and model.config.encoder.num_layers == 6
+    from flaxtrain import hub
+
+    _, pretrained, _ = hub.load_pretrained("minilm", task="mlm")
+    np.testing.assert_array_equal(model.params["encoder"]["word"]["embedding"], pretrained["encoder"]["word"]["embedding"])
+    assert preproc.vocab_size == 30522 and trn.padding_fraction() < 0.01
