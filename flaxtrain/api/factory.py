@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from flaxtrain import hub, models, tasks
 from flaxtrain.api.model import Model
-from flaxtrain.api.pretraining import masked_lm_model
+from flaxtrain.api.pretraining import masked_lm_model, span_corruption_model
 from flaxtrain.api.qa import qa_model
 from flaxtrain.api.seq2seq import seq2seq_model
 from flaxtrain.api.tagging import sequence_tagger
@@ -23,6 +23,7 @@ from flaxtrain.tasks.masked_lm import MaskedLanguageModeling
 from flaxtrain.tasks.qa import QuestionAnswering
 from flaxtrain.tasks.regression import TextRegression
 from flaxtrain.tasks.seq2seq import Seq2SeqGeneration
+from flaxtrain.tasks.span_corruption import SpanCorruption
 from flaxtrain.tasks.tagging import SequenceTagging
 
 
@@ -165,6 +166,11 @@ def _masked_lm(name: str, train_data: Any, val_data: Any, *, preproc: Any, param
     return masked_lm_model(name, train_data, val_data, preproc=preproc, params=params, seed=seed)
 
 
+def _span_corruption(name: str, train_data: Any, val_data: Any, *, preproc: Any, params: dict[str, Any] | None, seed: int,
+                     **_: Any) -> Model:
+    return span_corruption_model(name, train_data, val_data, preproc=preproc, params=params, seed=seed)
+
+
 def _from_preprocessor(make: Any, *, sized: bool) -> Any:
     """A builder for a task whose model is made from its loader's preprocessor (taggers; QA, whose
     encoder keeps its checkpoint's sizes unless `sized`)."""
@@ -189,4 +195,5 @@ BUILDERS: dict[type[tasks.Task], Any] = {
     QuestionAnswering: _from_preprocessor(qa_model, sized=False),
     Seq2SeqGeneration: _seq2seq,
     MaskedLanguageModeling: _masked_lm,
+    SpanCorruption: _span_corruption,
 }

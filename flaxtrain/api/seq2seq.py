@@ -16,20 +16,11 @@ from flaxtrain.api.weights import init_model_params, load_encoder
 from flaxtrain.data.seq2seq import TASKS, Seq2SeqDataset, Seq2SeqPreprocessor
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.hub import seq2seq as hub_seq2seq
+from flaxtrain.models.seq2seq import PRESETS
 from flaxtrain.tasks.seq2seq import Seq2SeqPredictor
 
 __all__ = ["seq2seq_model", "Seq2SeqPredictor", "PRESETS", "NAMES"]
 
-_BASE = dict(hidden_size=256, num_layers=3, num_decoder_layers=3, num_heads=4, head_dim=64, mlp_dim=1024)
-# Layouts trained from scratch (sizes overridable through `params`); a local folder loads a checkpoint.
-PRESETS: dict[str, dict[str, Any]] = {
-    "t5": dict(_BASE, family="t5", activation="gelu_new", gated_mlp=True, pre_norm=True, use_bias=False,
-               positions="relative", attention_scale=1.0, scale_logits=True, layer_norm_eps=1e-6, init_std=0.05),
-    "bart": dict(_BASE, family="bart", activation="gelu", pre_norm=False, use_bias=True, positions="learned",
-                 position_offset=2, embed_norm=True, final_logits_bias=True, layer_norm_eps=1e-5),
-    "marian": dict(_BASE, family="marian", activation="silu", pre_norm=False, use_bias=True, positions="sinusoidal",
-                   scale_embedding=True, final_logits_bias=True, layer_norm_eps=1e-5),
-}
 NAMES = (*PRESETS, "bert2bert")
 
 

@@ -89,6 +89,27 @@ def interleaved_documents(files: Sequence[str], process_index: int = 0, process_
             count += 1
 
 
+def corrupted_lengths(raw_length: int, noise_density: float, mean_span_length: float) -> tuple[int, int, int, int]:
+    """(noise tokens, noise spans, input length, target length) of `raw_length` tokens under span
+    corruption: one sentinel per span in the inputs, before each span in the targets, and </s> after both."""
+    noise = int(round(raw_length * noise_density))
+    noise = min(max(noise, 1), raw_length - 1)
+    spans = max(int(round(noise / mean_span_length)), 1)
+    return noise, spans, raw_length - noise + spans + 1, noise + spans + 1
+
+
+def span_corruption_lengths(input_length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
+    """(raw tokens per row, target length) such that corrupting a row gives exactly `input_length`
+    inputs (Raffel et al. 2020's sizing: the longest raw row whose inputs fit)."""
+    raw = input_length
+    while corrupted_lengths(raw + 1, noise_density, mean_span_length)[2] <= input_length:
+        raw += 1
+    if corrupted_lengths(raw, noise_density, mean_span_length)[2] != input_length:
+        raise FlaxtrainError(f"no raw length corrupts to exactly {input_length} input tokens at noise_density "
+                             f"{noise_density}: use maxlen {input_length + 1}")
+    return raw, corrupted_lengths(raw, noise_density, mean_span_length)[3]
+
+
 class LMPreprocessor(Preprocessor):
     """Tokenizer, row length and objective settings of language-model pretraining.
 
@@ -123,9 +144,17 @@ class LMPreprocessor(Preprocessor):
         self.special_ids = np.asarray(sorted(special), np.int32)
         self.pad_id = self._id(("[PAD]", "<pad>"), default=0)
         self.mask_id = self._id(("[MASK]", "<mask>"), default=None)
+        self.eos_id = self._id(("</s>",), default=None)
+        self.first_sentinel = self._id(("<extra_id_0>",), default=None)  # the highest; span k gets first - k
         if objective == "mlm" and self.mask_id is None:
             raise FlaxtrainError("masked-LM needs a tokenizer with a [MASK] token: use a BERT-family tokenizer, or "
                                  "train_tokenizer(..., kind='wordpiece')")
+        if objective == "span_corruption":
+            if self.first_sentinel is None or self.eos_id is None:
+                raise FlaxtrainError("span corruption needs T5's </s> and sentinel tokens <extra_id_0>..: use a T5 "
+                                     "tokenizer, or train_tokenizer(..., kind='unigram')")
+            self.raw_length, self.target_length = span_corruption_lengths(self.maxlen, self.noise_density,
+                                                                          self.mean_span_length)
 
     def _id(self, tokens: Sequence[str], default: int | None) -> int | None:
         return next((self.tokenizer.token_to_id(t) for t in tokens if self.tokenizer.token_to_id(t) is not None), default)
@@ -136,8 +165,8 @@ class LMPreprocessor(Preprocessor):
 
     @property
     def row_length(self) -> int:
-        """Tokens per packed row."""
-        return self.maxlen
+        """Tokens per packed row (span corruption: the raw tokens that corrupt to exactly maxlen inputs)."""
+        return self.raw_length if self.objective == "span_corruption" else self.maxlen
 
     @property
     def buckets(self) -> tuple[int, ...]:

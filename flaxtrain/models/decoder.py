@@ -93,9 +93,9 @@ class Block(nn.Module):
         x: Float[Array, "b t m"],
         *,
         mask: Bool[Array, "#b 1 t s"] | None,
-        bias: Float[Array, "1 h t s"] | None,
+        bias: Float[Array, "#b h t s"] | None,
         encoder_hidden: Float[Array, "b s m"] | None = None,
-        cross_mask: Bool[Array, "b 1 1 s"] | None = None,
+        cross_mask: Bool[Array, "b 1 #t s"] | None = None,
         deterministic: bool,
         decode: bool = False,
     ) -> Float[Array, "b t m"]:
@@ -141,9 +141,13 @@ class Stack(nn.Module):
         valid: Bool[Array, "b t"] | None = None,
         encoder_hidden: Float[Array, "b s m"] | None = None,
         encoder_valid: Bool[Array, "b s"] | None = None,
+        segment_ids: Int[Array, "b t"] | None = None,
+        encoder_segment_ids: Int[Array, "b s"] | None = None,
         deterministic: bool,
         decode: bool = False,
     ) -> Float[Array, "b t m"]:
+        """`segment_ids` (1, 2, ... per packed document, 0 on padding; the decoder's need the encoder's
+        too) keep documents apart: attention stays inside a document and positions restart in each."""
         cfg = self.config
         dtypes = _dtypes(cfg)
         length = ids.shape[1]
@@ -158,34 +162,48 @@ class Stack(nn.Module):
                 start = position.value
                 position.value = start + length
         positions = start + jnp.arange(length, dtype=jnp.int32)  # [t]
+        if segment_ids is not None:
+            positions = ops.segment_positions(segment_ids)  # [b, t]
         x = jnp.take(table, ids, axis=0).astype(dtypes["dtype"])
         if cfg.scale_embedding:
             x = x * jnp.asarray(math.sqrt(cfg.hidden_size), x.dtype)
         if cfg.positions == "learned":
             table_rows = cfg.max_positions + cfg.position_offset
-            x = x + Embed(table_rows, cfg.hidden_size, init_stddev=cfg.init_std, name="position", **dtypes)(
-                positions + cfg.position_offset)[None]
+            embedded = Embed(table_rows, cfg.hidden_size, init_stddev=cfg.init_std, name="position", **dtypes)(
+                positions + cfg.position_offset)
+            x = x + (embedded if segment_ids is not None else embedded[None])
         elif cfg.positions == "sinusoidal":
             sinusoids = jnp.asarray(ops.sinusoidal_table(cfg.max_positions, cfg.hidden_size))
-            x = x + jnp.take(sinusoids, positions, axis=0).astype(x.dtype)[None]
+            embedded = jnp.take(sinusoids, positions, axis=0).astype(x.dtype)
+            x = x + (embedded if segment_ids is not None else embedded[None])
         if cfg.embed_norm:
             x = LayerNorm(cfg.layer_norm_eps, name="embed_norm", **dtypes)(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
         bias = None
         if cfg.positions == "relative":
-            relative = jnp.arange(key_length, dtype=jnp.int32)[None, :] - positions[:, None]  # [t, s]
+            table_bias = Embed(cfg.relative_buckets, cfg.num_heads, init_stddev=cfg.init_std, name="relative_bias", **dtypes)
+            if segment_ids is None:
+                relative = jnp.arange(key_length, dtype=jnp.int32)[None, :] - positions[:, None]  # [t, s]
+            else:
+                relative = positions[:, None, :] - positions[:, :, None]  # [b, t, s], within each document
             buckets = ops.relative_position_buckets(relative, bidirectional=not self.decoder,
                                                     num_buckets=cfg.relative_buckets,
                                                     max_distance=cfg.relative_max_distance)
-            table_bias = Embed(cfg.relative_buckets, cfg.num_heads, init_stddev=cfg.init_std, name="relative_bias", **dtypes)
-            bias = jnp.transpose(table_bias(buckets), (2, 0, 1))[None]  # [1, h, t, s]
-        if not self.decoder:
+            bias = jnp.moveaxis(table_bias(buckets), -1, -3)  # [h, t, s] or [b, h, t, s]
+            bias = bias if segment_ids is not None else bias[None]
+        if segment_ids is not None:  # documents packed in a row: attention stays inside each
+            same = ops.make_segment_mask(segment_ids)
+            mask = same & ops.make_causal_mask(length) if self.decoder else same
+        elif not self.decoder:
             valid = ids != cfg.pad_id if valid is None else valid
             mask = ops.make_key_padding_mask(valid, length)
         else:
             mask = None if decode else ops.make_causal_mask(length)  # decoding: the cache applies causality
         cross_mask = None if encoder_valid is None else encoder_valid[:, None, None, :]
+        if segment_ids is not None and encoder_segment_ids is not None:
+            cross_mask = (segment_ids[:, :, None] == encoder_segment_ids[:, None, :])[:, None] & (
+                encoder_segment_ids[:, None, None, :] > 0)
         layers = cfg.num_decoder_layers if self.decoder else cfg.num_layers
         for i in range(layers):
             x = Block(cfg, cross=self.decoder, name=f"layer_{i}")(

@@ -37,6 +37,8 @@ MODELS: dict[str, ModelEntry] = {
     "masked_lm": ModelEntry(MaskedLM, HeadConfig, 1e-4, "masked_lm"),
     # Translation and summarization: an encoder-decoder (T5, BART, Marian or BERT2BERT layout).
     "seq2seq": ModelEntry(Seq2Seq, Seq2SeqConfig, 5e-4, "seq2seq"),
+    # T5 span-corruption pretraining: the same encoder-decoder on corrupted packed rows.
+    "span_corruption": ModelEntry(Seq2Seq, Seq2SeqConfig, 1e-3, "span_corruption"),
 }
 
 # Config fields that are themselves config dataclasses, rebuilt from the dicts of saved JSON.

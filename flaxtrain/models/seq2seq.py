@@ -6,6 +6,8 @@ layout 'lm_head' (untied T5), 'transform' + 'transform_norm' (BERT) and 'final_l
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
@@ -15,7 +17,18 @@ from flaxtrain.layers.mlp import ACTIVATIONS
 from flaxtrain.layers.norm import LayerNorm
 from flaxtrain.models.decoder import Seq2SeqConfig, Stack, _dtypes
 
-__all__ = ["Seq2Seq", "Seq2SeqConfig"]
+__all__ = ["Seq2Seq", "Seq2SeqConfig", "PRESETS"]
+
+_BASE = dict(hidden_size=256, num_layers=3, num_decoder_layers=3, num_heads=4, head_dim=64, mlp_dim=1024)
+# Layouts trained from scratch (sizes overridable through `params`); a local folder loads a checkpoint.
+PRESETS: dict[str, dict[str, Any]] = {
+    "t5": dict(_BASE, family="t5", activation="gelu_new", gated_mlp=True, pre_norm=True, use_bias=False,
+               positions="relative", attention_scale=1.0, scale_logits=True, layer_norm_eps=1e-6, init_std=0.05),
+    "bart": dict(_BASE, family="bart", activation="gelu", pre_norm=False, use_bias=True, positions="learned",
+                 position_offset=2, embed_norm=True, final_logits_bias=True, layer_norm_eps=1e-5),
+    "marian": dict(_BASE, family="marian", activation="silu", pre_norm=False, use_bias=True, positions="sinusoidal",
+                   scale_embedding=True, final_logits_bias=True, layer_norm_eps=1e-5),
+}
 
 
 class Seq2Seq(nn.Module):
@@ -78,13 +91,19 @@ class Seq2Seq(nn.Module):
         return logits
 
     def __call__(self, input_ids: Int[Array, "b s"], decoder_input_ids: Int[Array, "b t"] | None = None, *,
-                 attention_mask: Int[Array, "b s"] | None = None, deterministic: bool) -> Float[Array, "b t v"]:
-        """Teacher-forced logits; without decoder inputs, those of the start token alone."""
+                 attention_mask: Int[Array, "b s"] | None = None, segment_ids: Int[Array, "b s"] | None = None,
+                 decoder_segment_ids: Int[Array, "b t"] | None = None, deterministic: bool) -> Float[Array, "b t v"]:
+        """Teacher-forced logits; without decoder inputs, those of the start token alone. Packed rows
+        give `segment_ids` and `decoder_segment_ids` (a target token's document: 1, 2, ...; 0 padding)."""
         if decoder_input_ids is None:
             decoder_input_ids = jnp.full((input_ids.shape[0], 1), self.config.decoder_start_id, jnp.int32)
-        valid = self._valid(input_ids, attention_mask)
-        hidden = self.encoder(input_ids, self.shared, valid=valid, deterministic=deterministic)
-        return self.decode(decoder_input_ids, hidden, valid, deterministic=deterministic)
+        valid = self._valid(input_ids, attention_mask) if segment_ids is None else segment_ids > 0
+        hidden = self.encoder(input_ids, self.shared, valid=valid, segment_ids=segment_ids, deterministic=deterministic)
+        if decoder_segment_ids is None:
+            return self.decode(decoder_input_ids, hidden, valid, deterministic=deterministic)
+        x = self.decoder(decoder_input_ids, self.shared, encoder_hidden=hidden, encoder_valid=valid,
+                         segment_ids=decoder_segment_ids, encoder_segment_ids=segment_ids, deterministic=deterministic)
+        return self.logits(x)
 
     def _valid(self, input_ids: jnp.ndarray, attention_mask: jnp.ndarray | None) -> jnp.ndarray:
         return input_ids != self.config.pad_id if attention_mask is None else attention_mask.astype(bool)

@@ -8,6 +8,7 @@ saved section), one registry, and the `Task` / `Predictor` bases they share.
     tasks/qa.py                  question_answering    QADataset        QAPredictor
     tasks/seq2seq.py             seq2seq               Seq2SeqDataset   Seq2SeqPredictor
     tasks/masked_lm.py           masked_lm             LMDataset        MaskedLMPredictor
+    tasks/span_corruption.py     span_corruption       LMDataset        SpanCorruptionPredictor
 """
 
 from flaxtrain.tasks.base import Predictor, Task, TaskModel, as_preprocessor

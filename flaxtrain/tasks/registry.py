@@ -15,6 +15,7 @@ from flaxtrain.tasks.masked_lm import MaskedLanguageModeling
 from flaxtrain.tasks.qa import QuestionAnswering
 from flaxtrain.tasks.regression import TextRegression
 from flaxtrain.tasks.seq2seq import Seq2SeqGeneration
+from flaxtrain.tasks.span_corruption import SpanCorruption
 from flaxtrain.tasks.tagging import SequenceTagging
 
 TASKS: tuple[Task, ...] = (
@@ -24,11 +25,12 @@ TASKS: tuple[Task, ...] = (
     QuestionAnswering(),
     Seq2SeqGeneration(),
     MaskedLanguageModeling(),
+    SpanCorruption(),
 )
 
 # What get_model's `task=` argument accepts, and the task each name means.
 REQUESTS: dict[str, str] = {"classification": "text_classification", "regression": "text_regression",
-                            "translation": "seq2seq", "summarization": "seq2seq", "mlm": "masked_lm"}
+                            "translation": "seq2seq", "summarization": "seq2seq", "mlm": "masked_lm", "span_corruption": "span_corruption"}
 
 
 def named(name: str) -> Task:
