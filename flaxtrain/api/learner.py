@@ -225,23 +225,37 @@ class Learner:
         return self._fit(plan, make, swa_from=swa_from, verbose=verbose, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume)
 
-    def fit_onecycle(self, lr: float, epochs: int, *, swa_from: int | None = None, verbose: int = 1,
-                     checkpoint_dir: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-                     keep_checkpoints: int = 3, resume: bool = False) -> list[dict[str, float]]:
-        """Trains `epochs` epochs with the 1cycle policy peaking at `lr` (train/schedules.onecycle):
-        warm-up then cosine annealing, Adam's b1 cycled inversely (0.95 -> 0.85 -> 0.95).
-        Checkpoint arguments as for `fit`."""
-        if epochs < 1:
-            raise FlaxtrainError(f"epochs must be at least 1, got {epochs}")
+    def fit_onecycle(self, lr: float, epochs: int | None = None, *, max_steps: int | None = None,
+                     swa_from: int | None = None, verbose: int = 1, checkpoint_dir: str | os.PathLike | None = None,
+                     checkpoint_every: int | None = None, keep_checkpoints: int = 3,
+                     resume: bool = False) -> list[dict[str, float]]:
+        """Trains `epochs` epochs (or `max_steps` optimizer steps, the last epoch cut short) with the 1cycle
+        policy peaking at `lr` (train/schedules.onecycle): warm-up then cosine annealing, Adam's b1 cycled
+        inversely (0.95 -> 0.85 -> 0.95). Checkpoint arguments as for `fit`."""
+        epochs = self._epochs_for(epochs, max_steps)
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
-        plan = {"method": "fit_onecycle", "lr": lr, "epochs": epochs, "swa_from": swa_from}
+        plan = {"method": "fit_onecycle", "lr": lr, "epochs": epochs, "max_steps": max_steps, "swa_from": swa_from}
 
         def make(first_step: int) -> tuple[Any, int | None]:
-            return schedules.onecycle(lr, epochs * self._steps_per_epoch(), start_step=first_step), epochs
+            total = max_steps or epochs * self._steps_per_epoch()
+            return schedules.onecycle(lr, total, start_step=first_step), epochs
 
         return self._fit(plan, make, swa_from=swa_from, verbose=verbose, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume)
+                         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
+                         max_steps=max_steps)
+
+    def _epochs_for(self, epochs: int | None, max_steps: int | None) -> int:
+        """The epochs a call runs: `epochs`, or as many as `max_steps` steps reach into."""
+        if (epochs is None) == (max_steps is None):
+            raise FlaxtrainError("pass epochs or max_steps (one of them): e.g. fit_onecycle(1e-3, 3) or max_steps=1000")
+        if max_steps is None:
+            if epochs < 1:
+                raise FlaxtrainError(f"epochs must be at least 1, got {epochs}")
+            return epochs
+        if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+            raise FlaxtrainError(f"max_steps must be a positive whole number of steps, got {max_steps!r}")
+        return -(-int(max_steps) // self._steps_per_epoch())
 
     def autofit(self, lr: float, epochs: int | None = None, early_stopping: int | None = 5,
                 reduce_on_plateau: int | None = 2, reduce_factor: float = 2.0, monitor: str = "val_loss", *,
@@ -346,7 +360,8 @@ class Learner:
 
     def _fit(self, plan: dict[str, Any], make_schedule: Any, *, swa_from: int | None, verbose: int,
              checkpoint_dir: str | os.PathLike | None, checkpoint_every: int | None, keep_checkpoints: int,
-             resume: bool, monitor: str = "val_loss", plateau: Plateau | None = None) -> list[dict[str, float]]:
+             resume: bool, monitor: str = "val_loss", plateau: Plateau | None = None,
+             max_steps: int | None = None) -> list[dict[str, float]]:
         """One fit call (train/fitting.py): `make_schedule(first_step) -> (schedule, epochs or None)`
         gives the plan's schedule; checkpoints, resume, SIGTERM, SWA and TensorBoard are the run's."""
         plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps,
@@ -362,6 +377,7 @@ class Learner:
             keep_state=self._keep_state, publish=self._publish,
             checkpointing=Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume), monitor=monitor,
             epoch_keys=self._epoch_keys(), plateau=plateau, log_dir=self.log_dir, verbose=bool(verbose),
+            max_steps=max_steps,
         )
         return run.run()
 

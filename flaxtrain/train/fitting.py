@@ -63,6 +63,7 @@ class FitRun:
       make_schedule: first global step -> (schedule, epochs or None for "until early stopping").
       train_batches: epoch -> (batches, count); val_batches: () -> (batches, count), or None.
       swa_from: average the weights of epochs swa_from.. of this call; swa_score(params) scores them.
+      max_steps: end the call after this many optimizer steps (its last epoch cut short).
       keep_state(state): receives the final state (halt flag cleared) before anything is raised.
       publish(params): receives the weights the model keeps (last, best or averaged).
     """
@@ -72,13 +73,14 @@ class FitRun:
                  val_batches: Callable[[], Any] | None, seed: int, precision: str, swa_from: int | None,
                  swa_score: Callable[[Any, TrainState], dict[str, float]], keep_state: Callable[[TrainState | None], None],
                  publish: Callable[[Any], None], checkpointing: Checkpointing, monitor: str, epoch_keys: set[str],
-                 plateau: Plateau | None, log_dir: str | os.PathLike | None, verbose: bool):
+                 plateau: Plateau | None, log_dir: str | os.PathLike | None, verbose: bool, max_steps: int | None = None):
         self.steps, self.state, self.progress, self.plan = steps, state, progress, plan
         self.make_schedule, self.train_batches, self.val_batches = make_schedule, train_batches, val_batches
         self.seed, self.precision, self.swa_from, self.swa_score = seed, precision, swa_from, swa_score
         self.keep_state, self.publish = keep_state, publish
         self.checkpointing, self.monitor, self.epoch_keys = checkpointing, monitor, epoch_keys
         self.plateau, self.log_dir, self.verbose = plateau, log_dir, verbose
+        self.max_steps = max_steps
         self.ckpt: Checkpointer | None = None
         self.position = {"first_epoch": progress.epochs_done, "first_step": steps.step_of(state),
                          "epoch": progress.epochs_done, "batch": 0}
@@ -216,6 +218,7 @@ class FitRun:
                     save=None if self.ckpt is None else self.save,
                     should_stop=lambda: self.stop_signal.get("name"),
                     after_epoch=after_epoch,
+                    last_step=None if self.max_steps is None else position["first_step"] + self.max_steps,
                 )
         finally:
             if self.ckpt is not None:

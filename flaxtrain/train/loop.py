@@ -106,8 +106,9 @@ def train_epoch(
     save_every: int | None = None,
     save: Callable[[TrainState, int, int, dict[str, jax.Array]], None] | None = None,
     should_stop: Callable[[], str | None] | None = None,
+    last_step: int | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array], str | None]:
-    """Runs the train step over one epoch of batches.
+    """Runs the train step over one epoch of batches (or until global step `last_step`).
 
     Metrics stay on device; the host reads each step's non-finite flag once the device has it
     (without waiting), and waits for all of them every `check_every` steps and before every save.
@@ -146,7 +147,8 @@ def train_epoch(
             total = _add(total, sums)
             guard.add(first_step + i + 1, sums)
             stop = should_stop() if should_stop is not None else None
-            periodic = bool(save_every) and (first_step + i + 1) % save_every == 0 and i + 1 != num_batches
+            ends = i + 1 == num_batches or (last_step is not None and first_step + i + 1 >= last_step)
+            periodic = bool(save_every) and (first_step + i + 1) % save_every == 0 and not ends  # an epoch end saves
             saving = save is not None and (stop is not None or periodic)
             bad = guard.check(epoch) if saving or (i + 1) % check_every == 0 else guard.poll(epoch)
             if bad:
@@ -158,6 +160,8 @@ def train_epoch(
                     bar.set_postfix(summarize(total))
             if stop is not None:
                 return state, total, stop
+            if last_step is not None and first_step + i + 1 >= last_step:
+                break
     except KeyboardInterrupt:
         return state, total, f"interrupted at step {steps.step_of(state)} (epoch {epoch + 1})"
     if total is None:
@@ -234,6 +238,7 @@ def fit(
     save: Callable[[TrainState, int, int, dict[str, jax.Array]], None] | None = None,
     should_stop: Callable[[], str | None] | None = None,
     after_epoch: Callable[[int, TrainState, dict[str, float]], str | None] | None = None,
+    last_step: int | None = None,
 ) -> tuple[TrainState, list[dict[str, float]], str | None]:
     """Trains for `epochs` epochs, validating after each.
 
@@ -254,6 +259,7 @@ def fit(
       save_every, save, should_stop: as `train_epoch` takes them.
       after_epoch: called with (epoch, state, record) once the epoch's record (with validation)
         exists; a message it returns ends training there (early stopping).
+      last_step: stop after this global step (the epoch it falls in is cut short, then validated).
 
     Returns:
       (last state, per-epoch history, None or why training stopped early).
@@ -272,7 +278,7 @@ def fit(
         state, sums, stop = train_epoch(
             state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose, meter=meter,
             schedule=None if schedule is None else remembered, first_step=step, start_batch=skip, initial=initial,
-            save_every=save_every, save=save, should_stop=should_stop,
+            save_every=save_every, save=save, should_stop=should_stop, last_step=last_step,
         )
         step += num_batches
         if stop:

@@ -168,3 +168,51 @@ def test_continued_pretraining_of_minilm_keeps_its_encoder():
     _, pretrained, _ = hub.load_pretrained("minilm", task="mlm")
     np.testing.assert_array_equal(model.params["encoder"]["word"]["embedding"], pretrained["encoder"]["word"]["embedding"])
     assert preproc.vocab_size == 30522 and trn.padding_fraction() < 0.01
+
+
+def test_training_by_steps_stops_mid_epoch_and_resumes_exactly(corpus, tmp_path):
+    trn, _, _ = flaxtrain.text.lm_from_files(str(corpus / "doc*"), tokenizer=str(corpus / "tokenizer.json"), maxlen=32,
+                                             verbose=0)
+
+    def learner():
+        model = flaxtrain.get_model("bert", train_data=trn, params=TINY, seed=1)
+        return flaxtrain.get_learner(model, train_data=trn, batch_size=8)
+
+    per_epoch = trn.num_batches(8)
+    whole = learner()
+    history = whole.fit_onecycle(3e-3, max_steps=per_epoch + 3, verbose=0)
+    assert len(history) == 2 and whole.steps.step_of(whole._train_state()) == per_epoch + 3
+    assert [step for step, _ in whole.lr_trace] == list(range(per_epoch + 3))
+    # A run stopped by a checkpointed interruption and resumed sees the same masked batches: same weights.
+    first = learner()
+    with pytest.raises(FlaxtrainError):
+        first.fit_onecycle(3e-3, max_steps=per_epoch + 3, verbose=0, checkpoint_dir=tmp_path / "ckpt",
+                           checkpoint_every=2, **_interrupt_after(first, per_epoch + 1))
+    resumed = learner()
+    resumed.fit_onecycle(3e-3, max_steps=per_epoch + 3, verbose=0, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2,
+                         resume=True)
+    for a, b in zip(jax.tree.leaves(resumed.model.params), jax.tree.leaves(whole.model.params)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FlaxtrainError, match="pass epochs or max_steps"):
+        whole.fit_onecycle(1e-3)
+
+
+def _interrupt_after(learner, steps):
+    """Makes the learner's training batches raise KeyboardInterrupt once `steps` batches were drawn."""
+    drawn = [0]
+    task_batches = learner._batches
+
+    def counting(data, **kwargs):
+        batches, count = task_batches(data, **kwargs)
+
+        def gen():
+            for batch in batches:
+                if kwargs.get("train") and drawn[0] >= steps:
+                    raise KeyboardInterrupt
+                drawn[0] += kwargs.get("train", False)
+                yield batch
+
+        return gen(), count
+
+    learner._batches = counting
+    return {}
