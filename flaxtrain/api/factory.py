@@ -163,12 +163,12 @@ def _seq2seq(name: str, train_data: Any, val_data: Any, *, preproc: Any, params:
 
 def _masked_lm(name: str, train_data: Any, val_data: Any, *, preproc: Any, params: dict[str, Any] | None, seed: int,
                **_: Any) -> Model:
-    return masked_lm_model(name, train_data, val_data, preproc=preproc, params=params, seed=seed)
+    return masked_lm_model(name, train_data, val_data, preproc=preproc, params=params, seed=seed, verbose=0)
 
 
 def _span_corruption(name: str, train_data: Any, val_data: Any, *, preproc: Any, params: dict[str, Any] | None, seed: int,
                      **_: Any) -> Model:
-    return span_corruption_model(name, train_data, val_data, preproc=preproc, params=params, seed=seed)
+    return span_corruption_model(name, train_data, val_data, preproc=preproc, params=params, seed=seed, verbose=0)
 
 
 def _from_preprocessor(make: Any, *, sized: bool) -> Any:

@@ -71,12 +71,14 @@ def read_documents(path: str) -> Iterator[str]:
         raise FlaxtrainError(f"cannot read {path} ({err}): pass plain text or gzip files") from None
 
 
-def interleaved_documents(files: Sequence[str], process_index: int = 0, process_count: int = 1) -> Iterator[str]:
-    """Documents of `files`, OPEN_FILES files at a time in turn; this process's every process_count-th one."""
+def interleaved_documents(files: Sequence[str], process_index: int = 0, process_count: int = 1,
+                          limit: int | None = None) -> Iterator[str]:
+    """Documents of `files`, OPEN_FILES files at a time in turn; this process's every process_count-th one
+    (of the first `limit` documents, when given)."""
     pending = list(files)
     active: list[Iterator[str]] = []
     count = 0
-    while pending or active:
+    while (pending or active) and (limit is None or count < limit):
         while pending and len(active) < OPEN_FILES:
             active.append(read_documents(pending.pop(0)))
         for reader in list(active):
@@ -231,6 +233,7 @@ class LMDataset(Batched):
     preproc: LMPreprocessor
     packing: bool = True
     shuffle_buffer: int = 10_000
+    max_documents: int | None = None  # read only the first documents of the files (smoke runs)
     _counts: dict[Any, int] = dataclasses.field(default_factory=dict, repr=False)
 
     labelled = True  # the text is its own target
@@ -241,7 +244,7 @@ class LMDataset(Batched):
 
     def rows(self, process_index: int = 0, process_count: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This process's packed (ids, segment ids) rows, in file order."""
-        documents = interleaved_documents(self.files, process_index, process_count)
+        documents = interleaved_documents(self.files, process_index, process_count, self.max_documents)
 
         def tokenized() -> Iterator[np.ndarray]:
             while True:
@@ -255,7 +258,8 @@ class LMDataset(Batched):
 
     def num_rows(self, process_index: int = 0, process_count: int = 1) -> int:
         """Rows of this process's shard (one counting pass over the files, remembered)."""
-        key = (id(self.preproc.tokenizer), self.preproc.row_length, self.packing, process_index, process_count)
+        key = (id(self.preproc.tokenizer), self.preproc.row_length, self.packing, self.max_documents, process_index,
+               process_count)
         if key not in self._counts:
             self._counts[key] = sum(1 for _ in self.rows(process_index, process_count))
         return self._counts[key]
@@ -326,13 +330,14 @@ SENTINELS = 100  # T5's <extra_id_0> .. <extra_id_99>: the highest ids, <extra_i
 
 
 def train_tokenizer(files: str | Path | Sequence[str | Path], vocab_size: int = 30_522, kind: str = "wordpiece",
-                    *, lowercase: bool = True) -> Tokenizer:
+                    *, lowercase: bool = True, max_documents: int | None = None) -> Tokenizer:
     """A tokenizer trained on text files (streamed, as `lm_from_files` reads them); save it with
     `tokenizer.save('tokenizer.json')` beside the model.
 
     kind='wordpiece': BERT's ([PAD] 0, [UNK], [CLS], [SEP], [MASK]; [CLS] ... [SEP] around each text).
     kind='unigram': T5's sentencepiece-style unigram (<pad> 0, </s> 1, <unk> 2, </s> after each text) with
     T5's 100 sentinels <extra_id_0> .. <extra_id_99> as its highest ids, <extra_id_0> the highest.
+    `max_documents` trains on the first documents only.
     """
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -341,7 +346,7 @@ def train_tokenizer(files: str | Path | Sequence[str | Path], vocab_size: int = 
         raise FlaxtrainError(f"kind must be 'wordpiece' or 'unigram', got {kind!r}")
     if vocab_size < 100 + (SENTINELS if kind == "unigram" else 0):
         raise FlaxtrainError(f"vocab_size {vocab_size} is too small for a {kind} tokenizer: use at least a few hundred")
-    documents = interleaved_documents(paths)
+    documents = interleaved_documents(paths, limit=max_documents)
     if kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
@@ -380,7 +385,7 @@ def lm_from_files(train_files: str | Path | Sequence[str | Path], val_files: str
                   *, tokenizer: str | Path | Tokenizer = "minilm", maxlen: int = 128, objective: str = "mlm",
                   packing: bool = True, mlm_probability: float = 0.15, whole_word_masking: bool = False,
                   noise_density: float = 0.15, mean_span_length: float = 3.0, shuffle_buffer: int = 10_000,
-                  verbose: int = 1) -> tuple[LMDataset, LMDataset | None, LMPreprocessor]:
+                  max_documents: int | None = None, verbose: int = 1) -> tuple[LMDataset, LMDataset | None, LMPreprocessor]:
     """Pretraining data streamed from text files: (train, val or None, preproc).
 
     Args:
@@ -395,6 +400,7 @@ def lm_from_files(train_files: str | Path | Sequence[str | Path], val_files: str
       mlm_probability, whole_word_masking: masked-LM's share of chosen tokens, and whole words.
       noise_density, mean_span_length: span corruption's settings.
       shuffle_buffer: rows in tf.data's shuffle buffer during training.
+      max_documents: read only the first documents of each split (smoke runs; None: all).
     """
     if isinstance(tokenizer, (str, Path)):
         path = Path(tokenizer)
@@ -409,10 +415,12 @@ def lm_from_files(train_files: str | Path | Sequence[str | Path], val_files: str
     preproc = LMPreprocessor(tokenizer, maxlen=maxlen, objective=objective, mlm_probability=mlm_probability,
                              whole_word_masking=whole_word_masking, noise_density=noise_density,
                              mean_span_length=mean_span_length)
-    train = LMDataset(expand_files(train_files, "train_files"), preproc, packing=packing, shuffle_buffer=shuffle_buffer)
+    train = LMDataset(expand_files(train_files, "train_files"), preproc, packing=packing, shuffle_buffer=shuffle_buffer,
+                      max_documents=max_documents)
     val = None
     if val_files is not None:
-        val = LMDataset(expand_files(val_files, "val_files"), preproc, packing=packing, shuffle_buffer=shuffle_buffer)
+        val = LMDataset(expand_files(val_files, "val_files"), preproc, packing=packing, shuffle_buffer=shuffle_buffer,
+                        max_documents=max_documents)
     if verbose:
         print(f"{objective}: {len(train.files)} train file(s), {0 if val is None else len(val.files)} validation file(s), "
               f"rows of {preproc.row_length} tokens{' (packed)' if packing else ''}, vocabulary {preproc.vocab_size}")

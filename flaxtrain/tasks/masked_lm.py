@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import hub, ops
-from flaxtrain.data.lm import LMDataset, LMPreprocessor
+from flaxtrain.data.lm import LMDataset, LMPreprocessor, expand_files
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
 from flaxtrain.train import loop
@@ -98,9 +98,9 @@ class MaskedLMPredictor(Predictor):
                             for t in np.flatnonzero(ids == self.preproc.mask_id)])
         return results[0] if single else results
 
-    def evaluate(self, files: Any) -> tuple[float, dict[str, float]]:
+    def evaluate(self, files: Any, max_documents: int | None = None) -> tuple[float, dict[str, float]]:
         """(mean masked-token loss, {'accuracy', 'perplexity'}) on text files (masks drawn with seed 0)."""
-        data = LMDataset(list(files) if not isinstance(files, (str, Path)) else [str(files)], self.preproc)
+        data = LMDataset(expand_files(files, "files"), self.preproc, max_documents=max_documents)
         metrics = self.task.scores(self.model, data, self.batch_size)
         return metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import hub, ops
-from flaxtrain.data.lm import LMDataset, LMPreprocessor, corrupted_lengths
+from flaxtrain.data.lm import LMDataset, LMPreprocessor, corrupted_lengths, expand_files
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import decode
 from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
@@ -103,6 +103,12 @@ class SpanCorruptionPredictor(Predictor):
         rows = decode.finish(np.asarray(seqs)[:, 1:], g)
         out = p.tokenizer.decode_batch([[int(t) for t in row if t != p.pad_id] for row in rows], skip_special_tokens=False)
         return out[0] if single else out
+
+    def evaluate(self, files: Any, max_documents: int | None = None) -> tuple[float, dict[str, float]]:
+        """(mean target-token loss, {'accuracy', 'perplexity'}) on text files (noise drawn with seed 0)."""
+        data = LMDataset(expand_files(files, "files"), self.preproc, max_documents=max_documents)
+        metrics = self.task.scores(self.model, data, self.batch_size)
+        return metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format (transformers' T5ForConditionalGeneration)."""
