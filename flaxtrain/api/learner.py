@@ -433,7 +433,9 @@ class Learner:
         for index, loss, truth, predicted in worst:
             print("-" * 40)
             print(f"id {index} | loss {loss:.4f} | true {truth} | predicted {predicted}")
-            print(data.texts[index])
+            text = data.text_of(index)
+            if text is not None:
+                print(text)
         return worst
 
     def validate(self, val_data: Any = None, class_names: list[Any] | None = None, print_report: bool = True) -> Any:

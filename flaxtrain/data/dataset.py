@@ -34,6 +34,10 @@ class Batched:
     def num_rows(self) -> int:
         return len(self.input_ids)
 
+    def text_of(self, index: int) -> str | None:
+        """The text of example `index` (None where a dataset has no list of texts)."""
+        return self.texts[index]
+
     def num_batches(self, batch_size: int) -> int:
         lengths = np.fromiter((len(x) for x in self.input_ids), np.int64, count=self.num_rows())
         return num_batches(lengths, batch_size=batch_size, buckets=self.preproc.buckets)

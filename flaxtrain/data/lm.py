@@ -242,6 +242,9 @@ class LMDataset(Batched):
     def texts(self) -> list[str]:
         raise FlaxtrainError("a pretraining stream has no list of texts: it is read from its files on use")
 
+    def text_of(self, index: int) -> str | None:
+        return None  # top_losses gives each row's text itself
+
     def rows(self, process_index: int = 0, process_count: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This process's packed (ids, segment ids) rows, in file order."""
         documents = interleaved_documents(self.files, process_index, process_count, self.max_documents)

@@ -216,3 +216,14 @@ def _interrupt_after(learner, steps):
 
     learner._batches = counting
     return {}
+
+
+def test_validate_and_top_losses_read_the_stream(corpus, capsys):
+    trn, val, _ = flaxtrain.text.lm_from_files(str(corpus / "doc0.txt"), str(corpus / "doc1.txt"),
+                                               tokenizer=str(corpus / "tokenizer.json"), maxlen=32, verbose=0)
+    learner = flaxtrain.get_learner(flaxtrain.get_model("bert", train_data=trn, params=TINY), val_data=val, batch_size=8)
+    worst = learner.view_top_losses(3)
+    assert [loss for _, loss, _, _ in worst] == sorted((loss for _, loss, _, _ in worst), reverse=True)
+    assert all(isinstance(text, str) and text for _, _, text, _ in worst) and "loss" in capsys.readouterr().out
+    with pytest.raises(FlaxtrainError, match="has no list of texts"):
+        val.texts

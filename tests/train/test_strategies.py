@@ -69,6 +69,9 @@ def runs(tmp_path_factory) -> dict[str, tuple[list[subprocess.Popen], Path]]:
                     tmp / "dropout.npz"),
         "frozen": ([_start(tmp / "frozen.npz", ["frozen:single", "frozen-pmap:pmap", "frozen-spmd:spmd:2x2x2"])],
                    tmp / "frozen.npz"),
+        # Pretraining: masked-LM and T5 span corruption on packed rows (segment ids).
+        "pretraining": ([_start(tmp / "pretraining.npz", ["mlm:single", "mlm-pmap:pmap", "mlm-spmd:spmd:2x2x2", "t5:single",
+                                                          "t5-pmap:pmap", "t5-spmd:spmd:2x2x2"])], tmp / "pretraining.npz"),
         # Two processes of 4 devices each, joined by jax.distributed on 127.0.0.1.
         "multi": ([_start(tmp / "multi.npz", MULTI_SPECS, 4, FLAXTRAIN_TEST_PROCESS=f"{i}/2/{port}") for i in range(2)],
                   tmp / "multi.npz"),
@@ -133,3 +136,10 @@ def test_two_processes_match_one_process(eight_devices, runs):
     assert int(result["devices"]) == 8
     for spec in MULTI_SPECS:
         _assert_same_run(result, spec, eight_devices, "single")
+
+
+@pytest.mark.parametrize("kind", ["mlm", "t5"])
+def test_pretraining_runs_match_one_device(runs, kind):
+    result = _results(runs, "pretraining")
+    for spec in (f"{kind}-pmap:pmap", f"{kind}-spmd:spmd:2x2x2"):
+        _assert_same_run(result, spec, result, f"{kind}:single")
