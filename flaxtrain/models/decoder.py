@@ -21,6 +21,7 @@ from flaxtrain.layers import Embed, MultiHeadAttention, axes
 from flaxtrain.layers.mlp import MLP
 from flaxtrain.layers.norm import LayerNorm, RMSNorm
 from flaxtrain.layers.sharding import constrain
+from flaxtrain.layers.remat import check_policy, remat
 
 POSITIONS = ("relative", "learned", "sinusoidal")
 
@@ -62,12 +63,14 @@ class Seq2SeqConfig:
     forced_bos_id: int | None = None  # forced as the first generated token (mBART-style checkpoints)
     forced_eos_id: int | None = None  # forced as the last token when generation reaches max length
     attention: str = "einsum"  # ops.dot_product_attention path
+    remat: str = "none"  # recompute each block's activations in the backward pass: 'none', 'full' or 'dots'
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter storage dtype
 
     def __post_init__(self) -> None:
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        check_policy(self.remat)
 
 
 def _dtypes(cfg: Seq2SeqConfig) -> dict[str, jnp.dtype]:
@@ -91,12 +94,11 @@ class Block(nn.Module):
     def __call__(
         self,
         x: Float[Array, "b t m"],
-        *,
         mask: Bool[Array, "#b 1 t s"] | None,
         bias: Float[Array, "#b h t s"] | None,
         encoder_hidden: Float[Array, "b s m"] | None = None,
         cross_mask: Bool[Array, "b 1 #t s"] | None = None,
-        deterministic: bool,
+        deterministic: bool = True,
         decode: bool = False,
     ) -> Float[Array, "b t m"]:
         cfg = self.config
@@ -205,10 +207,10 @@ class Stack(nn.Module):
             cross_mask = (segment_ids[:, :, None] == encoder_segment_ids[:, None, :])[:, None] & (
                 encoder_segment_ids[:, None, None, :] > 0)
         layers = cfg.num_decoder_layers if self.decoder else cfg.num_layers
+        block = remat(Block, "none" if decode else cfg.remat, static_argnums=(6, 7))  # deterministic, decode: static
         for i in range(layers):
-            x = Block(cfg, cross=self.decoder, name=f"layer_{i}")(
-                x, mask=mask, bias=bias, encoder_hidden=encoder_hidden, cross_mask=cross_mask,
-                deterministic=deterministic, decode=decode)
+            x = block(cfg, cross=self.decoder, name=f"layer_{i}")(x, mask, bias, encoder_hidden, cross_mask, deterministic,
+                                                                  decode)
             x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))
         if cfg.pre_norm:
             x = _norm(cfg, "final_norm")(x)

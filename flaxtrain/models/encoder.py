@@ -17,6 +17,7 @@ from flaxtrain import ops
 from flaxtrain.layers import Dense, Embed, MultiHeadAttention, axes
 from flaxtrain.layers.mlp import MLP
 from flaxtrain.layers.norm import LayerNorm
+from flaxtrain.layers.remat import check_policy, remat
 from flaxtrain.layers.sharding import constrain
 
 
@@ -41,8 +42,12 @@ class EncoderConfig:
     roberta_positions: bool = False  # RoBERTa/XLM-R: position of a real token = pad_id + its 1-based index
     use_pooler: bool = True  # tanh(dense(first token)); DistilBERT has none and returns the first token
     attention: str = "xla"  # ops.dot_product_attention path: "xla" (faster here, benchmarks/README.md) or "einsum"
+    remat: str = "none"  # recompute each block's activations in the backward pass: 'none', 'full' or 'dots' (REMAT)
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter storage dtype
+
+    def __post_init__(self) -> None:
+        check_policy(self.remat)
 
     @property
     def head_dim(self) -> int:
@@ -55,7 +60,7 @@ class EncoderLayer(nn.Module):
     config: EncoderConfig
 
     @nn.compact
-    def __call__(self, x: Float[Array, "b t m"], *, mask: jnp.ndarray, deterministic: bool) -> Float[Array, "b t m"]:
+    def __call__(self, x: Float[Array, "b t m"], mask: jnp.ndarray, deterministic: bool) -> Float[Array, "b t m"]:
         cfg = self.config
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         h = MultiHeadAttention(cfg.num_heads, cfg.head_dim, implementation=cfg.attention, dtype=dtype,
@@ -114,10 +119,11 @@ class Encoder(nn.Module):
             mask = ops.make_segment_mask(jnp.where(valid, segment_ids, 0))  # [b, 1, t, t]
         else:
             mask = ops.make_key_padding_mask(valid, input_ids.shape[1])  # [b, 1, t, t]
-        shared = EncoderLayer(cfg, name="layer") if cfg.share_layers else None
+        block = remat(EncoderLayer, cfg.remat, static_argnums=(3,))  # deterministic is static
+        shared = block(cfg, name="layer") if cfg.share_layers else None
         for i in range(cfg.num_layers):
-            layer = shared or EncoderLayer(cfg, name=f"layer_{i}")
-            x = layer(x, mask=mask, deterministic=deterministic)
+            layer = shared or block(cfg, name=f"layer_{i}")
+            x = layer(x, mask, deterministic)
             x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))  # rows stay data-parallel
         if not cfg.use_pooler:
             return x, x[:, 0]

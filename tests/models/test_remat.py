@@ -1,0 +1,58 @@
+"""Rematerialization by named policy: every policy gives the same gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from flaxtrain import models
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.models.encoder import EncoderConfig
+from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
+from flaxtrain.tasks.masked_lm import masked_lm_loss
+from flaxtrain.tasks.span_corruption import span_corruption_loss
+
+
+def _mlm(remat, width=32, layers=2):
+    return models.build_model("masked_lm", models.HeadConfig(EncoderConfig(vocab_size=100, hidden_size=width,
+                                                                           num_layers=layers, num_heads=4,
+                                                                           mlp_dim=4 * width, remat=remat)))
+
+
+def _t5(remat):
+    config = Seq2SeqConfig(**{**PRESETS["t5"], "vocab_size": 100, "hidden_size": 32, "num_layers": 2,
+                              "num_decoder_layers": 2, "num_heads": 4, "head_dim": 8, "mlp_dim": 64, "remat": remat})
+    return models.build_model("span_corruption", config)
+
+
+def _batch(rows=4, length=24, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(3, 100, (rows, length)).astype(np.int32)
+    return {"input_ids": ids, "segment_ids": np.where(np.arange(length) < length // 2, 1, 2)[None].repeat(rows, 0),
+            "labels": np.where(rng.random((rows, length)) < 0.3, ids, -1).astype(np.int32),
+            "decoder_input_ids": ids[:, :8], "decoder_segment_ids": np.ones((rows, 8), np.int32),
+            "weight": np.ones(rows, np.float32)}
+
+
+@pytest.mark.parametrize("build, loss_fn", [(_mlm, masked_lm_loss), (_t5, span_corruption_loss)], ids=["bert", "t5"])
+def test_every_policy_gives_the_same_gradients(build, loss_fn):
+    batch = {k: jnp.asarray(v) for k, v in _batch().items()}
+    if loss_fn is span_corruption_loss:
+        batch["labels"] = jnp.abs(batch["labels"][:, :8])
+    params = build("none").init(jax.random.key(0), batch["input_ids"], deterministic=True)["params"]
+    grads = {}
+    for policy in ("none", "full", "dots"):
+        module = build(policy)
+
+        def loss(p, module=module):
+            return loss_fn(module.apply, p, batch, rngs={"dropout": jax.random.key(1)}, deterministic=False)[0]
+
+        grads[policy] = jax.jit(jax.grad(loss))(params)
+    for policy in ("full", "dots"):
+        for a, b in zip(jax.tree.leaves(grads[policy]), jax.tree.leaves(grads["none"])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_policy_is_a_one_line_error():
+    with pytest.raises(FlaxtrainError, match="remat must be 'none', 'full', 'dots', got 'some'"):
+        EncoderConfig(vocab_size=10, remat="some")
