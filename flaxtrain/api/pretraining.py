@@ -5,19 +5,23 @@ predictors: flaxtrain/tasks/masked_lm.py and span_corruption.py)."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
-from pathlib import Path
+import jax
+import jax.numpy as jnp
 
 from flaxtrain import hub, models
 from flaxtrain.api.model import Model
 from flaxtrain.api.weights import init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.errors import FlaxtrainError, nearest
-from flaxtrain.models.encoder import EncoderConfig
+from flaxtrain.models.encoder import EncoderConfig, stack_layers
 from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
 
 # A small BERT trained from scratch; every field of EncoderConfig can be overridden through `params`.
 BERT_FROM_SCRATCH = dict(family="bert", hidden_size=256, num_layers=4, num_heads=4, mlp_dim=1024)
+# How a checkpoint's encoder runs (its sizes stay): rematerialization and scanned blocks.
+SWITCHES = ("remat", "scan_layers")
 
 
 def masked_lm_model(name: str, train_data: Any = None, val_data: Any = None, *, preproc: Any = None,
@@ -28,6 +32,7 @@ def masked_lm_model(name: str, train_data: Any = None, val_data: Any = None, *, 
       name: 'bert' (from scratch, sized by `params`: num_layers, hidden_size, num_heads, mlp_dim, ...),
         or a pretrained encoder ('minilm', a local Hugging Face-format folder of any BERT-family
         checkpoint) to continue pretraining; a checkpoint saved by *ForMaskedLM keeps its head.
+        Either takes `params={'remat': 'none' | 'full' | 'dots', 'scan_layers': True}`.
       preproc: the LMPreprocessor (default: train_data's); a checkpoint must share its tokenizer.
     """
     preproc = preproc or getattr(train_data, "preproc", None)
@@ -47,12 +52,17 @@ def masked_lm_model(name: str, train_data: Any = None, val_data: Any = None, *, 
         config = models.make_config("masked_lm", encoder=encoder)
         weights = init_model_params(models.build_model("masked_lm", config), seed)
     else:
-        if overrides:
-            raise FlaxtrainError(f"{name!r} keeps its checkpoint's sizes: drop params {sorted(overrides)}")
+        sizes = sorted(set(overrides) - set(SWITCHES))
+        if sizes:
+            raise FlaxtrainError(f"{name!r} keeps its checkpoint's sizes: drop params {sizes}")
         encoder, pretrained, tokenizer, _ = load_encoder(name, task="mlm", maxlen=preproc.row_length)
         if tokenizer.get_vocab() != preproc.tokenizer.get_vocab():
             raise FlaxtrainError(f"{name!r} reads its own word pieces: build the data with lm_from_files(..., "
                                  f"tokenizer={name!r})")
+        encoder = dataclasses.replace(encoder, **overrides)
+        if encoder.scan_layers and not encoder.share_layers:  # the checkpoint's blocks, stacked for nn.scan
+            stacked = stack_layers(jax.device_get(pretrained["encoder"]), encoder.num_layers)
+            pretrained = {**pretrained, "encoder": jax.tree.map(jnp.asarray, stacked)}
         config = models.make_config("masked_lm", encoder=encoder)
         weights = with_pretrained_head(init_model_params(models.build_model("masked_lm", config), seed), pretrained,
                                        checkpoint=str(name), head="masked-LM", verbose=bool(verbose))

@@ -15,7 +15,7 @@ from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.files import atomic_directory, written_by_main_process
 from flaxtrain.hub import encoders, seq2seq
 from flaxtrain.hub.local import load_tokenizer, resolve_checkpoint
-from flaxtrain.models.encoder import Encoder
+from flaxtrain.models.encoder import Encoder, unstack_layers
 from flaxtrain.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 FAMILIES = tuple(encoders.LAYER_NAMES)  # model_type values of config.json that load as an Encoder
@@ -133,8 +133,10 @@ def save_pretrained(
 
     family = config.family
     name, prefix = encoders.CLASS_PREFIX[family]
-    encoder = params if task is None else params["encoder"]
-    weights = encoders.params_to_hf(jax.device_get(encoder), config, family, prefix="" if task is None else prefix)
+    encoder = jax.device_get(params if task is None else params["encoder"])
+    if getattr(config, "scan_layers", False) and not config.share_layers:  # checkpoints name each block
+        encoder = unstack_layers(encoder, config.num_layers)
+    weights = encoders.params_to_hf(encoder, config, family, prefix="" if task is None else prefix)
     hf = {**encoders.config_to_hf(config), "architectures": [name + encoders.TASK_CLASSES[task]]}
     if task is not None:
         weights.update(encoders.head_params_to_hf(jax.device_get(params), family, task))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
@@ -43,6 +44,7 @@ class EncoderConfig:
     use_pooler: bool = True  # tanh(dense(first token)); DistilBERT has none and returns the first token
     attention: str = "xla"  # ops.dot_product_attention path: "xla" (faster here, benchmarks/README.md) or "einsum"
     remat: str = "none"  # recompute each block's activations in the backward pass: 'none', 'full' or 'dots' (REMAT)
+    scan_layers: bool = False  # the blocks under nn.scan: params stacked in 'layers' (one compile of one block)
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter storage dtype
 
@@ -70,6 +72,36 @@ class EncoderLayer(nn.Module):
         h = MLP(cfg.mlp_dim, cfg.activation, dtype=dtype, param_dtype=param_dtype, name="mlp")(x)
         h = nn.Dropout(cfg.dropout_rate, name="mlp_dropout")(h, deterministic=deterministic)
         return LayerNorm(cfg.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, name="mlp_norm")(x + h)
+
+
+class ScannedLayer(nn.Module):
+    """One step of the scanned stack: a block (rematerialized as configured) on the carried states."""
+
+    config: EncoderConfig
+    deterministic: bool
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "b t m"], mask: jnp.ndarray) -> tuple[Float[Array, "b t m"], None]:
+        block = remat(EncoderLayer, self.config.remat, static_argnums=(3,))
+        x = block(self.config, name="layer")(x, mask, self.deterministic)
+        return constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED)), None
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+    """Encoder params with blocks 'layer_0' .. 'layer_{n-1}' -> the scanned layout {'layers': {'layer': stacked}}."""
+    import numpy as np
+
+    blocks = [params[f"layer_{i}"] for i in range(num_layers)]
+    rest = {k: v for k, v in params.items() if not k.startswith("layer_")}
+    stacked = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *blocks)
+    return {**rest, "layers": {"layer": stacked}}
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+    """The scanned layout back to one entry per block ('layer_0' ..), as checkpoints name them."""
+    rest = {k: v for k, v in params.items() if k != "layers"}
+    return {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], params["layers"]["layer"])
+                       for i in range(num_layers)}}
 
 
 class Encoder(nn.Module):
@@ -119,12 +151,17 @@ class Encoder(nn.Module):
             mask = ops.make_segment_mask(jnp.where(valid, segment_ids, 0))  # [b, 1, t, t]
         else:
             mask = ops.make_key_padding_mask(valid, input_ids.shape[1])  # [b, 1, t, t]
-        block = remat(EncoderLayer, cfg.remat, static_argnums=(3,))  # deterministic is static
-        shared = block(cfg, name="layer") if cfg.share_layers else None
-        for i in range(cfg.num_layers):
-            layer = shared or block(cfg, name=f"layer_{i}")
-            x = layer(x, mask, deterministic)
-            x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))  # rows stay data-parallel
+        if cfg.scan_layers and not cfg.share_layers:
+            stack = nn.scan(ScannedLayer, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                            in_axes=nn.broadcast, length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = stack(cfg, deterministic, name="layers")(x, mask)
+        else:
+            block = remat(EncoderLayer, cfg.remat, static_argnums=(3,))  # deterministic is static
+            shared = block(cfg, name="layer") if cfg.share_layers else None
+            for i in range(cfg.num_layers):
+                layer = shared or block(cfg, name=f"layer_{i}")
+                x = layer(x, mask, deterministic)
+                x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))  # rows stay data-parallel
         if not cfg.use_pooler:
             return x, x[:, 0]
         pooled = Dense(cfg.hidden_size, (axes.EMBED, axes.MLP), dtype=dtype, param_dtype=param_dtype, name="pooler")(x[:, 0])

@@ -56,3 +56,36 @@ def test_every_policy_gives_the_same_gradients(build, loss_fn):
 def test_an_unknown_policy_is_a_one_line_error():
     with pytest.raises(FlaxtrainError, match="remat must be 'none', 'full', 'dots', got 'some'"):
         EncoderConfig(vocab_size=10, remat="some")
+
+
+def test_scanned_layers_compute_as_the_unrolled_stack_and_save_the_same_checkpoint(tmp_path):
+    from safetensors.numpy import load_file
+
+    from flaxtrain import hub
+    from flaxtrain.models.encoder import stack_layers
+    from flaxtrain.train import init_params
+
+    encoder = EncoderConfig(vocab_size=100, hidden_size=32, num_layers=3, num_heads=4, mlp_dim=64)
+    unrolled = models.build_model("masked_lm", models.HeadConfig(encoder))
+    scanned_config = models.HeadConfig(EncoderConfig(**{**encoder.__dict__, "scan_layers": True, "remat": "dots"}))
+    scanned = models.build_model("masked_lm", scanned_config)
+    batch = {k: jnp.asarray(v) for k, v in _batch().items()}
+    params = init_params(unrolled, {"input_ids": batch["input_ids"]}, jax.random.key(0))
+    params = jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(1), x.shape), params)
+    stacked = {**params, "encoder": stack_layers(jax.device_get(params["encoder"]), 3)}
+    assert jax.tree.structure(stacked) == jax.tree.structure(
+        init_params(scanned, {"input_ids": batch["input_ids"]}, jax.random.key(0)))
+    np.testing.assert_allclose(scanned.apply({"params": stacked}, batch["input_ids"], segment_ids=batch["segment_ids"],
+                                             deterministic=True),
+                               unrolled.apply({"params": params}, batch["input_ids"], segment_ids=batch["segment_ids"],
+                                              deterministic=True), atol=1e-5)
+    grads = [jax.grad(lambda p, m=m: masked_lm_loss(m.apply, p, batch, rngs={}, deterministic=True)[0])(p)
+             for m, p in ((unrolled, params), (scanned, stacked))]
+    restacked = {**grads[0], "encoder": stack_layers(jax.device_get(grads[0]["encoder"]), 3)}
+    for a, b in zip(jax.tree.leaves(restacked), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    tokenizer = hub.load_tokenizer("minilm")
+    hub.save_pretrained(tmp_path / "unrolled", encoder, params, tokenizer, task="mlm")
+    hub.save_pretrained(tmp_path / "scanned", scanned_config.encoder, stacked, tokenizer, task="mlm")
+    ours, theirs = load_file(tmp_path / "scanned" / "model.safetensors"), load_file(tmp_path / "unrolled" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)

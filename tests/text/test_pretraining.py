@@ -151,6 +151,11 @@ def test_bert_from_scratch_trains_saves_and_matches_pytorch(corpus, tmp_path):
     # Continued pretraining of the saved folder starts from exactly those weights, head included.
     again = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn)
     np.testing.assert_allclose(flaxtrain.get_predictor(again).top_tokens(texts)[1], best, atol=1e-5)
+    scanned = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn, params={"scan_layers": True, "remat": "full"})
+    assert "layers" in scanned.params["encoder"] and "layer_0" not in scanned.params["encoder"]
+    np.testing.assert_allclose(flaxtrain.get_predictor(scanned).top_tokens(texts)[1], best, atol=1e-5)
+    with pytest.raises(FlaxtrainError, match="keeps its checkpoint's sizes: drop params \\['num_layers'\\]"):
+        flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn, params={"num_layers": 2})
     with pytest.raises(FlaxtrainError, match="reads its own word pieces"):
         flaxtrain.get_model("minilm", train_data=trn)
     with pytest.raises(FlaxtrainError, match="unknown bert config key 'num_layer' \\(did you mean 'num_layers'\\?\\)"):

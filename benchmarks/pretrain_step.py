@@ -1,0 +1,125 @@
+"""Masked-LM pretraining step: flaxtrain against PyTorch `transformers`' BertForMaskedLM, one process.
+
+Run:  .venv/bin/python benchmarks/pretrain_step.py [--rounds 5] [--steps 3] [--length 128]
+
+A small BERT (4 layers, width 256, 4 heads, MLP 1024, MiniLM's 30,522 word pieces, tied masked-LM head),
+batch 32 packed rows, 15% of the tokens chosen, dropout 0.1, AdamW. flaxtrain's step is the Learner's
+(tasks/masked_lm.py's loss on the segment-masked encoder); PyTorch's is BertForMaskedLM with labels -100
+off the chosen positions. Both run in interleaved rounds; prints the machine, tokens/s (max and median),
+the flaxtrain/PyTorch ratio of medians, each one's share of the XLA float32 matmul peak measured here, and
+flaxtrain's first-step compile time with and without rematerialization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import transformers
+from encoder_step import _timed, matmul_peak_gflops
+from machine import describe
+
+from flaxtrain import models
+from flaxtrain.models.encoder import EncoderConfig
+from flaxtrain.tasks.masked_lm import masked_lm_loss, predict_top_tokens
+from flaxtrain.train import compile_steps, create_train_state, init_params, make_optimizer
+
+SIZES = dict(vocab_size=30522, hidden_size=256, num_layers=4, num_heads=4, mlp_dim=1024)
+BATCH = 32
+
+
+def step_gflop(length: int) -> float:
+    """Model FLOPs of a train step: blocks, attention and the vocabulary projection at every position, x3."""
+    m, f, layers, v = SIZES["hidden_size"], SIZES["mlp_dim"], SIZES["num_layers"], SIZES["vocab_size"]
+    per_token = 2 * (layers * (4 * m * m + 2 * m * f) + m * m + m * v) + layers * 4 * length * m
+    return 3 * BATCH * length * per_token / 1e9
+
+
+def batch_of(length: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, SIZES["vocab_size"], size=(BATCH, length)).astype(np.int32)
+    cut = rng.integers(length // 4, length, size=BATCH)  # two packed documents per row
+    segments = np.where(np.arange(length)[None, :] < cut[:, None], 1, 2).astype(np.int32)
+    labels = np.where(rng.random((BATCH, length)) < 0.15, ids, -1).astype(np.int32)
+    return {"input_ids": ids, "segment_ids": segments, "labels": labels, "weight": np.ones(BATCH, np.float32)}
+
+
+def flaxtrain_step(batch: dict[str, np.ndarray], remat: str) -> tuple[float, object]:
+    module = models.build_model("masked_lm", models.HeadConfig(EncoderConfig(**SIZES, remat=remat)))
+    steps = compile_steps(module.apply, masked_lm_loss, predict_fn=predict_top_tokens)
+    sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
+    state = create_train_state(module, init_params(module, sample, jax.random.key(0)), make_optimizer(1e-4, weight_decay=0.01))
+    placed = {k: jnp.asarray(v) for k, v in batch.items()}
+    holder = {"state": state}
+
+    def first() -> None:
+        holder["state"], sums = steps.train(holder["state"], placed, jax.random.key(0))
+        jax.block_until_ready(sums)
+
+    compile_s = _timed(first)
+
+    def run(n: int) -> None:
+        sums = None
+        for _ in range(n):
+            holder["state"], sums = steps.train(holder["state"], placed, jax.random.key(0))
+        jax.block_until_ready(sums)
+
+    return compile_s, run
+
+
+def torch_step(batch: dict[str, np.ndarray]):
+    config = transformers.BertConfig(vocab_size=SIZES["vocab_size"], hidden_size=SIZES["hidden_size"],
+                                     num_hidden_layers=SIZES["num_layers"], num_attention_heads=SIZES["num_heads"],
+                                     intermediate_size=SIZES["mlp_dim"], attn_implementation="sdpa")
+    net = transformers.BertForMaskedLM(config).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01)
+    ids = torch.from_numpy(batch["input_ids"].astype(np.int64))
+    seg = torch.from_numpy(batch["segment_ids"])
+    mask = (seg[:, :, None] == seg[:, None, :])[:, None].to(torch.float32)  # the same block-diagonal attention
+    mask = (1.0 - mask) * torch.finfo(torch.float32).min
+    labels = torch.from_numpy(np.where(batch["labels"] >= 0, batch["labels"], -100).astype(np.int64))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad(set_to_none=True)
+            net(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            opt.step()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--length", type=int, default=128)
+    args = parser.parse_args()
+    print(describe())
+    xla_peak, torch_peak = matmul_peak_gflops()
+    print(f"float32 2048x2048 matmul peak: XLA {xla_peak:.0f} GFLOP/s, PyTorch {torch_peak:.0f} GFLOP/s")
+    batch = batch_of(args.length)
+    compile_none, flax_run = flaxtrain_step(batch, "none")
+    compile_full, _ = flaxtrain_step(batch, "full")
+    torch_run = torch_step(batch)
+    torch_run(1)
+    rates: dict[str, list[float]] = {"flaxtrain": [], "pytorch": []}
+    tokens = BATCH * args.length * args.steps
+    for _ in range(args.rounds):
+        rates["flaxtrain"].append(tokens / _timed(lambda: flax_run(args.steps)))
+        rates["pytorch"].append(tokens / _timed(lambda: torch_run(args.steps)))
+    print(f"masked-LM train step, batch {BATCH} x {args.length}; flaxtrain first step (trace + compile + run) "
+          f"{compile_none:.1f} s, with remat='full' {compile_full:.1f} s")
+    for name, values in rates.items():
+        gflops = step_gflop(args.length) * statistics.median(values) / (BATCH * args.length)
+        print(f"  {name:10s} tokens/s max {max(values):8.0f} median {statistics.median(values):8.0f}   "
+              f"{gflops:6.1f} GFLOP/s = {100 * gflops / xla_peak:4.1f}% of the XLA peak")
+    ratio = statistics.median(rates["flaxtrain"]) / statistics.median(rates["pytorch"])
+    print(f"  flaxtrain / PyTorch tokens/s (medians) = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
