@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--attention", default="einsum", choices=["einsum", "xla"], help="ops.dot_product_attention path")
     args = parser.parse_args()
+    from machine import describe
+
+    print(describe())
     xla_peak, torch_peak = matmul_peak_gflops()
     print(f"float32 2048x2048 matmul peak: XLA {xla_peak:.0f} GFLOP/s, PyTorch {torch_peak:.0f} GFLOP/s")
     for length in args.lengths:

@@ -6,8 +6,9 @@ A small BERT (4 layers, width 256, 4 heads, MLP 1024, MiniLM's 30,522 word piece
 batch 32 packed rows, 15% of the tokens chosen, dropout 0.1, AdamW. flaxtrain's step is the Learner's
 (tasks/masked_lm.py's loss on the segment-masked encoder); PyTorch's is BertForMaskedLM with labels -100
 off the chosen positions. Both run in interleaved rounds; prints the machine, tokens/s (max and median),
-the flaxtrain/PyTorch ratio of medians, each one's share of the XLA float32 matmul peak measured here, and
-flaxtrain's first-step compile time with and without rematerialization.
+the flaxtrain/PyTorch ratio of medians, each one's share of the XLA float32 matmul peak measured here,
+flaxtrain's first-step compile time with and without rematerialization, and that of a 12-layer model with
+and without scanned blocks.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def batch_of(length: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "segment_ids": segments, "labels": labels, "weight": np.ones(BATCH, np.float32)}
 
 
-def flaxtrain_step(batch: dict[str, np.ndarray], remat: str) -> tuple[float, object]:
-    module = models.build_model("masked_lm", models.HeadConfig(EncoderConfig(**SIZES, remat=remat)))
+def flaxtrain_step(batch: dict[str, np.ndarray], remat: str, **sizes: object) -> tuple[float, object]:
+    encoder = EncoderConfig(**{**SIZES, **sizes}, remat=remat)
+    module = models.build_model("masked_lm", models.HeadConfig(encoder))
     steps = compile_steps(module.apply, masked_lm_loss, predict_fn=predict_top_tokens)
     sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
     state = create_train_state(module, init_params(module, sample, jax.random.key(0)), make_optimizer(1e-4, weight_decay=0.01))
@@ -119,6 +121,9 @@ def main() -> None:
               f"{gflops:6.1f} GFLOP/s = {100 * gflops / xla_peak:4.1f}% of the XLA peak")
     ratio = statistics.median(rates["flaxtrain"]) / statistics.median(rates["pytorch"])
     print(f"  flaxtrain / PyTorch tokens/s (medians) = {ratio:.2f}")
+    for scan in (False, True):  # compile time grows with the unrolled depth; nn.scan compiles one block
+        seconds, _ = flaxtrain_step(batch, "none", num_layers=12, scan_layers=scan)
+        print(f"  12 layers, scan_layers={scan}: first step (trace + compile + run) {seconds:.1f} s")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ def make_config(name: str, **kwargs: Any) -> Any:
             value = tuple(value)
         nested = _NESTED.get((entry.config, key))
         if nested is not None and isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(nested)}
+            unknown = next((k for k in value if k not in known), None)
+            if unknown is not None:  # e.g. a folder saved by a newer flaxtrain
+                raise FlaxtrainError(f"unknown {name} {key} config key {unknown!r}{nearest(unknown, known)}: "
+                                     "upgrade flaxtrain or fix the config")
             value = nested(**value)
         values[key] = value
     missing = [f for f, spec in fields.items() if f not in values and spec.default is dataclasses.MISSING]
