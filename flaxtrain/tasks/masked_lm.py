@@ -3,9 +3,8 @@ cross entropy and accuracy over the chosen positions only, fill-mask predictions
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import hub, ops
-from flaxtrain.data.lm import LMDataset, LMPreprocessor, expand_files
+from flaxtrain.data.lm import LMDataset, LMPreprocessor
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
-from flaxtrain.train import loop
+from flaxtrain.tasks.base import TaskModel
+from flaxtrain.tasks.streamed import StreamedObjective, StreamedPredictor
 
 Batch = dict[str, jax.Array]
 TOP_K = 5  # candidates per position the predict function returns
@@ -65,7 +64,7 @@ def predict_top_tokens(apply_fn: Callable[..., jax.Array], params: Any, batch: B
     return jnp.stack([values, ids.astype(jnp.float32)], axis=-1)
 
 
-class MaskedLMPredictor(Predictor):
+class MaskedLMPredictor(StreamedPredictor):
     """Fills masks: `predict("The capital of France is [MASK].")` -> for each [MASK], the best
     (token, probability) pairs, best first (one list per mask)."""
 
@@ -98,23 +97,17 @@ class MaskedLMPredictor(Predictor):
                             for t in np.flatnonzero(ids == self.preproc.mask_id)])
         return results[0] if single else results
 
-    def evaluate(self, files: Any, max_documents: int | None = None) -> tuple[float, dict[str, float]]:
-        """(mean masked-token loss, {'accuracy', 'perplexity'}) on text files (masks drawn with seed 0)."""
-        data = LMDataset(expand_files(files, "files"), self.preproc, max_documents=max_documents)
-        metrics = self.task.scores(self.model, data, self.batch_size)
-        return metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}
-
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format (transformers' *ForMaskedLM, head tied to the embeddings)."""
         return hub.save_pretrained(directory, self.model.config.encoder, self.model.params, self.preproc.tokenizer,
                                    task="mlm")
 
 
-class MaskedLanguageModeling(Task):
+class MaskedLanguageModeling(StreamedObjective):
+    """Fresh masks for every batch drawn (`StreamedObjective`: keyed by seed, epoch, process and batch)."""
+
     name = "masked_lm"
     family = "masked_lm"
-    dataset = LMDataset
-    preprocessor = LMPreprocessor
     predictor = MaskedLMPredictor
     loaders = "lm_from_files(..., objective='mlm')"
 
@@ -127,47 +120,18 @@ class MaskedLanguageModeling(Task):
     def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
         return predict_top_tokens
 
-    def batches(self, data: LMDataset, *, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                process_index: int = 0, process_count: int = 1) -> tuple[Iterator[dict[str, np.ndarray]], int]:
-        """The stream's rows with fresh masks for every batch drawn: the masks of batch i of an epoch
-        depend on (seed, epoch, process, i) alone, so a resumed run masks as the uninterrupted one."""
-        rows, count = data.batches(batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                                   process_index=process_index, process_count=process_count)
-        continuation = data.preproc.continuation_table() if data.preproc.whole_word_masking else None
+    def prepare(self, data: LMDataset) -> np.ndarray | None:
+        return data.preproc.continuation_table() if data.preproc.whole_word_masking else None
 
-        def masked() -> Iterator[dict[str, np.ndarray]]:
-            for i, batch in enumerate(rows):
-                rng = np.random.default_rng([seed, epoch, process_index, i])
-                yield mask_tokens(batch, data.preproc, rng, continuation)
-
-        return masked(), count
-
-    def scores(self, model: TaskModel, data: LMDataset, batch_size: int) -> dict[str, float]:
-        """{'loss', 'accuracy', 'perplexity'} of the masked tokens of `data` (masks drawn with seed 0)."""
-        batches, count = self.batches(data, batch_size=batch_size)
-        sums = mean_eval_loss(model, batches, count)
-        return {"loss": sums["loss"], "accuracy": sums["acc"], "perplexity": math.exp(min(sums["loss"], 700.0))}
-
-    def report(self, predictor: MaskedLMPredictor, data: LMDataset, *, class_names: Sequence[Any] | None,
-               print_report: bool) -> dict[str, float]:
-        """Masked-token loss, accuracy and perplexity."""
-        metrics = self.scores(predictor.model, data, predictor.batch_size)
-        if print_report:
-            print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return metrics
+    def objective_batch(self, batch: dict[str, np.ndarray], preproc: LMPreprocessor, rng: np.random.Generator,
+                        prepared: np.ndarray | None) -> dict[str, np.ndarray]:
+        return mask_tokens(batch, preproc, rng, prepared)
 
     def top_losses(self, predictor: MaskedLMPredictor, data: LMDataset, losses: np.ndarray, n: int) -> list[tuple]:
-        """(row index, mean masked-token loss, the row's text, the row with its masks filled by the model)."""
-        order = [int(i) for i in np.argsort(-losses, kind="stable")[:n]]
-        wanted = set(order)
-        batches, _ = self.batches(data, batch_size=predictor.batch_size)
-        found: dict[int, np.ndarray] = {}
-        for batch in batches:
-            for r, index in enumerate(batch["index"]):
-                if int(index) in wanted and batch["weight"][r] > 0:
-                    found[int(index)] = np.where(batch["labels"][r] >= 0, batch["labels"][r], batch["input_ids"][r])
-        tokenizer = predictor.preproc.tokenizer
-        return [(i, float(losses[i]), tokenizer.decode(found[i].tolist()), None) for i in order if i in found]
+        """(row index, mean masked-token loss, the row's text, None)."""
+        decode = predictor.preproc.tokenizer.decode
+        return [(i, float(losses[i]), decode(np.where(row["labels"] >= 0, row["labels"], row["input_ids"]).tolist()), None)
+                for i, row in self.worst_rows(predictor, data, losses, n)]
 
     def format_predictions(self, predictor: MaskedLMPredictor, texts: list[str]) -> list[str]:
         """The best token for each [MASK] of each text."""

@@ -3,9 +3,8 @@ sentinels in the inputs, the dropped spans (each after its sentinel) as the targ
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import hub, ops
-from flaxtrain.data.lm import LMDataset, LMPreprocessor, corrupted_lengths, expand_files
+from flaxtrain.data.lm import LMDataset, LMPreprocessor, corrupted_lengths
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import decode
-from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
+from flaxtrain.tasks.base import TaskModel
+from flaxtrain.tasks.streamed import StreamedObjective, StreamedPredictor
 
 Batch = dict[str, jax.Array]
 
@@ -84,7 +84,7 @@ def predict_targets(apply_fn: Callable[..., jax.Array], params: Any, batch: Batc
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-class SpanCorruptionPredictor(Predictor):
+class SpanCorruptionPredictor(StreamedPredictor):
     """Fills sentinels: `predict("The <extra_id_0> walks in <extra_id_1> park")` -> the generated targets
     ('<extra_id_0> cute dog <extra_id_1> the ...'), greedy unless generation settings say otherwise."""
 
@@ -104,22 +104,16 @@ class SpanCorruptionPredictor(Predictor):
         out = p.tokenizer.decode_batch([[int(t) for t in row if t != p.pad_id] for row in rows], skip_special_tokens=False)
         return out[0] if single else out
 
-    def evaluate(self, files: Any, max_documents: int | None = None) -> tuple[float, dict[str, float]]:
-        """(mean target-token loss, {'accuracy', 'perplexity'}) on text files (noise drawn with seed 0)."""
-        data = LMDataset(expand_files(files, "files"), self.preproc, max_documents=max_documents)
-        metrics = self.task.scores(self.model, data, self.batch_size)
-        return metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}
-
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format (transformers' T5ForConditionalGeneration)."""
         return hub.save_seq2seq(directory, self.model.config, self.model.params, self.preproc.tokenizer)
 
 
-class SpanCorruption(Task):
+class SpanCorruption(StreamedObjective):
+    """Fresh noise spans for every batch drawn (`StreamedObjective`: keyed by seed, epoch, process and batch)."""
+
     name = "span_corruption"
     family = "span_corruption"
-    dataset = LMDataset
-    preprocessor = LMPreprocessor
     predictor = SpanCorruptionPredictor
     loaders = "lm_from_files(..., objective='span_corruption')"
 
@@ -132,43 +126,17 @@ class SpanCorruption(Task):
     def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
         return predict_targets
 
-    def batches(self, data: LMDataset, *, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
-                process_index: int = 0, process_count: int = 1) -> tuple[Iterator[dict[str, np.ndarray]], int]:
-        """The stream's raw rows, corrupted afresh for every batch drawn (noise of batch i of an epoch
-        from (seed, epoch, process, i) alone, so a resumed run sees the uninterrupted one's batches)."""
+    def prepare(self, data: LMDataset) -> None:
         if not data.packing:
             raise FlaxtrainError("span corruption corrupts full rows: build the data with lm_from_files(..., packing=True)")
-        rows, count = data.batches(batch_size=batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
-                                   process_index=process_index, process_count=process_count)
 
-        def corrupted() -> Iterator[dict[str, np.ndarray]]:
-            for i, batch in enumerate(rows):
-                yield corrupt_batch(batch, data.preproc, np.random.default_rng([seed, epoch, process_index, i]))
-
-        return corrupted(), count
-
-    def scores(self, model: TaskModel, data: LMDataset, batch_size: int) -> dict[str, float]:
-        """{'loss', 'accuracy', 'perplexity'} of the target tokens of `data` (noise drawn with seed 0)."""
-        batches, count = self.batches(data, batch_size=batch_size)
-        sums = mean_eval_loss(model, batches, count)
-        return {"loss": sums["loss"], "accuracy": sums["acc"], "perplexity": math.exp(min(sums["loss"], 700.0))}
-
-    def report(self, predictor: SpanCorruptionPredictor, data: LMDataset, *, class_names: Sequence[Any] | None,
-               print_report: bool) -> dict[str, float]:
-        """Target-token loss, accuracy and perplexity."""
-        metrics = self.scores(predictor.model, data, predictor.batch_size)
-        if print_report:
-            print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return metrics
+    def objective_batch(self, batch: dict[str, np.ndarray], preproc: LMPreprocessor, rng: np.random.Generator,
+                        prepared: None) -> dict[str, np.ndarray]:
+        return corrupt_batch(batch, preproc, rng)
 
     def top_losses(self, predictor: SpanCorruptionPredictor, data: LMDataset, losses: np.ndarray, n: int) -> list[tuple]:
         """(row index, mean target-token loss, the corrupted input, its targets)."""
-        order = [int(i) for i in np.argsort(-losses, kind="stable")[:n]]
-        wanted, found = set(order), {}
-        for batch in self.batches(data, batch_size=predictor.batch_size)[0]:
-            for r, index in enumerate(batch["index"]):
-                if int(index) in wanted and batch["weight"][r] > 0:
-                    found[int(index)] = (batch["input_ids"][r], batch["labels"][r])
         decode_ids = predictor.preproc.tokenizer.decode
-        return [(i, float(losses[i]), decode_ids(found[i][0].tolist(), skip_special_tokens=False),
-                 decode_ids(found[i][1].tolist(), skip_special_tokens=False)) for i in order if i in found]
+        return [(i, float(losses[i]), decode_ids(row["input_ids"].tolist(), skip_special_tokens=False),
+                 decode_ids(row["labels"].tolist(), skip_special_tokens=False))
+                for i, row in self.worst_rows(predictor, data, losses, n)]
