@@ -10,7 +10,8 @@ from flaxtrain.data.entities import (
     entities_from_txt,
 )
 from flaxtrain.data.qa import QADataset, QAPreprocessor, qa_from_array, qa_from_squad
-from flaxtrain.data.lm import LMDataset, LMPreprocessor, lm_from_files, train_tokenizer, wikitext2
+from flaxtrain.data.documents import TextFiles, TfdsText
+from flaxtrain.data.lm import LMDataset, LMPreprocessor, lm_from_files, lm_from_tfds, train_tokenizer, wikitext2
 from flaxtrain.data.loaders import LoadedData, load_data, texts_from_array, texts_from_csv, texts_from_df, texts_from_folder
 from flaxtrain.data.pipeline import make_batches
 from flaxtrain.data.preprocess import TextPreprocessor
@@ -27,6 +28,9 @@ __all__ = [
     "LMDataset",
     "LMPreprocessor",
     "lm_from_files",
+    "lm_from_tfds",
+    "TextFiles",
+    "TfdsText",
     "train_tokenizer",
     "wikitext2",
     "Seq2SeqDataset",

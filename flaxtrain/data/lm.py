@@ -1,20 +1,15 @@
 """Language-model pretraining data: text files streamed through tf.data, tokenized in batches and packed.
 
-Documents are never held as a list: each process reads the files in turn (interleaved, a few open at
-once), keeps every `process_count`-th document from its `process_index`, tokenizes them a batch at a
+Documents are never held as a list: each process reads its own share of the source (text files in turn,
+interleaved; or a TFDS split, evenly divided; see flaxtrain/data/documents.py), tokenizes them a batch at a
 time with the Rust tokenizer and packs the tokens into rows of the model's length. tf.data then
 shuffles the rows in a seeded buffer (a new order each epoch) and batches them. The objective's own
 fields (masked positions, span-corrupted targets) are added per batch by the task (flaxtrain/tasks).
-
-Files: plain text (`.gz` read as gzip); a file holds one document, or several separated by blank lines.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import glob
-import gzip
-import io
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,71 +19,13 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from flaxtrain.data.dataset import Batched
+from flaxtrain.data.documents import Documents, TextFiles, TfdsText
 from flaxtrain.data.pipeline import Batch, import_tensorflow
 from flaxtrain.data.tokenizer import Preprocessor
 from flaxtrain.errors import FlaxtrainError
 
 OBJECTIVES = ("mlm", "span_corruption")
 DOCUMENTS_PER_TOKENIZER_CALL = 256
-OPEN_FILES = 4  # files read at once, one document from each in turn
-
-
-def expand_files(files: str | Path | Sequence[str | Path], what: str) -> list[str]:
-    """Paths of a path, a glob or a list of them (folders give the files inside), each checked."""
-    given = [files] if isinstance(files, (str, Path)) else list(files)
-    if not given:
-        raise FlaxtrainError(f"{what} is empty: pass a text file, a folder, a glob or a list of them")
-    out: list[str] = []
-    for item in given:
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        elif path.is_file():
-            found = [str(path)]
-        else:
-            found = sorted(glob.glob(str(item), recursive=True))
-        if not found:
-            raise FlaxtrainError(f"{what}: {item} matches no file: pass an existing text file, folder or glob")
-        out.extend(found)
-    return out
-
-
-def read_documents(path: str) -> Iterator[str]:
-    """The documents of one file, one at a time: blocks of lines separated by blank lines."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as raw:
-            lines: list[str] = []
-            for line in io.TextIOWrapper(raw, encoding="utf-8", errors="replace"):
-                if line.strip():
-                    lines.append(line.strip())
-                elif lines:
-                    yield " ".join(lines)
-                    lines = []
-            if lines:
-                yield " ".join(lines)
-    except (OSError, EOFError) as err:
-        raise FlaxtrainError(f"cannot read {path} ({err}): pass plain text or gzip files") from None
-
-
-def interleaved_documents(files: Sequence[str], process_index: int = 0, process_count: int = 1,
-                          limit: int | None = None) -> Iterator[str]:
-    """Documents of `files`, OPEN_FILES files at a time in turn; this process's every process_count-th one
-    (of the first `limit` documents, when given)."""
-    pending = list(files)
-    active: list[Iterator[str]] = []
-    count = 0
-    while (pending or active) and (limit is None or count < limit):
-        while pending and len(active) < OPEN_FILES:
-            active.append(read_documents(pending.pop(0)))
-        for reader in list(active):
-            document = next(reader, None)
-            if document is None:
-                active.remove(reader)
-                continue
-            if count % process_count == process_index:
-                yield document
-            count += 1
 
 
 def corrupted_lengths(raw_length: int, noise_density: float, mean_span_length: float) -> tuple[int, int, int, int]:
@@ -227,27 +164,28 @@ def pack(token_rows: Iterator[np.ndarray], length: int, pad_id: int, packing: bo
 
 @dataclasses.dataclass
 class LMDataset(Batched):
-    """Text files streamed as packed rows of token ids for pretraining (see the module docstring)."""
+    """Documents (text files or a TFDS split) streamed as packed rows of token ids for pretraining (see the
+    module docstring)."""
 
-    files: list[str]
+    source: Documents
     preproc: LMPreprocessor
     packing: bool = True
     shuffle_buffer: int = 10_000
-    max_documents: int | None = None  # read only the first documents of the files (smoke runs)
+    max_documents: int | None = None  # read only the first documents of the source (smoke runs)
     _counts: dict[Any, int] = dataclasses.field(default_factory=dict, repr=False)
 
     labelled = True  # the text is its own target
 
     @property
     def texts(self) -> list[str]:
-        raise FlaxtrainError("a pretraining stream has no list of texts: it is read from its files on use")
+        raise FlaxtrainError("a pretraining stream has no list of texts: it is read from its source on use")
 
     def text_of(self, index: int) -> str | None:
         return None  # top_losses gives each row's text itself
 
     def rows(self, process_index: int = 0, process_count: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This process's packed (ids, segment ids) rows, in file order."""
-        documents = interleaved_documents(self.files, process_index, process_count, self.max_documents)
+        documents = self.source.documents(process_index, process_count, self.max_documents)
 
         def tokenized() -> Iterator[np.ndarray]:
             while True:
@@ -260,7 +198,7 @@ class LMDataset(Batched):
         return pack(tokenized(), p.row_length, p.pad_id, self.packing)
 
     def num_rows(self, process_index: int = 0, process_count: int = 1) -> int:
-        """Rows of this process's shard (one counting pass over the files, remembered)."""
+        """Rows of this process's shard (one counting pass over the source, remembered)."""
         key = (id(self.preproc.tokenizer), self.preproc.row_length, self.packing, self.max_documents, process_index,
                process_count)
         if key not in self._counts:
@@ -332,9 +270,9 @@ T5_SPECIAL = ("<pad>", "</s>", "<unk>")
 SENTINELS = 100  # T5's <extra_id_0> .. <extra_id_99>: the highest ids, <extra_id_0> the very last
 
 
-def train_tokenizer(files: str | Path | Sequence[str | Path], vocab_size: int = 30_522, kind: str = "wordpiece",
+def train_tokenizer(files: str | Path | Sequence[str | Path] | Documents, vocab_size: int = 30_522, kind: str = "wordpiece",
                     *, lowercase: bool = True, max_documents: int | None = None) -> Tokenizer:
-    """A tokenizer trained on text files (streamed, as `lm_from_files` reads them); save it with
+    """A tokenizer trained on text files, or a `TfdsText` source (streamed, as `lm_from_files` reads them); save it with
     `tokenizer.save('tokenizer.json')` beside the model.
 
     kind='wordpiece': BERT's ([PAD] 0, [UNK], [CLS], [SEP], [MASK]; [CLS] ... [SEP] around each text).
@@ -344,12 +282,12 @@ def train_tokenizer(files: str | Path | Sequence[str | Path], vocab_size: int = 
     """
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-    paths = expand_files(files, "files")
+    source = files if isinstance(files, (TextFiles, TfdsText)) else TextFiles.of(files, "files")
     if kind not in ("wordpiece", "unigram"):
         raise FlaxtrainError(f"kind must be 'wordpiece' or 'unigram', got {kind!r}")
     if vocab_size < 100 + (SENTINELS if kind == "unigram" else 0):
         raise FlaxtrainError(f"vocab_size {vocab_size} is too small for a {kind} tokenizer: use at least a few hundred")
-    documents = interleaved_documents(paths, limit=max_documents)
+    documents = source.documents(limit=max_documents)
     if kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
@@ -405,6 +343,43 @@ def lm_from_files(train_files: str | Path | Sequence[str | Path], val_files: str
       shuffle_buffer: rows in tf.data's shuffle buffer during training.
       max_documents: read only the first documents of each split (smoke runs; None: all).
     """
+    train = TextFiles.of(train_files, "train_files")
+    val = None if val_files is None else TextFiles.of(val_files, "val_files")
+    return _lm_data(train, val, tokenizer=tokenizer, maxlen=maxlen, objective=objective, packing=packing,
+                    mlm_probability=mlm_probability, whole_word_masking=whole_word_masking, noise_density=noise_density,
+                    mean_span_length=mean_span_length, shuffle_buffer=shuffle_buffer, max_documents=max_documents,
+                    verbose=verbose)
+
+
+def lm_from_tfds(name: str, train_split: str = "train", val_split: str | None = "validation", *, data_dir: str | None = None,
+                 text_key: str | None = None, download: bool = False, tokenizer: str | Path | Tokenizer = "minilm",
+                 maxlen: int = 128, objective: str = "mlm", packing: bool = True, mlm_probability: float = 0.15,
+                 whole_word_masking: bool = False, noise_density: float = 0.15, mean_span_length: float = 3.0,
+                 shuffle_buffer: int = 10_000, max_documents: int | None = None,
+                 verbose: int = 1) -> tuple[LMDataset, LMDataset | None, LMPreprocessor]:
+    """Pretraining data streamed from a TensorFlow Datasets text dataset: (train, val or None, preproc).
+
+    Args:
+      name: the TFDS name, with config and version where needed ('wiki40b/en', 'c4/en:3.1.0').
+      train_split, val_split: TFDS split strings ('train', 'train[:10%]'); val_split None: no validation.
+      data_dir: where the dataset is prepared (TFDS's default when None). Nothing downloads unless
+        `download=True`.
+      text_key: the text feature holding each document (found when the dataset has exactly one).
+      The other arguments are `lm_from_files`'s. Each example is one document; process i of a
+      multi-host run reads the i-th of `process_count` even parts of each split.
+    """
+    train = TfdsText.of(name, train_split, data_dir, text_key, download)
+    val = None if val_split is None else TfdsText.of(name, val_split, data_dir, train.text_key)
+    return _lm_data(train, val, tokenizer=tokenizer, maxlen=maxlen, objective=objective, packing=packing,
+                    mlm_probability=mlm_probability, whole_word_masking=whole_word_masking, noise_density=noise_density,
+                    mean_span_length=mean_span_length, shuffle_buffer=shuffle_buffer, max_documents=max_documents,
+                    verbose=verbose)
+
+
+def _lm_data(train: Documents, val: Documents | None, *, tokenizer: str | Path | Tokenizer, maxlen: int, objective: str,
+             packing: bool, shuffle_buffer: int, max_documents: int | None, verbose: int,
+             **settings: Any) -> tuple[LMDataset, LMDataset | None, LMPreprocessor]:
+    """(train, val, preproc) of two document sources: the tokenizer loaded, the preprocessor checked."""
     if isinstance(tokenizer, (str, Path)):
         path = Path(tokenizer)
         if path.is_file():
@@ -415,16 +390,10 @@ def lm_from_files(train_files: str | Path | Sequence[str | Path], val_files: str
             from flaxtrain.hub.local import load_tokenizer as load_checkpoint_tokenizer
 
             tokenizer = load_checkpoint_tokenizer(str(tokenizer))
-    preproc = LMPreprocessor(tokenizer, maxlen=maxlen, objective=objective, mlm_probability=mlm_probability,
-                             whole_word_masking=whole_word_masking, noise_density=noise_density,
-                             mean_span_length=mean_span_length)
-    train = LMDataset(expand_files(train_files, "train_files"), preproc, packing=packing, shuffle_buffer=shuffle_buffer,
-                      max_documents=max_documents)
-    val = None
-    if val_files is not None:
-        val = LMDataset(expand_files(val_files, "val_files"), preproc, packing=packing, shuffle_buffer=shuffle_buffer,
-                        max_documents=max_documents)
+    preproc = LMPreprocessor(tokenizer, maxlen=maxlen, objective=objective, **settings)
+    streams = [None if source is None else LMDataset(source, preproc, packing=packing, shuffle_buffer=shuffle_buffer,
+                                                     max_documents=max_documents) for source in (train, val)]
     if verbose:
-        print(f"{objective}: {len(train.files)} train file(s), {0 if val is None else len(val.files)} validation file(s), "
-              f"rows of {preproc.row_length} tokens{' (packed)' if packing else ''}, vocabulary {preproc.vocab_size}")
-    return train, val, preproc
+        print(f"{objective}: train {train}, validation {val or 'none'}, rows of {preproc.row_length} tokens"
+              f"{' (packed)' if packing else ''}, vocabulary {preproc.vocab_size}")
+    return streams[0], streams[1], preproc

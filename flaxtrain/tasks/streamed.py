@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from flaxtrain.data.lm import LMDataset, LMPreprocessor, expand_files
+from flaxtrain.data.documents import TextFiles
+from flaxtrain.data.lm import LMDataset, LMPreprocessor
 from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
 
 
@@ -19,7 +20,7 @@ class StreamedPredictor(Predictor):
 
     def evaluate(self, files: Any, max_documents: int | None = None) -> tuple[float, dict[str, float]]:
         """(mean loss of the predicted tokens, {'accuracy', 'perplexity'}) on text files (randomness of seed 0)."""
-        data = LMDataset(expand_files(files, "files"), self.preproc, max_documents=max_documents)
+        data = LMDataset(TextFiles.of(files, "files"), self.preproc, max_documents=max_documents)
         metrics = self.task.scores(self.model, data, self.batch_size)
         return metrics["loss"], {k: v for k, v in metrics.items() if k != "loss"}
 

@@ -11,7 +11,8 @@ import pytest
 import flaxtrain
 import flaxtrain.text
 from flaxtrain import models
-from flaxtrain.data.lm import interleaved_documents, pack, read_documents
+from flaxtrain.data.documents import interleaved_documents, read_documents
+from flaxtrain.data.lm import pack
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.tasks.masked_lm import mask_tokens, masked_lm_loss
