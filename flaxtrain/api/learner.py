@@ -106,6 +106,11 @@ class Learner:
         return self.progress.history
 
     @property
+    def evaluations(self) -> list[dict[str, float]]:
+        """Validation records of fit(..., evaluate_every=N): step, the epoch's train metrics so far, val_*."""
+        return self.progress.evaluations
+
+    @property
     def lr_trace(self) -> list[tuple[int, float]]:
         """(global step, learning rate) of every step trained."""
         return self.progress.lr_trace
@@ -185,7 +190,8 @@ class Learner:
 
     def fit(self, lr: float, n_cycles: int, cycle_len: int | None = None, cycle_mult: int = 1, *,
             swa_from: int | None = None, verbose: int = 1, checkpoint_dir: str | os.PathLike | None = None,
-            checkpoint_every: int | None = None, keep_checkpoints: int = 3, resume: bool = False) -> list[dict[str, float]]:
+            checkpoint_every: int | None = None, keep_checkpoints: int = 3, resume: bool = False,
+            evaluate_every: int | None = None) -> list[dict[str, float]]:
         """Trains at constant learning rate `lr` for `n_cycles` epochs, or with SGDR (Loshchilov &
         Hutter 2017) when `cycle_len` is set: `n_cycles` cosine cycles from lr down to 0, the first
         `cycle_len` epochs long, each next one `cycle_mult` times longer. Returns this call's history.
@@ -206,6 +212,8 @@ class Learner:
             val_loss in best/). A SIGTERM then saves one before the process exits.
           resume: continue the run whose checkpoints are in `checkpoint_dir` (same call, same
             data and seed) exactly where it stopped; starts from the beginning when there are none.
+          evaluate_every: also validate every N steps (records in `learner.evaluations`: step, the
+            epoch's train metrics so far, val_*; in TensorBoard too).
         """
         if n_cycles < 1:
             raise FlaxtrainError(f"epochs (n_cycles) must be at least 1, got {n_cycles}")
@@ -223,15 +231,16 @@ class Learner:
                                   cycle_mult=cycle_mult, start_step=first_step)
 
         return self._fit(plan, make, swa_from=swa_from, verbose=verbose, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume)
+                         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
+                         evaluate_every=evaluate_every)
 
     def fit_onecycle(self, lr: float, epochs: int | None = None, *, max_steps: int | None = None,
                      swa_from: int | None = None, verbose: int = 1, checkpoint_dir: str | os.PathLike | None = None,
                      checkpoint_every: int | None = None, keep_checkpoints: int = 3,
-                     resume: bool = False) -> list[dict[str, float]]:
+                     resume: bool = False, evaluate_every: int | None = None) -> list[dict[str, float]]:
         """Trains `epochs` epochs (or `max_steps` optimizer steps, the last epoch cut short) with the 1cycle
         policy peaking at `lr` (train/schedules.onecycle): warm-up then cosine annealing, Adam's b1 cycled
-        inversely (0.95 -> 0.85 -> 0.95). Checkpoint arguments as for `fit`."""
+        inversely (0.95 -> 0.85 -> 0.95). Checkpoint and evaluate_every arguments as for `fit`."""
         epochs = self._epochs_for(epochs, max_steps)
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
@@ -243,7 +252,7 @@ class Learner:
 
         return self._fit(plan, make, swa_from=swa_from, verbose=verbose, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
-                         max_steps=max_steps)
+                         max_steps=max_steps, evaluate_every=evaluate_every)
 
     def _epochs_for(self, epochs: int | None, max_steps: int | None) -> int:
         """The epochs a call runs: `epochs`, or as many as `max_steps` steps reach into."""
@@ -361,7 +370,7 @@ class Learner:
     def _fit(self, plan: dict[str, Any], make_schedule: Any, *, swa_from: int | None, verbose: int,
              checkpoint_dir: str | os.PathLike | None, checkpoint_every: int | None, keep_checkpoints: int,
              resume: bool, monitor: str = "val_loss", plateau: Plateau | None = None,
-             max_steps: int | None = None) -> list[dict[str, float]]:
+             max_steps: int | None = None, evaluate_every: int | None = None) -> list[dict[str, float]]:
         """One fit call (train/fitting.py): `make_schedule(first_step) -> (schedule, epochs or None)`
         gives the plan's schedule; checkpoints, resume, SIGTERM, SWA and TensorBoard are the run's."""
         plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps,
@@ -377,7 +386,7 @@ class Learner:
             keep_state=self._keep_state, publish=self._publish,
             checkpointing=Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume), monitor=monitor,
             epoch_keys=self._epoch_keys(), plateau=plateau, log_dir=self.log_dir, verbose=bool(verbose),
-            max_steps=max_steps,
+            max_steps=max_steps, evaluate_every=evaluate_every,
         )
         return run.run()
 

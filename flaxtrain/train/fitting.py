@@ -40,6 +40,7 @@ class Progress:
     epochs_done: int = 0
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)  # one record per finished epoch
     lr_trace: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # (global step, lr) of every step
+    evaluations: list[dict[str, float]] = dataclasses.field(default_factory=list)  # validation every N steps
 
 
 @dataclasses.dataclass
@@ -64,6 +65,8 @@ class FitRun:
       train_batches: epoch -> (batches, count); val_batches: () -> (batches, count), or None.
       swa_from: average the weights of epochs swa_from.. of this call; swa_score(params) scores them.
       max_steps: end the call after this many optimizer steps (its last epoch cut short).
+      evaluate_every: validate every N global steps as well as at epoch ends (records in
+        `progress.evaluations`: step, the epoch's train loss so far, val_*).
       keep_state(state): receives the final state (halt flag cleared) before anything is raised.
       publish(params): receives the weights the model keeps (last, best or averaged).
     """
@@ -73,14 +76,15 @@ class FitRun:
                  val_batches: Callable[[], Any] | None, seed: int, precision: str, swa_from: int | None,
                  swa_score: Callable[[Any, TrainState], dict[str, float]], keep_state: Callable[[TrainState | None], None],
                  publish: Callable[[Any], None], checkpointing: Checkpointing, monitor: str, epoch_keys: set[str],
-                 plateau: Plateau | None, log_dir: str | os.PathLike | None, verbose: bool, max_steps: int | None = None):
+                 plateau: Plateau | None, log_dir: str | os.PathLike | None, verbose: bool, max_steps: int | None = None,
+                 evaluate_every: int | None = None):
         self.steps, self.state, self.progress, self.plan = steps, state, progress, plan
         self.make_schedule, self.train_batches, self.val_batches = make_schedule, train_batches, val_batches
         self.seed, self.precision, self.swa_from, self.swa_score = seed, precision, swa_from, swa_score
         self.keep_state, self.publish = keep_state, publish
         self.checkpointing, self.monitor, self.epoch_keys = checkpointing, monitor, epoch_keys
         self.plateau, self.log_dir, self.verbose = plateau, log_dir, verbose
-        self.max_steps = max_steps
+        self.max_steps, self.evaluate_every = max_steps, evaluate_every
         self.ckpt: Checkpointer | None = None
         self.position = {"first_epoch": progress.epochs_done, "first_step": steps.step_of(state),
                          "epoch": progress.epochs_done, "batch": 0}
@@ -109,6 +113,11 @@ class FitRun:
             raise FlaxtrainError("resume=True needs checkpoint_dir: pass the directory the stopped run saved to")
         if c.every is not None and c.every < 1:
             raise FlaxtrainError(f"checkpoint_every must be at least 1 step, got {c.every}")
+        if self.evaluate_every is not None:
+            if self.evaluate_every < 1:
+                raise FlaxtrainError(f"evaluate_every must be at least 1 step, got {self.evaluate_every}")
+            if self.val_batches is None:
+                raise FlaxtrainError("evaluate_every needs validation data: pass val_data to get_learner")
         if c.directory is None:
             return
         self.ckpt = Checkpointer(c.directory, keep=c.keep, mode=metric_mode(self.monitor),
@@ -141,6 +150,7 @@ class FitRun:
         self.position = {k: meta[k] for k in self.position}
         self.initial_sums = None if meta["sums"] is None else {k: np.float32(v) for k, v in meta["sums"].items()}
         self.progress.history[:] = meta["history"]
+        self.progress.evaluations[:] = meta.get("evaluations", [])
         self.progress.epochs_done = meta["epoch"]
         self.average = {"params": tree.get("average"), "count": meta["swa_count"]}
         if self.plateau is not None:
@@ -194,6 +204,17 @@ class FitRun:
                 self.ckpt.save_best(step, self.steps.params_of(current), record)
             return stop
 
+        def evaluated(current: TrainState, step: int, sums: Any) -> None:
+            batches, count = self.val_batches()
+            record = {"step": step, **loop.summarize(sums),
+                      **loop.summarize(loop.evaluate(current, batches, steps=self.steps, num_batches=count, verbose=False),
+                                       "val_")}
+            self.progress.evaluations.append(record)
+            if tensorboard is not None:
+                tensorboard.epoch(record, step)
+            if self.verbose:
+                print(loop.format_record(record))
+
         state, self.state = self.state, None  # donated to the step from here on
         self.keep_state(None)
         position = self.position
@@ -219,6 +240,7 @@ class FitRun:
                     should_stop=lambda: self.stop_signal.get("name"),
                     after_epoch=after_epoch,
                     last_step=None if self.max_steps is None else position["first_step"] + self.max_steps,
+                    evaluate_every=self.evaluate_every, on_evaluate=evaluated,
                 )
         finally:
             if self.ckpt is not None:
@@ -291,6 +313,7 @@ class FitRun:
         meta = {"plan": self.plan, "items": sorted(set(tree) - {"step", "params", "opt_state"}),
                 **{k: self.position[k] for k in ("first_epoch", "first_step")}, "epoch": epoch, "batch": batch,
                 "sums": None if sums is None else {k: float(v) for k, v in jax.device_get(sums).items()},
-                "history": list(self.progress.history), "swa_count": self.average["count"],
+                "history": list(self.progress.history), "evaluations": list(self.progress.evaluations),
+                "swa_count": self.average["count"],
                 "plateau": None if self.plateau is None else self.plateau.dump()}
         self.ckpt.save(self.steps.step_of(current), tree, meta, wait=wait)

@@ -107,6 +107,8 @@ def train_epoch(
     save: Callable[[TrainState, int, int, dict[str, jax.Array]], None] | None = None,
     should_stop: Callable[[], str | None] | None = None,
     last_step: int | None = None,
+    evaluate_every: int | None = None,
+    on_evaluate: Callable[[TrainState, int, dict[str, jax.Array]], None] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array], str | None]:
     """Runs the train step over one epoch of batches (or until global step `last_step`).
 
@@ -122,6 +124,8 @@ def train_epoch(
       start_batch: batches of this epoch already trained (skipped here); `initial` their metric sums.
       save_every: call `save(state, epoch, batches done, sums)` after every `save_every`-th global step.
       should_stop: polled after each step; a message stops the epoch after saving (a SIGTERM).
+      evaluate_every, on_evaluate: call `on_evaluate(state, global step, epoch sums so far)` after every
+        `evaluate_every`-th global step that does not end the epoch (the epoch's end validates anyway).
 
     Returns:
       (state, the epoch's metric sums, None or why training must stop: a non-finite loss, an
@@ -160,6 +164,11 @@ def train_epoch(
                     bar.set_postfix(summarize(total))
             if stop is not None:
                 return state, total, stop
+            if on_evaluate is not None and evaluate_every and (first_step + i + 1) % evaluate_every == 0 and not ends:
+                resume_clock = meter.pause(state) if meter is not None else None
+                on_evaluate(state, first_step + i + 1, total)
+                if resume_clock is not None:
+                    resume_clock()
             if last_step is not None and first_step + i + 1 >= last_step:
                 break
     except KeyboardInterrupt:
@@ -239,6 +248,8 @@ def fit(
     should_stop: Callable[[], str | None] | None = None,
     after_epoch: Callable[[int, TrainState, dict[str, float]], str | None] | None = None,
     last_step: int | None = None,
+    evaluate_every: int | None = None,
+    on_evaluate: Callable[[TrainState, int, dict[str, jax.Array]], None] | None = None,
 ) -> tuple[TrainState, list[dict[str, float]], str | None]:
     """Trains for `epochs` epochs, validating after each.
 
@@ -260,6 +271,7 @@ def fit(
       after_epoch: called with (epoch, state, record) once the epoch's record (with validation)
         exists; a message it returns ends training there (early stopping).
       last_step: stop after this global step (the epoch it falls in is cut short, then validated).
+      evaluate_every, on_evaluate: as `train_epoch` takes them (validation between epoch ends).
 
     Returns:
       (last state, per-epoch history, None or why training stopped early).
@@ -279,6 +291,7 @@ def fit(
             state, batches, steps=steps, rng=rng, epoch=epoch, num_batches=num_batches, verbose=verbose, meter=meter,
             schedule=None if schedule is None else remembered, first_step=step, start_batch=skip, initial=initial,
             save_every=save_every, save=save, should_stop=should_stop, last_step=last_step,
+            evaluate_every=evaluate_every, on_evaluate=on_evaluate,
         )
         step += num_batches
         if stop:

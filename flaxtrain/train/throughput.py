@@ -8,6 +8,7 @@ float32 matmul measured once per process on the whole machine.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import time
 from typing import Any
 
@@ -85,6 +86,19 @@ class Throughput:
         if self._flops is not None:
             flops = self.steps.flops(state, batch, rng)
             self._flops = None if flops is None else self._flops + flops
+
+    def pause(self, state: Any) -> Callable[[], None]:
+        """Stops the clock (once `state`'s steps are done) until the returned function is called: time
+        spent between steps on something else (a validation pass) does not count as step time."""
+        if self._start is None:
+            return lambda: None
+        jax.block_until_ready(state)
+        paused = time.perf_counter()
+
+        def resume() -> None:
+            self._start += time.perf_counter() - paused
+
+        return resume
 
     def finish(self, sums: Any) -> dict[str, float | None]:
         """{'tokens_per_s', 'step_s', 'mfu'} of the timed steps (empty for a one-step epoch; 'mfu' None

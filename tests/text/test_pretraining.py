@@ -180,14 +180,18 @@ def test_training_by_steps_stops_mid_epoch_and_resumes_exactly(corpus, tmp_path)
     trn, _, _ = flaxtrain.text.lm_from_files(str(corpus / "doc*"), tokenizer=str(corpus / "tokenizer.json"), maxlen=32,
                                              verbose=0)
 
-    def learner():
+    def learner(val=None):
         model = flaxtrain.get_model("bert", train_data=trn, params=TINY, seed=1)
-        return flaxtrain.get_learner(model, train_data=trn, batch_size=8)
+        return flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=8)
 
     per_epoch = trn.num_batches(8)
-    whole = learner()
-    history = whole.fit_onecycle(3e-3, max_steps=per_epoch + 3, verbose=0)
+    whole = learner(val=trn)  # validated every 4 steps as well as at the epoch ends
+    history = whole.fit_onecycle(3e-3, max_steps=per_epoch + 3, verbose=0, evaluate_every=4)
     assert len(history) == 2 and whole.steps.step_of(whole._train_state()) == per_epoch + 3
+    middle = [s for s in range(4, per_epoch + 3, 4) if s != per_epoch]
+    assert [r["step"] for r in whole.evaluations] == middle
+    assert all(np.isfinite(r["val_loss"]) and np.isfinite(r["loss"]) for r in whole.evaluations)
+    assert whole.evaluations[-1]["val_loss"] < whole.evaluations[0]["val_loss"]
     assert [step for step, _ in whole.lr_trace] == list(range(per_epoch + 3))
     # A run stopped by a checkpointed interruption and resumed sees the same masked batches: same weights.
     first = learner()
@@ -233,3 +237,43 @@ def test_validate_and_top_losses_read_the_stream(corpus, capsys):
     assert all(isinstance(text, str) and text for _, _, text, _ in worst) and "loss" in capsys.readouterr().out
     with pytest.raises(FlaxtrainError, match="has no list of texts"):
         val.texts
+
+
+def test_two_processes_pretrain_on_their_own_shards_and_resume_exactly(corpus, tmp_path):
+    """Two processes (2 CPU devices each, jax.distributed): each reads its own documents, both end with
+    the same weights, a stopped and resumed run equals the uninterrupted one, process 0 saves the model."""
+    import os
+    import socket
+    from pathlib import Path
+
+    from conftest import start_worker, wait_for_worker
+
+    (corpus / "val.txt").exists() or (corpus / "val.txt").write_text((corpus / "doc0.txt").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = Path(__file__).with_name("lm_multihost_worker.py")
+    procs = [start_worker(worker, [str(tmp_path), str(corpus)], tmp_path / f"log-{i}.txt",
+                          {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "3",
+                           "FLAXTRAIN_TEST_PROCESS": f"{i}/2/{port}"}) for i in range(2)]
+    for proc in procs:
+        wait_for_worker(proc)
+    first, second = (np.load(tmp_path / f"result-{i}.npz") for i in range(2))
+    every = [d for d in _all_documents(corpus)]
+    assert not set(first["documents"]) & set(second["documents"])  # disjoint shards that cover the corpus
+    assert sorted([*first["documents"], *second["documents"]]) == sorted(every)
+    np.testing.assert_array_equal(first["rows"], second["rows"])
+    assert first["steps"][0] == first["steps"][1]
+    np.testing.assert_array_equal(first["whole"], second["whole"])  # every process holds the same weights
+    np.testing.assert_array_equal(first["resumed"], first["whole"])  # resumed exactly, stream position included
+    np.testing.assert_array_equal(second["resumed"], second["whole"])
+    np.testing.assert_array_equal(first["losses"], second["losses"])
+    assert first["losses"][2] < first["losses"][0] - 0.1
+    reloaded = transformers.BertForMaskedLM.from_pretrained(tmp_path / "run" / "hf")
+    assert reloaded.config.num_hidden_layers == 2
+
+
+def _all_documents(corpus):
+    from flaxtrain.data.documents import TextFiles
+
+    return list(TextFiles.of(str(corpus / "doc*"), "files").documents())
