@@ -27,8 +27,9 @@ _LAZY = {
     "get_predictor": "flaxtrain.api.predictor",
     "load_predictor": "flaxtrain.api.predictor",
     "Predictor": "flaxtrain.api.predictor",
+    "verify_export": "flaxtrain.export",
 }
-_SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "tasks", "train", "cli", "distributed")
+_SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "tasks", "train", "cli", "distributed", "export")
 
 __all__ = ["FlaxtrainError", "__version__", *_LAZY, "text"]
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from flaxtrain.api.factory import get_model
     from flaxtrain.api.model import Model
     from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
+    from flaxtrain.export import verify_export
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ Bad input ends with one line on stderr (`error: ...`) and exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -107,6 +108,24 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from flaxtrain.api.predictor import load_predictor
+
+    out = load_predictor(args.model).export(args.out, format=args.format, quantize=args.quantize)
+    report = json.loads((out / "parity.json").read_text())
+    print(f"wrote {out} ({args.format}); parity with JAX: max |diff| {report['max_abs_diff']:.2e}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from flaxtrain.export import verify_export
+
+    report = verify_export(args.path)
+    print(f"{args.path} ({report['format']}): max |diff| {report['max_abs_diff']:.2e} on {report['rows']} rows, "
+          f"within {report['tolerance']:.0e}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="flaxtrain", description="Train, evaluate and use flaxtrain text models.")
@@ -120,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     predict = commands.add_parser("predict", help="print the prediction of each text (a classifier's: label and probability)")
     predict.add_argument("--model", required=True, help="saved predictor directory")
     predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")
+    export = commands.add_parser("export", help="export a saved predictor for serving, checked in its runtime")
+    export.add_argument("--model", required=True, help="saved predictor directory")
+    export.add_argument("--format", default="jax", help="'jax' (StableHLO for cpu, cuda and tpu)")
+    export.add_argument("--quantize", action="store_true", help="int8 weights (tflite)")
+    export.add_argument("out", help="the export folder to write")
+    verify = commands.add_parser("verify", help="re-run an export's parity check in its own runtime")
+    verify.add_argument("path", help="the export folder")
     try:
         if argv and argv[0] == "train":
             if any(a in ("-h", "--help") for a in argv[1:]):
@@ -127,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             return _train(argv[1:])
         args = parser.parse_args(argv)
-        return _evaluate(args) if args.command == "evaluate" else _predict(args)
+        return {"evaluate": _evaluate, "predict": _predict, "export": _export, "verify": _verify}[args.command](args)
     except FlaxtrainError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -87,6 +87,12 @@ class Task:
         """One output line per text for `flaxtrain predict`."""
         return [f"{output}\t{text}" for output, text in zip(predictor.predict(texts), texts)]
 
+    # --- export for serving ----------------------------------------------------------------------------
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[[Any, Any], tuple[Any, ...]], tuple[str, ...]]:
+        """(serving(params, input_ids [b, L] int32) -> output arrays, their names) for `predictor.export`."""
+        raise FlaxtrainError(f"a {self.name} model cannot be exported yet: export supports text classification and "
+                             "regression")
+
     # --- the saved predictor's task section ---------------------------------------------------------
     def folder_section(self, model: TaskModel) -> dict[str, Any]:
         """Top-level keys this task adds to a saved predictor's config.json."""
@@ -150,6 +156,15 @@ class Predictor:
         """
         section = {**self.task.folder_section(self.model), **(extra or {})}
         return folder.write(directory, self.model, self.preproc, jax.device_get(self.model.params), extra=section)
+
+    def export(self, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
+               quantize: bool = False, tolerance: float = 1e-4) -> Path:
+        """Writes the model for serving in `format` ('jax': StableHLO for cpu, cuda and tpu), after checking
+        it in the format's own runtime in a separate process (parity.json beside it); see
+        flaxtrain/export/artifact.py."""
+        from flaxtrain.export import export
+
+        return export(self, path, format, texts=texts, quantize=quantize, tolerance=tolerance)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format, where its task has one (see the task's predictor)."""

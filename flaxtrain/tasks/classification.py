@@ -102,6 +102,15 @@ class TextClassification(Task):
     def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
         return predict_log_probs
 
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """Class probabilities [b, c] of token ids [b, L]."""
+        apply_fn = model.module.apply
+
+        def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
+            return (jnp.exp(predict_log_probs(apply_fn, params, {"input_ids": input_ids})),)
+
+        return serving, ("probabilities",)
+
     def report(self, predictor: ClassifierPredictor, data: TextDataset, *, class_names: Sequence[Any] | None,
                print_report: bool) -> np.ndarray:
         """Prints a per-class precision/recall/F1 report; returns the confusion matrix (rows true)."""

@@ -68,6 +68,15 @@ class TextRegression(TextClassification):
     def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
         return predict_values
 
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """Predicted values [b] of token ids [b, L]."""
+        apply_fn = model.module.apply
+
+        def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
+            return (predict_values(apply_fn, params, {"input_ids": input_ids}),)
+
+        return serving, ("predictions",)
+
     def report(self, predictor: RegressorPredictor, data: Any, *, class_names: Sequence[Any] | None,
                print_report: bool) -> dict[str, float]:
         """Prints and returns {'mae', 'mse', 'rmse', 'r2'}."""

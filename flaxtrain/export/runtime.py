@@ -1,0 +1,70 @@
+"""Runs an exported flaxtrain model in its own runtime, importing neither flaxtrain nor (except for the
+'jax' format) JAX. A copy sits inside every export as `serve.py`:
+
+    python serve.py ARTIFACT INPUTS.npz OUTPUTS.npz   # runs the artifact on the arrays of INPUTS.npz
+
+or, from Python, `load(artifact)` -> a function from {'input_ids': int array [batch, length]} to the
+named outputs ({'probabilities': ...}). `export.json` beside the artifact names its inputs, outputs,
+class names and preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+MANIFEST = "export.json"
+
+
+def manifest(artifact: str | Path) -> dict[str, Any]:
+    """The export's export.json (the artifact is a folder holding it)."""
+    return json.loads((Path(artifact) / MANIFEST).read_text())
+
+
+def _load_jax(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    from jax import export
+
+    exported = export.deserialize(bytearray((folder / spec["files"]["model"]).read_bytes()))
+    with np.load(folder / spec["files"]["params"]) as stored:
+        params = [stored[f"p{i:05d}"] for i in range(len(stored.files))]
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [np.asarray(inputs[name["name"]], name["dtype"]) for name in spec["inputs"]]
+        outputs = exported.call(params, *args)
+        return {name: np.asarray(value) for name, value in zip(spec["outputs"], outputs)}
+
+    return run
+
+
+LOADERS = {"jax": _load_jax}
+
+
+def versions(fmt: str) -> dict[str, str]:
+    """The runtime's package versions (written into parity.json)."""
+    import importlib.metadata as metadata
+
+    names = {"jax": ("jax", "jaxlib")}[fmt]
+    return {name: metadata.version(name) for name in names}
+
+
+def load(artifact: str | Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """A function from the export's named inputs to its named outputs (numpy in, numpy out)."""
+    spec = manifest(artifact)
+    return LOADERS[spec["format"]](Path(artifact), spec)
+
+
+def main(argv: list[str]) -> None:
+    artifact, inputs, outputs = argv
+    spec = manifest(artifact)
+    with np.load(inputs) as given:
+        results = load(artifact)({k: given[k] for k in given.files})
+    np.savez(outputs, **results)
+    print(json.dumps({"versions": versions(spec["format"]), "modules": sorted(m for m in ("flaxtrain", "jax") if m in sys.modules)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,134 @@
+"""Export for serving: the 'jax' format (jax.export StableHLO for cpu, cuda and tpu with symbolic batch
+and length) of classifiers and regressors, proven equal in a separate process that imports JAX but not
+flaxtrain; parity.json beside it; verify_export; one-line errors for everything that can go wrong."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import flaxtrain
+import flaxtrain.text
+from flaxtrain import hub
+from flaxtrain.errors import FlaxtrainError
+from flaxtrain.export import runtime
+
+
+@pytest.fixture(scope="module")
+def textcnn(sentiment_texts):
+    texts, labels = sentiment_texts
+    train, _, preproc = flaxtrain.text.texts_from_array(texts[:120], labels[:120], maxlen=40, verbose=0)
+    model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 16, "num_filters": 8}, verbose=0)
+    model.fit(epochs=1, batch_size=16, verbose=0)
+    return flaxtrain.get_predictor(model, preproc)
+
+
+@pytest.fixture(scope="module")
+def bert_checkpoint(tmp_path_factory):
+    """A random BERT (large weights: std 0.5) with MiniLM's word pieces."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("bert")
+    model = transformers.BertModel(transformers.BertConfig(
+        vocab_size=30522, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
+        max_position_embeddings=64, initializer_range=0.5))
+    model.save_pretrained(folder)
+    hub.load_tokenizer("minilm").save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def _served(folder, texts, predictor):
+    """The export's outputs on `texts`, through its own loader (in this process)."""
+    ids = predictor.preproc.encode(texts)
+    width = max(len(r) for r in ids)
+    batch = np.zeros((len(ids), width), np.int32)
+    for i, row in enumerate(ids):
+        batch[i, :len(row)] = row
+    return runtime.load(folder)({"input_ids": batch})
+
+
+def test_textcnn_exports_to_stablehlo_and_serves_the_same_probabilities(textcnn, sentiment_texts, tmp_path):
+    out = textcnn.export(tmp_path / "textcnn", format="jax")
+    report = json.loads((out / "parity.json").read_text())
+    assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["outputs"]["probabilities"]["label_agreement"] == 1
+    assert report["runtime_imported"] == ["jax"]  # the check ran without flaxtrain
+    spec = runtime.manifest(out)
+    assert spec["platforms"] == ["cpu", "cuda", "tpu"] and spec["class_names"] == ["neg", "pos"]
+    texts = sentiment_texts[0][200:213]  # 13 texts of their own lengths: batch and length are symbolic
+    served = _served(out, texts, textcnn)["probabilities"]
+    np.testing.assert_allclose(served, textcnn.predict_proba(texts), atol=1e-5)
+    assert [spec["class_names"][i] for i in served.argmax(-1)] == textcnn.predict(texts)
+    # serve.py runs from the command line in a process that never sees flaxtrain
+    np.savez(tmp_path / "in.npz", input_ids=np.ones((2, 9), np.int32))
+    done = subprocess.run([sys.executable, str(out / "serve.py"), str(out), str(tmp_path / "in.npz"), str(tmp_path / "o.npz")],
+                          capture_output=True, text=True, cwd=tmp_path, env={"PATH": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.load(tmp_path / "o.npz")["probabilities"].shape == (2, 2)
+    assert flaxtrain.verify_export(out)["passed"]
+
+
+@pytest.mark.parametrize("regression", [False, True], ids=["classifier", "regressor"])
+def test_an_encoder_model_exports_with_parity_on_given_texts(bert_checkpoint, sentiment_texts, tmp_path, regression):
+    texts, labels = sentiment_texts
+    if regression:
+        t = flaxtrain.text.Transformer(str(bert_checkpoint), maxlen=24)
+        trn = t.preprocess_train(texts[:32], [float(i % 5) / 4 for i in range(32)], verbose=0)
+    else:
+        t = flaxtrain.text.Transformer(str(bert_checkpoint), maxlen=24, class_names=["neg", "pos"])
+        trn = t.preprocess_train(texts[:32], labels[:32], verbose=0)
+    model = t.get_classifier(verbose=0) if not regression else t.get_regression_model(verbose=0)
+    predictor = flaxtrain.get_predictor(model, preproc=t)
+    probe = texts[40:51]
+    out = predictor.export(tmp_path / "bert", format="jax", texts=probe)
+    report = flaxtrain.verify_export(out)
+    name = "predictions" if regression else "probabilities"
+    assert report["passed"] and list(report["outputs"]) == [name] and report["rows"] == len(probe)
+    served = _served(out, probe, predictor)[name]
+    expected = predictor.predict(probe) if regression else predictor.predict_proba(probe)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    del trn
+
+
+def test_export_errors_are_one_line_and_leave_nothing_behind(textcnn, tmp_path):
+    with pytest.raises(FlaxtrainError, match=r"unknown export format 'onnx' \('onnx' is planned\): use one of 'jax'"):
+        textcnn.export(tmp_path / "a", format="onnx")
+    with pytest.raises(FlaxtrainError, match="quantize=True applies to format='tflite'"):
+        textcnn.export(tmp_path / "a", format="jax", quantize=True)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(FlaxtrainError, match="exists and is not a flaxtrain export"):
+        textcnn.export(tmp_path / "taken", format="jax")
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    with pytest.raises(FlaxtrainError, match="sequence_tagging model cannot be exported yet"):
+        flaxtrain.tasks.named("sequence_tagging").export_outputs(textcnn.model)
+    with pytest.raises(FlaxtrainError, match="is not a flaxtrain export"):
+        flaxtrain.verify_export(tmp_path / "taken")
+    # a tolerance the export cannot meet: refused, and nothing that looks finished is left
+    with pytest.raises(FlaxtrainError, match="differs from JAX by .*nothing was written"):
+        textcnn.export(tmp_path / "strict", format="jax", tolerance=-1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_verify_finds_a_changed_or_broken_artifact(textcnn, tmp_path):
+    out = textcnn.export(tmp_path / "e", format="jax")
+    with np.load(out / "params.npz") as stored:
+        params = {k: stored[k] for k in stored.files}
+    params["p00000"] = params["p00000"] + 1.0  # someone changed the weights
+    np.savez(out / "params.npz", **params)
+    with pytest.raises(FlaxtrainError, match="differs from the JAX outputs it was made with"):
+        flaxtrain.verify_export(out)
+    (out / "model.jax").write_bytes(b"not stablehlo")
+    with pytest.raises(FlaxtrainError, match="runtime could not run the export .*: export it again"):
+        flaxtrain.verify_export(out)
+
+
+def test_cli_exports_and_verifies(textcnn, tmp_path):
+    from flaxtrain.cli import main
+
+    textcnn.save(tmp_path / "predictor")
+    assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "jax", str(tmp_path / "out")]) == 0
+    assert main(["verify", str(tmp_path / "out")]) == 0
+    assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "tflite", str(tmp_path / "x")]) == 2
