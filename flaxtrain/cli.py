@@ -1,8 +1,10 @@
-"""`flaxtrain train | evaluate | predict`: the command line over the public API.
+"""`flaxtrain train | evaluate | predict | export | verify`: the command line over the public API.
 
   flaxtrain train [--config configs/x.py[:variant]] [--config.section.key=value ...]
   flaxtrain evaluate --model DIR [--data NAME] [--data_dir DIR] [--download]
   flaxtrain predict --model DIR "text" ["text" ...]
+  flaxtrain export --model DIR [--format jax] OUT
+  flaxtrain verify OUT
 
 Bad input ends with one line on stderr (`error: ...`) and exit status 2.
 """
