@@ -277,3 +277,12 @@ def _all_documents(corpus):
     from flaxtrain.data.documents import TextFiles
 
     return list(TextFiles.of(str(corpus / "doc*"), "files").documents())
+
+
+def test_a_stream_without_documents_is_a_one_line_error(corpus, tmp_path):
+    (tmp_path / "blank.txt").write_text("\n\n   \n")
+    trn, _, _ = flaxtrain.text.lm_from_files(str(tmp_path / "blank.txt"), tokenizer=str(corpus / "tokenizer.json"),
+                                             maxlen=16, verbose=0)
+    model = flaxtrain.get_model("bert", train_data=trn, params=TINY)
+    with pytest.raises(FlaxtrainError, match="train_data is empty: the stream holds no document: pass files"):
+        flaxtrain.get_learner(model, train_data=trn, batch_size=4)
