@@ -32,16 +32,21 @@ def dot_product_attention(
       bias: additive scores broadcastable to [b, h, t, s] (relative positions, ALiBi).
       scale: multiplies the scores; default 1 / sqrt(d).
       implementation: 'einsum' (explicit matmuls, float32 softmax) or 'xla'
-        (`jax.nn.dot_product_attention`, which may pick a fused kernel on accelerators).
+        (`jax.nn.dot_product_attention` for float32 inputs, which may pick a fused kernel on
+        accelerators; bf16 inputs take the einsum path).
 
     Returns:
       [b, t, h, d] in the query's dtype.
     """
     scale = query.shape[-1] ** -0.5 if scale is None else scale
-    if implementation == "xla":
+    # jax.nn.dot_product_attention's XLA path mixes bf16 and float32 inside (its backward pass fails under
+    # strict dtype promotion), so reduced-precision inputs take the einsum path: bf16 matmuls, float32 softmax.
+    if implementation == "xla" and query.dtype == jnp.float32:
         return jax.nn.dot_product_attention(
             query, key, value, bias=None if bias is None else bias.astype(query.dtype), mask=mask, scale=scale
         )
+    if implementation == "xla":
+        implementation = "einsum"
     if implementation != "einsum":
         raise ValueError(f"unknown attention implementation {implementation!r}: use 'einsum' or 'xla'")
     scores = jnp.einsum("bthd,bshd->bhts", query, key).astype(jnp.float32) * scale

@@ -163,6 +163,20 @@ def test_bert_from_scratch_trains_saves_and_matches_pytorch(corpus, tmp_path):
         flaxtrain.get_model("bert", train_data=trn, params={"num_layer": 2})
 
 
+def test_masked_lm_trains_in_bfloat16_with_float32_params(corpus):
+    trn, val, _ = flaxtrain.text.lm_from_files(corpus / "doc0.txt", corpus / "doc2.txt.gz",
+                                               tokenizer=str(corpus / "tokenizer.json"), maxlen=32, verbose=0)
+    model = flaxtrain.get_model("bert", train_data=trn, params=TINY)
+    learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16, precision="bfloat16")
+    before = learner.validate(print_report=False)["loss"]
+    history = learner.fit_onecycle(5e-3, 3, verbose=0)
+    assert history[-1]["val_loss"] < before - 0.3 and all(np.isfinite(r["loss"]) for r in history)
+    assert {x.dtype for x in jax.tree.leaves(learner.model.params)} == {np.dtype("float32")}
+    batch = next(iter(learner._batches(trn, train=True)[0]))
+    hlo = learner.steps._jitted["train"].lower(learner._train_state(), batch, jax.random.key(0)).as_text()
+    assert hlo.count("bf16") > 10  # the blocks and the tied head run in bf16
+
+
 def test_continued_pretraining_of_minilm_keeps_its_encoder():
     from flaxtrain.data.lm import wikitext2
 
