@@ -126,7 +126,7 @@ class TfdsText:
         base = split.split("[")[0]
         if base not in builder.info.splits:
             raise FlaxtrainError(f"TFDS dataset {name!r} has no split {base!r}: use one of {', '.join(builder.info.splits)}")
-        texts = [k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Text)]
+        texts = sorted(k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Text))
         if text_key is None:
             if len(texts) != 1:
                 raise FlaxtrainError(f"TFDS dataset {name!r} has {len(texts)} text features ({', '.join(texts) or 'none'}): "
