@@ -54,9 +54,7 @@ class Learner:
                 f"train_data must be a dataset from a flaxtrain.text loader, not {type(train_data).__name__}"
             )
         if len(train_data) == 0:
-            what = ("the stream holds no document: pass files (or a TFDS split) with at least one non-blank one" if hasattr(train_data, "source")
-                    else "pass at least one text per class")
-            raise FlaxtrainError(f"train_data is empty: {what}")
+            raise FlaxtrainError(f"train_data is empty: {train_data.empty_hint}")
         if not train_data.labelled:
             raise FlaxtrainError("train_data has no labels: build it with preproc.preprocess_train(texts, labels)")
         if val_data is not None and not val_data.labelled:

@@ -20,6 +20,7 @@ class Batched:
 
     preproc: Any
     input_ids: list[np.ndarray]  # a field or a property of each dataset
+    empty_hint = "pass at least one text per class"  # the fix an empty dataset's error names
 
     def batches(self, *, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 process_index: int = 0, process_count: int = 1) -> tuple[Iterator[Batch], int]:

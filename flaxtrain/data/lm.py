@@ -175,6 +175,7 @@ class LMDataset(Batched):
     _counts: dict[Any, int] = dataclasses.field(default_factory=dict, repr=False)
 
     labelled = True  # the text is its own target
+    empty_hint = "the stream holds no document: pass files (or a TFDS split) with at least one non-blank one"
 
     @property
     def texts(self) -> list[str]:
