@@ -91,9 +91,20 @@ def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     t = flaxtrain.text.Transformer(str(path), maxlen=maxlen, class_names=CLASSES)
     model = t.get_classifier()
     assert "new sequence-classification head" not in capsys.readouterr().out
-    got = flaxtrain.get_predictor(model, preproc=t).predict_proba(TEXTS)  # ktrain passes the Transformer
+    predictor = flaxtrain.get_predictor(model, preproc=t)  # ktrain passes the Transformer
+    got = predictor.predict_proba(TEXTS)
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert t.get_classes() == CLASSES
+
+    # Exported for serving (StableHLO, symbolic batch and length), it still gives PyTorch's probabilities.
+    from flaxtrain.export import runtime
+
+    exported = predictor.export(tmp_path / "served", format="jax", texts=TEXTS)
+    rows = predictor.preproc.encode(TEXTS)
+    ids = np.full((len(rows), max(map(len, rows))), predictor.preproc.pad_id, np.int32)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row
+    np.testing.assert_allclose(runtime.load(exported)({"input_ids": ids})["probabilities"], want, atol=1e-4)
 
     # No class_names: the checkpoint's own labels, in its own order.
     t = flaxtrain.text.Transformer(str(path), maxlen=maxlen)

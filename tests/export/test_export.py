@@ -70,6 +70,18 @@ def test_textcnn_exports_to_stablehlo_and_serves_the_same_probabilities(textcnn,
     assert flaxtrain.verify_export(out)["passed"]
 
 
+def test_fasttext_exports_with_its_hashed_ngrams(sentiment_texts, tmp_path):
+    texts, labels = sentiment_texts
+    train, _, preproc = flaxtrain.text.texts_from_array(texts[:120], labels[:120], maxlen=40, verbose=0)
+    model = flaxtrain.text.text_classifier("fasttext", train, preproc, params={"embed_dim": 16, "num_buckets": 97},
+                                           verbose=0)
+    model.fit(epochs=1, batch_size=16, verbose=0)
+    predictor = flaxtrain.get_predictor(model, preproc)
+    out = predictor.export(tmp_path / "fasttext", format="jax")
+    probe = texts[200:209]
+    np.testing.assert_allclose(_served(out, probe, predictor)["probabilities"], predictor.predict_proba(probe), atol=1e-5)
+
+
 @pytest.mark.parametrize("regression", [False, True], ids=["classifier", "regressor"])
 def test_an_encoder_model_exports_with_parity_on_given_texts(bert_checkpoint, sentiment_texts, tmp_path, regression):
     texts, labels = sentiment_texts
