@@ -46,6 +46,14 @@ def make_sentiment_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+def worker_xla_flags(devices: int) -> str:
+    """XLA_FLAGS of a test's worker process: `devices` CPU devices, LLVM's backend optimisation off. The
+    workers run tiny models for a few steps, so compiling is most of their time (tests/train/test_strategies.py:
+    188 s -> 126 s). Only for runs compared with runs under the same flags: the numbers may differ in the
+    last bits from an in-process run."""
+    return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+
+
 def start_worker(script: Path, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     """Runs a test's worker script in its own process; its stderr goes to `log` (a file, not a pipe:
     a process that waits for its reader would stall)."""

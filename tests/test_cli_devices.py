@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import worker_xla_flags
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = f"{ROOT}/configs/textcnn_rotten_tomatoes.py:tiny"
 
 
 def _train(tmp_path: Path, devices: int, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, XLA_FLAGS=worker_xla_flags(devices), TF_CPP_MIN_LOG_LEVEL="3")
     # No dropout: pmap draws its masks per device, so only then is every strategy's run the one-device
     # run (spmd's dropout masks equal one device's: tests/train/test_strategies.py).
     return subprocess.run([sys.executable, "-m", "flaxtrain.cli", "train", "--config", TINY,

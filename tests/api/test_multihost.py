@@ -14,14 +14,14 @@ import numpy as np
 import torch
 import transformers
 
-from conftest import start_worker, wait_for_worker
+from conftest import start_worker, wait_for_worker, worker_xla_flags
 from flaxtrain import hub
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
 
 
 def _start(out: Path, checkpoint: Path, devices: int, **extra: str) -> subprocess.Popen:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "TF_CPP_MIN_LOG_LEVEL": "3",
+    env = {**os.environ, "XLA_FLAGS": worker_xla_flags(devices), "TF_CPP_MIN_LOG_LEVEL": "3",
            **extra}
     log = out / f"log-{extra.get('FLAXTRAIN_TEST_PROCESS', 'single').split('/')[0]}.txt"
     return start_worker(WORKER, [str(out), str(checkpoint)], log, env)

@@ -260,7 +260,7 @@ def test_two_processes_pretrain_on_their_own_shards_and_resume_exactly(corpus, t
     import socket
     from pathlib import Path
 
-    from conftest import start_worker, wait_for_worker
+    from conftest import start_worker, wait_for_worker, worker_xla_flags
 
     (corpus / "val.txt").exists() or (corpus / "val.txt").write_text((corpus / "doc0.txt").read_text())
     with socket.socket() as s:
@@ -268,7 +268,7 @@ def test_two_processes_pretrain_on_their_own_shards_and_resume_exactly(corpus, t
         port = s.getsockname()[1]
     worker = Path(__file__).with_name("lm_multihost_worker.py")
     procs = [start_worker(worker, [str(tmp_path), str(corpus)], tmp_path / f"log-{i}.txt",
-                          {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "TF_CPP_MIN_LOG_LEVEL": "3",
+                          {**os.environ, "XLA_FLAGS": worker_xla_flags(2), "TF_CPP_MIN_LOG_LEVEL": "3",
                            "FLAXTRAIN_TEST_PROCESS": f"{i}/2/{port}"}) for i in range(2)]
     for proc in procs:
         wait_for_worker(proc)

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import start_worker, wait_for_worker
+from conftest import start_worker, wait_for_worker, worker_xla_flags
 
 WORKER = Path(__file__).with_name("strategies_worker.py")
 
 
 def _env(devices: int, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = worker_xla_flags(devices)
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env.update(extra)
     return env
