@@ -60,7 +60,7 @@ def test_lr_find_then_onecycle_reaches_the_accuracy_bar(jobs):  # runs while the
     lowest = int(np.argmin(curve.smoothed))
     assert lr == curve.valley and curve.smoothed[lowest] < curve.smoothed[0] - 0.01, (curve.smoothed[0], curve.smoothed[lowest])
     assert curve.lrs[0] < lr < curve.lrs[lowest], (lr, curve.lrs[lowest])
-    learner.fit_onecycle(lr, 3, verbose=1)
+    learner.fit_onecycle(lr, 2, verbose=1)  # 78.4% on its own on the 2-core machine (2026-12-01)
     _, metrics = flaxtrain.get_predictor(model).evaluate(test.val_x, test.val_y)
     print(metrics)
     assert metrics["acc"] >= 0.76, metrics
