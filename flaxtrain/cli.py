@@ -3,7 +3,7 @@
   flaxtrain train [--config configs/x.py[:variant]] [--config.section.key=value ...]
   flaxtrain evaluate --model DIR [--data NAME] [--data_dir DIR] [--download]
   flaxtrain predict --model DIR "text" ["text" ...]
-  flaxtrain export --model DIR [--format jax] OUT
+  flaxtrain export --model DIR [--format jax|onnx] OUT
   flaxtrain verify OUT
 
 Bad input ends with one line on stderr (`error: ...`) and exit status 2.
@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")
     export = commands.add_parser("export", help="export a saved predictor for serving, checked in its runtime")
     export.add_argument("--model", required=True, help="saved predictor directory")
-    export.add_argument("--format", default="jax", help="'jax' (StableHLO for cpu, cuda and tpu)")
+    export.add_argument("--format", default="jax", help="'jax' (StableHLO for cpu, cuda and tpu) or 'onnx'")
     export.add_argument("--quantize", action="store_true", help="int8 weights (tflite)")
-    export.add_argument("out", help="the export folder to write")
+    export.add_argument("out", help="the export folder to write (for onnx also NAME.onnx)")
     verify = commands.add_parser("verify", help="re-run an export's parity check in its own runtime")
-    verify.add_argument("path", help="the export folder")
+    verify.add_argument("path", help="the export folder (or .onnx file)")
     try:
         if argv and argv[0] == "train":
             if any(a in ("-h", "--help") for a in argv[1:]):

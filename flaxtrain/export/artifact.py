@@ -11,11 +11,15 @@ finished is left and the error says by how much it missed. `verify_export(path)`
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +31,14 @@ from flaxtrain.errors import FlaxtrainError
 from flaxtrain.export import runtime
 from flaxtrain.files import atomic_directory
 
-FORMATS = ("jax",)  # 'saved_model', 'tflite' and 'onnx' follow (see the README)
-PLANNED = ("saved_model", "tflite", "onnx")
+FORMATS = ("jax", "onnx")
+PLANNED = ("saved_model", "tflite")
+FILE_SUFFIXES = {"onnx": ".onnx"}  # formats whose artifact is one file (its sidecars sit in the same folder)
 PLATFORMS = ("cpu", "cuda", "tpu")
 TOLERANCE = 1e-4  # float32 max |diff| of every output
 SAMPLE_ROWS = 8
+SIDECARS = (runtime.MANIFEST, "parity.json", "sample.npz", "serve.py", "tokenizer.json")
+EXTRA = "pip install 'flaxtrain[export]'"
 
 
 def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
@@ -40,29 +47,33 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
 
     Args:
       predictor: a flaxtrain predictor (`get_predictor(model, preproc)` or `load_predictor(folder)`).
-      path: the export folder (replaced when it holds an earlier export; refused when it holds anything else).
-      format: 'jax' (jax.export StableHLO for cpu, cuda and tpu at once; symbolic batch and length).
+      path: the export folder (replaced when it holds an earlier export; refused when it holds anything
+        else); for 'onnx' also a file `NAME.onnx`, whose export.json, parity.json, sample and serve.py
+        go into the same folder.
+      format: 'jax' (jax.export StableHLO for cpu, cuda and tpu at once; symbolic batch and length) or
+        'onnx' (jax2onnx, run by onnxruntime; symbolic batch and length; `pip install 'flaxtrain[export]'`).
       texts: the parity sample (default: token-id rows of odd lengths drawn from the vocabulary).
       quantize: int8 weights (TFLite only).
       tolerance: the largest max |diff| of any output that passes.
 
-    Returns the export folder; raises a one-line FlaxtrainError when the task or format cannot be
-    exported, or when the runtime's outputs differ from JAX's by more than `tolerance`.
+    Returns the export folder, or the .onnx file when `path` named one; raises a one-line
+    FlaxtrainError when the task or format cannot be exported, or when the runtime's outputs differ from
+    JAX's by more than `tolerance`.
     """
     if format not in FORMATS:
         planned = f" ('{format}' is planned)" if format in PLANNED else ""
         raise FlaxtrainError(f"unknown export format {format!r}{planned}: use one of {', '.join(map(repr, FORMATS))}")
     if quantize:
         raise FlaxtrainError(f"quantize=True applies to format='tflite', not {format!r}: drop quantize")
-    target = Path(path)
-    if target.exists() and not (target.is_dir() and (target / runtime.MANIFEST).is_file()):
-        raise FlaxtrainError(f"{target} exists and is not a flaxtrain export: pass a new path or remove it first")
+    folder, filename = _placement(Path(path), format)
     serving, outputs = predictor.task.export_outputs(predictor.model)  # a one-line error where the task has none
+    writer = {"jax": _write_jax, "onnx": _write_onnx}[format]
+    _require(format)
     sample = sample_inputs(predictor, texts)
     expected = {name: np.asarray(value) for name, value in zip(outputs, jax.jit(serving)(predictor.model.params,
                                                                                          sample["input_ids"]))}
-    with atomic_directory(target) as staging:
-        spec = _write_jax(staging, serving, predictor.model.params, outputs)
+    with _staged(folder, filename) as staging:
+        spec = writer(staging, serving, predictor.model.params, outputs, filename)
         spec.update(format=format, task=predictor.task.name, flaxtrain_version=__version__,
                     class_names=getattr(predictor.preproc, "class_names", None),
                     preprocessor=predictor.preproc.save(staging), tolerance=tolerance)
@@ -72,14 +83,69 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
         report = check(staging)
         if not report["passed"]:
             raise FlaxtrainError(f"the {format} export differs from JAX by {report['max_abs_diff']:.2e} (tolerance "
-                                 f"{tolerance:.0e}): nothing was written to {target}")
-    return target
+                                 f"{tolerance:.0e}): nothing was written to {path}")
+    return folder / filename if filename else folder
+
+
+def _placement(target: Path, format: str) -> tuple[Path, str | None]:
+    """(the export folder, the artifact's file name when `target` names a file of a one-file format)."""
+    suffix = FILE_SUFFIXES.get(format)
+    if suffix and target.suffix == suffix:
+        if target.exists() and not target.is_file():
+            raise FlaxtrainError(f"{target} exists and is not a {format} file: pass a new path or remove it first")
+        folder = target.parent
+        if not (folder / runtime.MANIFEST).is_file():  # a folder of other things: never overwrite them
+            taken = [name for name in (*SIDECARS, target.name) if (folder / name).exists()]
+            if taken:
+                raise FlaxtrainError(f"{folder} already holds {', '.join(taken)} (not from a flaxtrain export): export "
+                                     f"into a folder of its own, e.g. {folder / target.stem / target.name}")
+        return folder, target.name
+    if target.suffix in FILE_SUFFIXES.values():
+        raise FlaxtrainError(f"{target.name} names a {target.suffix} file but format is {format!r}: pass "
+                             f"format={next(k for k, v in FILE_SUFFIXES.items() if v == target.suffix)!r} or a folder")
+    if target.exists() and not (target.is_dir() and (target / runtime.MANIFEST).is_file()):
+        raise FlaxtrainError(f"{target} exists and is not a flaxtrain export: pass a new path or remove it first")
+    return target, None
+
+
+@contextlib.contextmanager
+def _staged(folder: Path, filename: str | None) -> Iterator[Path]:
+    """A staging folder that becomes `folder` (a folder export) or whose files move into `folder`,
+    the artifact last (a one-file export); on an error nothing of it is left."""
+    if filename is None:
+        with atomic_directory(folder) as staging:
+            yield staging
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".{filename}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        yield staging
+        for item in sorted(staging.iterdir(), key=lambda p: p.name == filename):
+            os.replace(item, folder / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _require(format: str) -> None:
+    """A one-line error naming the extra when the format's converter or runtime is not installed."""
+    needed = {"jax": (), "onnx": ("jax2onnx", "onnxruntime")}[format]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise FlaxtrainError(f"format={format!r} needs {' and '.join(missing)}: {EXTRA}")
 
 
 def verify_export(path: str | os.PathLike) -> dict[str, Any]:
     """Runs the export at `path` again in its own runtime on its stored sample; rewrites and returns
     parity.json's report (raises a one-line FlaxtrainError when it no longer matches)."""
     folder = Path(path)
+    if folder.suffix in FILE_SUFFIXES.values() and folder.is_file():
+        folder = folder.parent
+        named = json.loads((folder / runtime.MANIFEST).read_text()).get("files", {}).get("model") \
+            if (folder / runtime.MANIFEST).is_file() else None
+        if named != Path(path).name:
+            raise FlaxtrainError(f"{path} has no export.json of its own beside it (the folder's describes {named}): "
+                                 "export it again")
     if not (folder / runtime.MANIFEST).is_file() or not (folder / "sample.npz").is_file():
         raise FlaxtrainError(f"{folder} is not a flaxtrain export (no {runtime.MANIFEST} and sample.npz): pass the "
                              "folder predictor.export() wrote")
@@ -156,7 +222,8 @@ def sample_inputs(predictor: Any, texts: list[str] | None) -> dict[str, np.ndarr
     return {"input_ids": ids}
 
 
-def _write_jax(staging: Path, serving: Any, params: Any, outputs: tuple[str, ...]) -> dict[str, Any]:
+def _write_jax(staging: Path, serving: Any, params: Any, outputs: tuple[str, ...], filename: str | None
+               ) -> dict[str, Any]:
     """The 'jax' format: jax.export's serialized StableHLO (batch and length symbolic; cpu, cuda, tpu)
     and the params as numbered arrays in one .npz."""
     from jax import export as jax_export
@@ -177,5 +244,39 @@ def _write_jax(staging: Path, serving: Any, params: Any, outputs: tuple[str, ...
     (staging / "model.jax").write_bytes(exported.serialize())
     np.savez(staging / "params.npz", **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
     return {"files": {"model": "model.jax", "params": "params.npz"}, "platforms": list(PLATFORMS),
+            "inputs": [{"name": "input_ids", "dtype": "int32", "shape": ["batch", "length"]}],
+            "outputs": list(outputs)}
+
+
+def _write_onnx(staging: Path, serving: Any, params: Any, outputs: tuple[str, ...], filename: str | None
+                ) -> dict[str, Any]:
+    """The 'onnx' format: jax2onnx's graph of the serving function (params as initializers), input
+    `input_ids` int32 [batch, length] with both dimensions symbolic, outputs named as the task names them."""
+    import io
+    import logging
+    import types
+
+    quiet = logging.getLogger("jax2onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its optional plugins (dm_pix, equinox) log import failures we do not use
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its converters print debug lines
+            from jax2onnx import to_onnx
+
+            host = jax.device_get(params)
+            # jax2onnx's rewrites of flax layers broadcast by rank and mix dtypes: the standard promotion
+            # rules apply while it traces, whatever the caller has configured.
+            with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
+                model = to_onnx(lambda input_ids: tuple(serving(host, input_ids)),
+                                inputs=[types.SimpleNamespace(shape=("batch", "length"), dtype=np.dtype(np.int32))],
+                                input_names=["input_ids"], output_names=list(outputs), model_name="flaxtrain")
+    except Exception as err:  # the converter names the primitive it cannot map
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise FlaxtrainError(f"jax2onnx could not convert this model ({detail}): export format='jax' instead") from None
+    finally:
+        quiet.setLevel(level)
+    name = filename or "model.onnx"
+    (staging / name).write_bytes(model.SerializeToString())
+    return {"files": {"model": name}, "opset": int(model.opset_import[0].version),
             "inputs": [{"name": "input_ids", "dtype": "int32", "shape": ["batch", "length"]}],
             "outputs": list(outputs)}

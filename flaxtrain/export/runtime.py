@@ -5,7 +5,7 @@
 
 or, from Python, `load(artifact)` -> a function from {'input_ids': int array [batch, length]} to the
 named outputs ({'probabilities': ...}). `export.json` beside the artifact names its inputs, outputs,
-class names and preprocessing.
+class names and preprocessing. The 'onnx' format needs only onnxruntime and numpy.
 """
 
 from __future__ import annotations
@@ -40,30 +40,44 @@ def _load_jax(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndar
     return run
 
 
-LOADERS = {"jax": _load_jax}
+def _load_onnx(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(folder / spec["files"]["model"]), providers=["CPUExecutionProvider"])
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {name["name"]: np.asarray(inputs[name["name"]], name["dtype"]) for name in spec["inputs"]}
+        return dict(zip(spec["outputs"], session.run(list(spec["outputs"]), feed)))
+
+    return run
+
+
+LOADERS = {"jax": _load_jax, "onnx": _load_onnx}
 
 
 def versions(fmt: str) -> dict[str, str]:
     """The runtime's package versions (written into parity.json)."""
     import importlib.metadata as metadata
 
-    names = {"jax": ("jax", "jaxlib")}[fmt]
+    names = {"jax": ("jax", "jaxlib"), "onnx": ("onnxruntime",)}[fmt]
     return {name: metadata.version(name) for name in names}
 
 
 def load(artifact: str | Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """A function from the export's named inputs to its named outputs (numpy in, numpy out)."""
-    spec = manifest(artifact)
-    return LOADERS[spec["format"]](Path(artifact), spec)
+    folder = Path(artifact)
+    folder = folder.parent if folder.is_file() else folder  # a one-file export: its export.json sits beside it
+    spec = manifest(folder)
+    return LOADERS[spec["format"]](folder, spec)
 
 
 def main(argv: list[str]) -> None:
     artifact, inputs, outputs = argv
-    spec = manifest(artifact)
+    spec = manifest(Path(artifact).parent if Path(artifact).is_file() else artifact)
     with np.load(inputs) as given:
         results = load(artifact)({k: given[k] for k in given.files})
     np.savez(outputs, **results)
-    print(json.dumps({"versions": versions(spec["format"]), "modules": sorted(m for m in ("flaxtrain", "jax") if m in sys.modules)}))
+    print(json.dumps({"versions": versions(spec["format"]), "modules": sorted(m for m in ("flaxtrain", "jax", "tensorflow") if m in sys.modules)}))
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ class Encoder(nn.Module):
             counted = is_token.astype(jnp.int32)
             positions = jnp.cumsum(counted, axis=1) * counted + cfg.pad_id
         else:
-            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+            positions = jax.lax.broadcasted_iota(jnp.int32, input_ids.shape, 1)
         width = cfg.embedding_dim or cfg.hidden_size
         embed = lambda n, name: Embed(n, width, dtype=dtype, param_dtype=param_dtype, name=name)  # noqa: E731
         x = embed(cfg.vocab_size, "word")(input_ids) + embed(cfg.max_positions, "position")(positions)

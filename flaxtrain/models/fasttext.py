@@ -36,7 +36,8 @@ def hash_ngram_ids(input_ids: Int[Array, "b t"], n: int, num_buckets: int) -> In
     for shift in range(1, n):
         previous = jnp.pad(ids[:, :-shift], ((0, 0), (shift, 0)))  # [b, t]: the token `shift` places back
         hashed = hashed * jnp.uint32(_HASH_MULTIPLIER) + previous
-    return (hashed % jnp.uint32(num_buckets)).astype(jnp.int32)
+    buckets = jnp.uint32(num_buckets)
+    return (hashed - (hashed // buckets) * buckets).astype(jnp.int32)  # hashed % buckets, without a rem op (ONNX export)
 
 
 class FastText(nn.Module):

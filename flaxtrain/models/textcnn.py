@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
@@ -42,7 +43,7 @@ class TextCNN(nn.Module):
             input_ids
         )
         # Padding is a zero vector, as in Kim 2014, so a learned pad row cannot leak into the windows.
-        x = x * mask[:, :, None].astype(x.dtype)
+        x = x * jnp.expand_dims(mask, -1).astype(x.dtype)
         x = nn.Dropout(cfg.word_dropout_rate, broadcast_dims=(2,), name="word_dropout")(x, deterministic=deterministic)
         pooled = []
         for width in cfg.kernel_sizes:
@@ -63,7 +64,7 @@ class TextCNN(nn.Module):
             )(padded)  # [b, t, f]
             h = nn.relu(h)
             # A window counts if it starts on a real token; an empty text keeps its first window.
-            starts = mask | (jnp.arange(h.shape[1]) == 0)[None, :]
+            starts = mask | (jax.lax.broadcasted_iota(jnp.int32, mask.shape, 1) == 0)
             pooled.append(ops.masked_max_over_time(h, starts))
         features = jnp.concatenate(pooled, axis=-1)  # [b, f * len(kernel_sizes)]
         features = nn.Dropout(cfg.dropout_rate, name="dropout")(features, deterministic=deterministic)

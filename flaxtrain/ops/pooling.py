@@ -17,8 +17,8 @@ def masked_max_over_time(x: Float[Array, "b t f"], mask: Bool[Array, "b t"]) -> 
       [b, f] maxima, in x's dtype.
     """
     lowest = jnp.finfo(x.dtype).min
-    pooled = jnp.max(jnp.where(mask[:, :, None], x, lowest), axis=1)
-    has_any = jnp.any(mask, axis=1)[:, None]
+    pooled = jnp.max(jnp.where(jnp.expand_dims(mask, -1), x, lowest), axis=1)
+    has_any = jnp.any(mask, axis=1, keepdims=True)
     return jnp.where(has_any, pooled, jnp.zeros_like(pooled))
 
 
@@ -32,7 +32,7 @@ def masked_mean_over_time(x: Float[Array, "b t f"], mask: Bool[Array, "b t"]) ->
     Returns:
       [b, f] means, in x's dtype.
     """
-    weights = mask.astype(x.dtype)[:, :, None]
+    weights = jnp.expand_dims(mask.astype(x.dtype), -1)
     total = jnp.sum(x * weights, axis=1)
     count = jnp.maximum(jnp.sum(weights, axis=1), jnp.ones((), x.dtype))
     return total / count

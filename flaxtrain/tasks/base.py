@@ -159,9 +159,9 @@ class Predictor:
 
     def export(self, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
                quantize: bool = False, tolerance: float = 1e-4) -> Path:
-        """Writes the model for serving in `format` ('jax': StableHLO for cpu, cuda and tpu), after checking
-        it in the format's own runtime in a separate process (parity.json beside it); see
-        flaxtrain/export/artifact.py."""
+        """Writes the model for serving in `format` ('jax': StableHLO for cpu, cuda and tpu; 'onnx': an
+        onnxruntime graph, `path` a folder or a NAME.onnx file), after checking it in the format's own
+        runtime in a separate process (parity.json beside it); see flaxtrain/export/artifact.py."""
         from flaxtrain.export import export
 
         return export(self, path, format, texts=texts, quantize=quantize, tolerance=tolerance)

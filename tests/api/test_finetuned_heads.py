@@ -96,15 +96,21 @@ def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert t.get_classes() == CLASSES
 
-    # Exported for serving (StableHLO, symbolic batch and length), it still gives PyTorch's probabilities.
+    # Exported for serving (StableHLO; ONNX run by onnxruntime; symbolic batch and length), it still gives
+    # PyTorch's probabilities.
+    import onnxruntime
+
     from flaxtrain.export import runtime
 
-    exported = predictor.export(tmp_path / "served", format="jax", texts=TEXTS)
     rows = predictor.preproc.encode(TEXTS)
     ids = np.full((len(rows), max(map(len, rows))), predictor.preproc.pad_id, np.int32)
     for i, row in enumerate(rows):
         ids[i, :len(row)] = row
+    exported = predictor.export(tmp_path / "served", format="jax", texts=TEXTS)
     np.testing.assert_allclose(runtime.load(exported)({"input_ids": ids})["probabilities"], want, atol=1e-4)
+    onnx_file = predictor.export(tmp_path / "onnx" / "model.onnx", format="onnx", texts=TEXTS)
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["probabilities"], {"input_ids": ids})[0], want, atol=1e-4)
 
     # No class_names: the checkpoint's own labels, in its own order.
     t = flaxtrain.text.Transformer(str(path), maxlen=maxlen)

@@ -1,6 +1,7 @@
 """Export for serving: the 'jax' format (jax.export StableHLO for cpu, cuda and tpu with symbolic batch
-and length) of classifiers and regressors, proven equal in a separate process that imports JAX but not
-flaxtrain; parity.json beside it; verify_export; one-line errors for everything that can go wrong."""
+and length) and the 'onnx' format (jax2onnx, run by onnxruntime) of classifiers and regressors, proven
+equal in a separate process that imports neither flaxtrain nor (for ONNX) JAX; parity.json beside it;
+verify_export; one-line errors for everything that can go wrong."""
 
 import json
 import subprocess
@@ -105,8 +106,10 @@ def test_an_encoder_model_exports_with_parity_on_given_texts(bert_checkpoint, se
 
 
 def test_export_errors_are_one_line_and_leave_nothing_behind(textcnn, tmp_path):
-    with pytest.raises(FlaxtrainError, match=r"unknown export format 'onnx' \('onnx' is planned\): use one of 'jax'"):
-        textcnn.export(tmp_path / "a", format="onnx")
+    with pytest.raises(FlaxtrainError, match=r"unknown export format 'tflite' \('tflite' is planned\): use one of 'jax', 'onnx'"):
+        textcnn.export(tmp_path / "a", format="tflite")
+    with pytest.raises(FlaxtrainError, match=r"a.onnx names a .onnx file but format is 'jax': pass format='onnx'"):
+        textcnn.export(tmp_path / "a.onnx", format="jax")
     with pytest.raises(FlaxtrainError, match="quantize=True applies to format='tflite'"):
         textcnn.export(tmp_path / "a", format="jax", quantize=True)
     (tmp_path / "taken").mkdir()
@@ -144,3 +147,79 @@ def test_cli_exports_and_verifies(textcnn, tmp_path):
     assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "jax", str(tmp_path / "out")]) == 0
     assert main(["verify", str(tmp_path / "out")]) == 0
     assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "tflite", str(tmp_path / "x")]) == 2
+
+
+ONNX_SERVER = """
+import sys, numpy as np, onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+ids = np.load(sys.argv[2])
+print([(i.name, i.type, i.shape) for i in session.get_inputs()], [(o.name, o.shape) for o in session.get_outputs()])
+np.save(sys.argv[3], session.run(None, {"input_ids": ids})[0])
+print(sorted(m for m in ("jax", "flaxtrain", "tensorflow") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("kind", ["textcnn", "fasttext"])
+def test_word_models_export_to_onnx_and_serve_in_onnxruntime_alone(kind, textcnn, sentiment_texts, tmp_path):
+    texts, labels = sentiment_texts
+    if kind == "textcnn":
+        predictor = textcnn
+    else:
+        train, _, preproc = flaxtrain.text.texts_from_array(texts[:120], labels[:120], maxlen=40, verbose=0)
+        model = flaxtrain.text.text_classifier("fasttext", train, preproc, params={"embed_dim": 16, "num_buckets": 97},
+                                               verbose=0)
+        model.fit(epochs=1, batch_size=16, verbose=0)
+        predictor = flaxtrain.get_predictor(model, preproc)
+    (tmp_path / "serving").mkdir()
+    (tmp_path / "serving" / "app.py").write_text("# the user's own file")
+    out = predictor.export(tmp_path / "serving" / "model.onnx", format="onnx")
+    assert out == tmp_path / "serving" / "model.onnx" and out.is_file()
+    report = json.loads((out.parent / "parity.json").read_text())  # parity.json beside the file
+    assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["outputs"]["probabilities"]["label_agreement"] == 1
+    assert report["runtime_imported"] == [] and "onnxruntime" in report["runtime"]  # checked without JAX or flaxtrain
+    assert (tmp_path / "serving" / "app.py").read_text() == "# the user's own file"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    # 13 texts of their own lengths, in a process that has onnxruntime and numpy only
+    probe = texts[200:213]
+    rows = predictor.preproc.encode(probe)
+    ids = np.zeros((len(rows), max(map(len, rows))), np.int32)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = row
+    np.save(tmp_path / "ids.npy", ids)
+    (tmp_path / "server.py").write_text(ONNX_SERVER)
+    done = subprocess.run([sys.executable, str(tmp_path / "server.py"), str(out), str(tmp_path / "ids.npy"),
+                           str(tmp_path / "probs.npy")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    signature, imported = done.stdout.strip().splitlines()
+    assert signature == "[('input_ids', 'tensor(int32)', ['batch', 'length'])] [('probabilities', ['batch', 2])]"
+    assert imported == "[]"
+    served = np.load(tmp_path / "probs.npy")
+    np.testing.assert_allclose(served, predictor.predict_proba(probe), atol=1e-5)
+    assert [runtime.manifest(out.parent)["class_names"][i] for i in served.argmax(-1)] == predictor.predict(probe)
+    assert flaxtrain.verify_export(out)["passed"]
+
+
+def test_onnx_exports_refuse_clearly_and_verify_finds_a_broken_file(textcnn, tmp_path, monkeypatch):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "tokenizer.json").write_text("{}")  # not ours: never overwritten
+    with pytest.raises(FlaxtrainError, match=r"already holds tokenizer.json \(not from a flaxtrain export\): export "
+                                             "into a folder of its own"):
+        textcnn.export(tmp_path / "project" / "model.onnx", format="onnx")
+    assert sorted(p.name for p in (tmp_path / "project").iterdir()) == ["tokenizer.json"]
+    # a folder path holds model.onnx; exporting again replaces it
+    out = textcnn.export(tmp_path / "folder", format="onnx")
+    assert (out / "model.onnx").is_file() and flaxtrain.verify_export(out)["format"] == "onnx"
+    assert flaxtrain.verify_export(out / "model.onnx")["passed"]
+    (out / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(FlaxtrainError, match="onnx runtime could not run the export .*: export it again"):
+        flaxtrain.verify_export(out / "model.onnx")
+    textcnn.export(tmp_path / "folder", format="onnx")
+    assert flaxtrain.verify_export(out)["passed"]
+    # without the extra installed, the error names it
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "jax2onnx" else real(name, *a))
+    with pytest.raises(FlaxtrainError, match=r"format='onnx' needs jax2onnx: pip install 'flaxtrain\[export\]'"):
+        textcnn.export(tmp_path / "other.onnx", format="onnx")
+    assert not (tmp_path / "other.onnx").exists()
