@@ -37,6 +37,8 @@ FILE_SUFFIXES = {"onnx": ".onnx"}  # formats whose artifact is one file (its sid
 PLATFORMS = ("cpu", "cuda", "tpu")
 TOLERANCE = 1e-4  # float32 max |diff| of every output
 SAMPLE_ROWS = 8
+DIMS = {"input_ids": ("batch", "length"), "word_starts": ("batch", "words")}  # symbolic input dimensions
+CONSTRAINTS = {"words": "words >= 2"}  # a CRF's Viterbi pass steps over word pairs: pad word_starts with -1
 SIDECARS = (runtime.MANIFEST, "parity.json", "sample.npz", "serve.py", "tokenizer.json")
 EXTRA = "pip install 'flaxtrain[export]'"
 
@@ -66,14 +68,17 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
     if quantize:
         raise FlaxtrainError(f"quantize=True applies to format='tflite', not {format!r}: drop quantize")
     folder, filename = _placement(Path(path), format)
-    serving, outputs = predictor.task.export_outputs(predictor.model)  # a one-line error where the task has none
+    task = predictor.task
+    serving, outputs = task.export_outputs(predictor.model)  # a one-line error where the task has none
     writer = {"jax": _write_jax, "onnx": _write_onnx}[format]
     _require(format)
-    sample = sample_inputs(predictor, texts)
-    expected = {name: np.asarray(value) for name, value in zip(outputs, jax.jit(serving)(predictor.model.params,
-                                                                                         sample["input_ids"]))}
+    sample = task.export_sample(predictor, texts)
+    inputs = [{"name": name, "dtype": "int32", "shape": list(DIMS.get(name, DIMS["input_ids"]))}
+              for name in task.export_inputs]
+    computed = jax.jit(serving)(predictor.model.params, *(sample[name] for name in task.export_inputs))
+    expected = {name: np.asarray(value) for name, value in zip(outputs, computed)}
     with _staged(folder, filename) as staging:
-        spec = writer(staging, serving, predictor.model.params, outputs, filename)
+        spec = writer(staging, serving, predictor.model.params, inputs, outputs, filename)
         spec.update(format=format, task=predictor.task.name, flaxtrain_version=__version__,
                     class_names=getattr(predictor.preproc, "class_names", None),
                     preprocessor=predictor.preproc.save(staging), tolerance=tolerance)
@@ -180,7 +185,7 @@ def check(folder: Path) -> dict[str, Any]:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report = compare(expected, outputs, spec["tolerance"])
-    report.update(format=spec["format"], rows=int(len(inputs["input_ids"])), runtime=runtime_info["versions"],
+    report.update(format=spec["format"], rows=int(len(next(iter(inputs.values())))), runtime=runtime_info["versions"],
                   runtime_imported=runtime_info["modules"], jax=jax.__version__)
     (folder / "parity.json").write_text(json.dumps(report, indent=2))
     return report
@@ -207,7 +212,6 @@ def sample_inputs(predictor: Any, texts: list[str] | None) -> dict[str, np.ndarr
     """{'input_ids' [n, L] int32}: the given texts encoded and padded, or SAMPLE_ROWS rows of random
     vocabulary ids with padding tails of different lengths."""
     preproc = predictor.preproc
-    pad = int(getattr(preproc, "pad_id", 0))
     if texts:
         rows = preproc.encode(list(texts))
     else:
@@ -215,43 +219,49 @@ def sample_inputs(predictor: Any, texts: list[str] | None) -> dict[str, np.ndarr
         length = min(int(preproc.maxlen), 48)
         rows = [rng.integers(1, preproc.vocab_size, size=int(n)).astype(np.int32)
                 for n in np.linspace(max(length // 4, 3), length, SAMPLE_ROWS).astype(int)]
-    width = max(max(len(r) for r in rows), 8)
-    ids = np.full((len(rows), width), pad, np.int32)
+    return {"input_ids": pad_rows(rows, int(getattr(preproc, "pad_id", 0)))}
+
+
+def pad_rows(rows: list[Any], pad: int, min_width: int = 8) -> np.ndarray:
+    """Int32 [len(rows), max(longest, min_width)]: each row followed by `pad`."""
+    out = np.full((len(rows), max(max((len(r) for r in rows), default=0), min_width)), pad, np.int32)
     for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
-    return {"input_ids": ids}
+        out[i, :len(row)] = row
+    return out
 
 
-def _write_jax(staging: Path, serving: Any, params: Any, outputs: tuple[str, ...], filename: str | None
-               ) -> dict[str, Any]:
+def _write_jax(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],
+               filename: str | None) -> dict[str, Any]:
     """The 'jax' format: jax.export's serialized StableHLO (batch and length symbolic; cpu, cuda, tpu)
     and the params as numbered arrays in one .npz."""
     from jax import export as jax_export
 
     leaves, treedef = jax.tree.flatten(jax.device_get(params))
-    batch, length = jax_export.symbolic_shape("batch, length")
+    names = sorted({dim for spec in inputs for dim in spec["shape"]})
+    constraints = [CONSTRAINTS[name] for name in names if name in CONSTRAINTS]
+    dims = dict(zip(names, jax_export.symbolic_shape(", ".join(names), constraints=constraints)))
 
-    def flat(leaf_list: list[Any], input_ids: jax.Array) -> tuple[jax.Array, ...]:
-        return tuple(serving(jax.tree.unflatten(treedef, leaf_list), input_ids))
+    def flat(leaf_list: list[Any], *arrays: jax.Array) -> tuple[jax.Array, ...]:
+        return tuple(serving(jax.tree.unflatten(treedef, leaf_list), *arrays))
 
     try:
         exported = jax_export.export(jax.jit(flat), platforms=PLATFORMS)(
             [jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype) for x in leaves],
-            jax.ShapeDtypeStruct((batch, length), np.int32))
+            *(jax.ShapeDtypeStruct(tuple(dims[d] for d in spec["shape"]), np.int32) for spec in inputs))
     except Exception as err:  # shape polymorphism errors name the op that cannot take a symbolic length
         detail = str(err).strip().splitlines()[0][:200]
         raise FlaxtrainError(f"this model cannot be exported with a symbolic batch and length ({detail})") from None
     (staging / "model.jax").write_bytes(exported.serialize())
     np.savez(staging / "params.npz", **{f"p{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
     return {"files": {"model": "model.jax", "params": "params.npz"}, "platforms": list(PLATFORMS),
-            "inputs": [{"name": "input_ids", "dtype": "int32", "shape": ["batch", "length"]}],
-            "outputs": list(outputs)}
+            "inputs": inputs, "outputs": list(outputs)}
 
 
-def _write_onnx(staging: Path, serving: Any, params: Any, outputs: tuple[str, ...], filename: str | None
-                ) -> dict[str, Any]:
-    """The 'onnx' format: jax2onnx's graph of the serving function (params as initializers), input
-    `input_ids` int32 [batch, length] with both dimensions symbolic, outputs named as the task names them."""
+def _write_onnx(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],
+                filename: str | None) -> dict[str, Any]:
+    """The 'onnx' format: jax2onnx's graph of the serving function (params as initializers), int32 inputs
+    named as the task names them ('input_ids' [batch, length], ...) with symbolic dimensions, outputs
+    likewise."""
     import io
     import logging
     import types
@@ -267,9 +277,11 @@ def _write_onnx(staging: Path, serving: Any, params: Any, outputs: tuple[str, ..
             # jax2onnx's rewrites of flax layers broadcast by rank and mix dtypes: the standard promotion
             # rules apply while it traces, whatever the caller has configured.
             with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
-                model = to_onnx(lambda input_ids: tuple(serving(host, input_ids)),
-                                inputs=[types.SimpleNamespace(shape=("batch", "length"), dtype=np.dtype(np.int32))],
-                                input_names=["input_ids"], output_names=list(outputs), model_name="flaxtrain")
+                model = to_onnx(lambda *arrays: tuple(serving(host, *arrays)),
+                                inputs=[types.SimpleNamespace(shape=tuple(spec["shape"]), dtype=np.dtype(np.int32))
+                                        for spec in inputs],
+                                input_names=[spec["name"] for spec in inputs], output_names=list(outputs),
+                                model_name="flaxtrain")
     except Exception as err:  # the converter names the primitive it cannot map
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise FlaxtrainError(f"jax2onnx could not convert this model ({detail}): export format='jax' instead") from None
@@ -277,6 +289,5 @@ def _write_onnx(staging: Path, serving: Any, params: Any, outputs: tuple[str, ..
         quiet.setLevel(level)
     name = filename or "model.onnx"
     (staging / name).write_bytes(model.SerializeToString())
-    return {"files": {"model": name}, "opset": int(model.opset_import[0].version),
-            "inputs": [{"name": "input_ids", "dtype": "int32", "shape": ["batch", "length"]}],
+    return {"files": {"model": name}, "opset": int(model.opset_import[0].version), "inputs": inputs,
             "outputs": list(outputs)}

@@ -89,7 +89,8 @@ def viterbi_decode(
         previous = jnp.take_along_axis(pointer, tag[:, None], axis=1)[:, 0]
         return previous, tag
 
-    first, later = jax.lax.scan(backward, last, pointers, reverse=True)  # later[i]: the tag at position i + 1
-    path = jnp.concatenate([first[:, None], jnp.swapaxes(later, 0, 1)], axis=1)
+    # A forward scan over the flipped pointers (the same as scan(..., reverse=True), which ONNX export lacks).
+    first, later = jax.lax.scan(backward, last, jnp.flip(pointers, axis=0))  # later[i]: the tag at t - 1 - i
+    path = jnp.concatenate([first[:, None], jnp.flip(jnp.swapaxes(later, 0, 1), axis=1)], axis=1)
     path = jnp.where(mask, path, 0)
     return path.astype(jnp.int32), jnp.where(mask[:, 0], score, 0.0)

@@ -88,10 +88,20 @@ class Task:
         return [f"{output}\t{text}" for output, text in zip(predictor.predict(texts), texts)]
 
     # --- export for serving ----------------------------------------------------------------------------
-    def export_outputs(self, model: TaskModel) -> tuple[Callable[[Any, Any], tuple[Any, ...]], tuple[str, ...]]:
-        """(serving(params, input_ids [b, L] int32) -> output arrays, their names) for `predictor.export`."""
-        raise FlaxtrainError(f"a {self.name} model cannot be exported yet: export supports text classification and "
-                             "regression")
+    export_inputs: tuple[str, ...] = ("input_ids",)  # the serving function's int32 inputs, in order
+
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[Any, ...]], tuple[str, ...]]:
+        """(serving(params, *inputs) -> output arrays, their names) for `predictor.export`; the inputs
+        are `export_inputs`, int32 [batch, length] ('word_starts': [batch, words])."""
+        raise FlaxtrainError(f"a {self.name} model cannot be exported yet: export supports text classification, "
+                             "regression, sequence tagging and extractive QA")
+
+    def export_sample(self, predictor: Predictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
+        """The parity sample: `export_inputs` arrays of `texts` encoded as the predictor encodes them (default:
+        token-id rows of different lengths)."""
+        from flaxtrain.export import sample_inputs
+
+        return sample_inputs(predictor, texts)
 
     # --- the saved predictor's task section ---------------------------------------------------------
     def folder_section(self, model: TaskModel) -> dict[str, Any]:

@@ -17,6 +17,12 @@ from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
 from flaxtrain.train import loop
 
 Batch = dict[str, jax.Array]
+SAMPLE_PAIRS = [
+    ("Who wrote it?", "The novel was written by Mary Shelley in 1818."),
+    ("Where is the tower?", "The Eiffel Tower stands on the Champ de Mars in Paris, France, and was finished in 1889 "
+                            "for the World's Fair."),
+    ("When?", "It rained."),
+]
 
 
 def span_loss(
@@ -123,6 +129,35 @@ class QuestionAnswering(Task):
 
     def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
         return predict_span_logits
+
+    export_inputs = ("input_ids", "token_type_ids", "attention_mask")
+
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """'start_logits' and 'end_logits' [b, L] float32 of question-context windows [b, L]; choosing the
+        span (offsets, n-best, maximum length) stays with the caller, as in QAPredictor.answers."""
+        apply_fn = model.module.apply
+
+        def serving(params: Any, input_ids: jax.Array, token_type_ids: jax.Array, attention_mask: jax.Array
+                    ) -> tuple[jax.Array, ...]:
+            logits = predict_span_logits(apply_fn, params, {"input_ids": input_ids, "token_type_ids": token_type_ids,
+                                                            "attention_mask": attention_mask})
+            return logits[..., 0], logits[..., 1]
+
+        return serving, ("start_logits", "end_logits")
+
+    def export_sample(self, predictor: QAPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
+        """The windows of (question, context) pairs (default: a few of different lengths)."""
+        from flaxtrain.export import pad_rows
+
+        pairs = list(texts) if texts else SAMPLE_PAIRS
+        if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+            raise FlaxtrainError("a QA model's export sample is (question, context) pairs: pass texts=[(q, c), ...]")
+        data = QADataset(examples_from_arrays([q for q, _ in pairs], [c for _, c in pairs], None, None, "texts"),
+                         predictor.preproc)
+        w = data.windows
+        return {"input_ids": pad_rows(w.input_ids, predictor.preproc.pad_id),
+                "token_type_ids": pad_rows(w.token_type_ids, 0),
+                "attention_mask": pad_rows([np.ones(len(x), np.int32) for x in w.input_ids], 0)}
 
     def example_losses(self, data: QADataset, row_losses: np.ndarray) -> np.ndarray:
         """A question's loss: its worst window's."""

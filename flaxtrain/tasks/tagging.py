@@ -20,6 +20,7 @@ from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
 from flaxtrain.train import loop
 
 Batch = dict[str, jax.Array]
+SAMPLE_WORDS = "Angela Merkel met Emmanuel Macron in Paris on Tuesday , and the two leaders spoke about Europe .".split()
 
 
 def _crf_params(params: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -143,6 +144,29 @@ class SequenceTagging(Task):
 
     def predict_fn(self, model: TaskModel) -> Callable[..., Any]:
         return functools.partial(predict_tags, use_crf=model.config.use_crf)
+
+    export_inputs = ("input_ids", "word_starts")
+
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """Word scores 'logits' [b, w, c] float32 and 'tags' [b, w] int32 (Viterbi under a CRF, else argmax;
+        -1 where no word) of sub-token ids [b, L] and each word's first sub-token [b, w] (-1: no word)."""
+        apply_fn, use_crf = model.module.apply, model.config.use_crf
+
+        def serving(params: Any, input_ids: jax.Array, word_starts: jax.Array) -> tuple[jax.Array, ...]:
+            batch = {"input_ids": input_ids, "word_starts": word_starts}
+            scores = apply_fn({"params": params}, input_ids, word_starts=word_starts, deterministic=True)
+            return scores.astype(jnp.float32), predict_tags(apply_fn, params, batch, use_crf=use_crf)
+
+        return serving, ("logits", "tags")
+
+    def export_sample(self, predictor: TaggerPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
+        """The texts (default: sentences of different lengths) split into words as `predict` splits them."""
+        from flaxtrain.export import pad_rows
+
+        sentences = [split_words(t)[0] for t in texts] if texts else [
+            SAMPLE_WORDS[:n] for n in (3, 5, 8, len(SAMPLE_WORDS))]
+        input_ids, starts, _ = predictor.preproc.preprocess(sentences, where="sentences").encoded()
+        return {"input_ids": pad_rows(input_ids, predictor.preproc.pad_id), "word_starts": pad_rows(starts, -1, 1)}
 
     def report(self, predictor: TaggerPredictor, data: TaggedDataset, *, class_names: Sequence[Any] | None,
                print_report: bool) -> dict[str, float]:

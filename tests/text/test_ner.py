@@ -41,7 +41,35 @@ def test_token_head_matches_pytorch_on_a_random_tiny_bert(tmp_path):
     config = transformers.BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=32, max_position_embeddings=64, num_labels=len(TAGS))
     reference = transformers.BertForTokenClassification(config)
-    _check_parity(_reference_checkpoint(tmp_path, reference), reference)
+    model = _check_parity(_reference_checkpoint(tmp_path / "ckpt", reference), reference)
+    # Exported (StableHLO; ONNX in onnxruntime), the word scores are still PyTorch's at each word's first piece.
+    import onnxruntime
+
+    from flaxtrain.export import runtime
+
+    predictor = flaxtrain.get_predictor(model)
+    texts = ["Anna Adler visited Oslo", "In Lagos , Jonas Kowalski founded Acme Corp last spring ."]
+    served = {}
+    for fmt, path in (("jax", tmp_path / "jax"), ("onnx", tmp_path / "onnx" / "tagger.onnx")):
+        out = predictor.export(path, format=fmt, texts=texts)
+        sample = np.load((out.parent if out.is_file() else out) / "sample.npz")
+        ids, starts = sample["input_ids"], sample["word_starts"]
+        if fmt == "onnx":
+            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            served[fmt] = dict(zip(["logits", "tags"], session.run(["logits", "tags"], {"input_ids": ids,
+                                                                                        "word_starts": starts})))
+        else:
+            served[fmt] = runtime.load(out)({"input_ids": ids, "word_starts": starts})
+    with torch.no_grad():
+        logits = reference.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
+                                  attention_mask=torch.tensor(ids != 0, dtype=torch.long)).logits.numpy()
+    words = starts >= 0
+    want = np.take_along_axis(logits, np.maximum(starts, 0)[:, :, None], axis=1)
+    for fmt, got in served.items():
+        np.testing.assert_allclose(got["logits"][words], want[words], atol=1e-4, err_msg=fmt)
+        assert np.all(got["tags"][~words] == -1)
+        tags = [[predictor.preproc.decode_tags(row[row >= 0])] for row in got["tags"]]
+        assert [t[0] for t in tags] == [[tag for _, tag in sentence] for sentence in predictor.predict(texts)], fmt
 
 
 def test_token_head_matches_pytorch_on_real_minilm(tmp_path):
@@ -83,6 +111,18 @@ def test_bilstm_crf_tagger_learns_trains_and_reports(tmp_path, capsys):
     assert again.predict(text) == predictor.predict(text)
     loss, scores = again.evaluate(val_words, val_tags)
     assert scores["f1"] >= 0.95 and np.isfinite(loss)
+    # Exported (StableHLO, Viterbi included), it gives the predictor's tags; ONNX cannot hold flax's LSTM scan
+    from flaxtrain.errors import FlaxtrainError
+    from flaxtrain.export import runtime
+
+    out = again.export(tmp_path / "served", format="jax", texts=text)
+    sample = np.load(out / "sample.npz")
+    served = runtime.load(out)({k: sample[k] for k in ("input_ids", "word_starts")})
+    decoded = [[again.preproc.decode_tags(row[row >= 0])] for row in served["tags"]]
+    assert [d[0] for d in decoded] == [[t for _, t in sentence] for sentence in again.predict(text)]
+    with pytest.raises(FlaxtrainError, match=r"jax2onnx could not convert this model \(.*\): export format='jax' instead"):
+        again.export(tmp_path / "ner.onnx", format="onnx")
+    assert not (tmp_path / "ner.onnx").exists()
 
 
 @pytest.mark.slow

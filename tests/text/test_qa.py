@@ -124,8 +124,37 @@ def _check_parity(path, reference):
     np.testing.assert_allclose(np.asarray(end)[real], out.end_logits.numpy()[real], atol=1e-4)
 
 
-def test_span_head_matches_pytorch_on_a_random_tiny_bert(checkpoint):
+def test_span_head_matches_pytorch_on_a_random_tiny_bert(checkpoint, tmp_path):
     _check_parity(*checkpoint)
+    # Exported (StableHLO; ONNX in onnxruntime), the start and end logits of every window are PyTorch's.
+    import onnxruntime
+
+    from flaxtrain.export import runtime
+
+    path, reference = checkpoint
+    q, c, a, s = make_qa_examples(3, seed=4)
+    _, _, preproc = flaxtrain.text.qa_from_array(q, c, a, s, val_pct=0, maxlen=64, doc_stride=16, max_query_length=16,
+                                                  verbose=0)
+    predictor = flaxtrain.get_predictor(flaxtrain.text.qa_model(str(path), preproc, verbose=0))
+    pairs = list(zip(q, c))
+    served = {}
+    for fmt, target in (("jax", tmp_path / "jax"), ("onnx", tmp_path / "qa.onnx")):
+        out = predictor.export(target, format=fmt, texts=pairs)
+        sample = np.load((out.parent if out.is_file() else out) / "sample.npz")
+        feed = {k: sample[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+        if fmt == "onnx":
+            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            served[fmt] = dict(zip(["start_logits", "end_logits"], session.run(None, feed)))
+        else:
+            served[fmt] = runtime.load(out)(feed)
+    with torch.no_grad():
+        want = reference.eval()(**{k: torch.tensor(v, dtype=torch.long) for k, v in feed.items()})
+    real = feed["attention_mask"] > 0
+    for fmt, got in served.items():
+        np.testing.assert_allclose(got["start_logits"][real], want.start_logits.numpy()[real], atol=1e-4, err_msg=fmt)
+        np.testing.assert_allclose(got["end_logits"][real], want.end_logits.numpy()[real], atol=1e-4, err_msg=fmt)
+    with pytest.raises(FlaxtrainError, match=r"export sample is \(question, context\) pairs"):
+        predictor.export(tmp_path / "bad", format="jax", texts=["just a question"])
 
 
 def test_span_head_matches_pytorch_on_real_minilm(tmp_path):
