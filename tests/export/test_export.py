@@ -147,6 +147,8 @@ def test_cli_exports_and_verifies(textcnn, tmp_path):
     textcnn.save(tmp_path / "predictor")
     assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "jax", str(tmp_path / "out")]) == 0
     assert main(["verify", str(tmp_path / "out")]) == 0
+    assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "onnx", str(tmp_path / "o" / "m.onnx")]) == 0
+    assert main(["verify", str(tmp_path / "o" / "m.onnx")]) == 0
     assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "tflite", str(tmp_path / "x")]) == 2
 
 
