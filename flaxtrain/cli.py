@@ -114,7 +114,7 @@ def _export(args: argparse.Namespace) -> int:
     from flaxtrain.api.predictor import load_predictor
 
     out = load_predictor(args.model).export(args.out, format=args.format, quantize=args.quantize)
-    report = json.loads((out / "parity.json").read_text())
+    report = json.loads(((out.parent if out.is_file() else out) / "parity.json").read_text())
     print(f"wrote {out} ({args.format}); parity with JAX: max |diff| {report['max_abs_diff']:.2e}")
     return 0
 
