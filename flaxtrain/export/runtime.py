@@ -26,15 +26,17 @@ def manifest(artifact: str | Path) -> dict[str, Any]:
 
 
 def _load_jax(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    import jax
     from jax import export
 
     exported = export.deserialize(bytearray((folder / spec["files"]["model"]).read_bytes()))
-    with np.load(folder / spec["files"]["params"]) as stored:
-        params = [stored[f"p{i:05d}"] for i in range(len(stored.files))]
+    with np.load(folder / spec["files"]["params"]) as stored:  # on the device once, not at every call
+        params = jax.device_put([stored[f"p{i:05d}"] for i in range(len(stored.files))])
+    call = jax.jit(exported.call)  # compiled once per input shape
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         args = [np.asarray(inputs[name["name"]], name["dtype"]) for name in spec["inputs"]]
-        outputs = exported.call(params, *args)
+        outputs = call(params, *args)
         return {name: np.asarray(value) for name, value in zip(spec["outputs"], outputs)}
 
     return run

@@ -65,3 +65,28 @@ def test_each_process_gets_its_block_of_every_global_batch():
             np.testing.assert_array_equal(np.concatenate([first[key], second[key]]), value)
     with pytest.raises(FlaxtrainError, match="batch size 5 does not divide over 2 processes"):
         make_batches(ids, labels, batch_size=5, buckets=BUCKETS, process_count=2)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 23, 50])
+def test_batches_in_order_are_the_ones_tf_data_makes(batch_size, monkeypatch):
+    """Unshuffled batching (prediction, evaluation) runs in numpy; it gives tf.data's batches, in its order,
+    for every field kind: input_ids, shorter per-token sequences, fixed-width fields, float labels."""
+    from flaxtrain.data import pipeline
+
+    ids, _ = _examples(n=41, seed=2)
+    targets = np.linspace(0.0, 1.0, len(ids)).astype(np.float32)
+    tags = [np.arange(len(x) // 2, dtype=np.int32) for x in ids]
+    fixed = {"target_ids": ([np.arange(k % 4, dtype=np.int32) + 1 for k in range(len(ids))], 0, 4)}
+    kwargs = dict(batch_size=batch_size, buckets=BUCKETS, pad_id=0, sequences={"tags": (tags, -1)}, fixed=fixed)
+    ours, count = make_batches(ids, targets, **kwargs)
+    ours = list(ours)
+    # the tf.data path with the shuffle left out
+    real_shuffle = pipeline._tf_batches
+    monkeypatch.setattr(pipeline, "_tf_batches", lambda *a, **k: real_shuffle(*a, **{**k, "seed": None}))
+    theirs = list(make_batches(ids, targets, shuffle=True, **kwargs)[0])
+    assert len(ours) == len(theirs) == count
+    for mine, tfs in zip(ours, theirs):
+        assert mine.keys() == tfs.keys()
+        for key in tfs:
+            assert mine[key].dtype == tfs[key].dtype, key
+            np.testing.assert_array_equal(mine[key], tfs[key], err_msg=key)
