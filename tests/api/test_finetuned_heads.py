@@ -100,12 +100,9 @@ def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     # PyTorch's probabilities.
     import onnxruntime
 
-    from flaxtrain.export import runtime
+    from flaxtrain.export import pad_rows, runtime
 
-    rows = predictor.preproc.encode(TEXTS)
-    ids = np.full((len(rows), max(map(len, rows))), predictor.preproc.pad_id, np.int32)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
+    ids = pad_rows(predictor.preproc.encode(TEXTS), predictor.preproc.pad_id, 1)
     exported = predictor.export(tmp_path / "served", format="jax", texts=TEXTS)
     np.testing.assert_allclose(runtime.load(exported)({"input_ids": ids})["probabilities"], want, atol=1e-4)
     onnx_file = predictor.export(tmp_path / "onnx" / "model.onnx", format="onnx", texts=TEXTS)

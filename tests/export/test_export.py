@@ -16,7 +16,7 @@ import flaxtrain
 import flaxtrain.text
 from flaxtrain import hub
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.export import runtime
+from flaxtrain.export import pad_rows, runtime
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,7 @@ def bert_checkpoint(tmp_path_factory):
 
 def _served(folder, texts, predictor):
     """The export's outputs on `texts`, through its own loader (in this process)."""
-    ids = predictor.preproc.encode(texts)
-    width = max(len(r) for r in ids)
-    batch = np.zeros((len(ids), width), np.int32)
-    for i, row in enumerate(ids):
-        batch[i, :len(row)] = row
-    return runtime.load(folder)({"input_ids": batch})
+    return runtime.load(folder)({"input_ids": pad_rows(predictor.preproc.encode(texts), predictor.preproc.pad_id, 1)})
 
 
 def test_textcnn_exports_to_stablehlo_and_serves_the_same_probabilities(textcnn, sentiment_texts, tmp_path):
@@ -184,10 +179,7 @@ def test_word_models_export_to_onnx_and_serve_in_onnxruntime_alone(kind, textcnn
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
     # 13 texts of their own lengths, in a process that has onnxruntime and numpy only
     probe = texts[200:213]
-    rows = predictor.preproc.encode(probe)
-    ids = np.zeros((len(rows), max(map(len, rows))), np.int32)
-    for i, row in enumerate(rows):
-        ids[i, :len(row)] = row
+    ids = pad_rows(predictor.preproc.encode(probe), predictor.preproc.pad_id, 1)
     np.save(tmp_path / "ids.npy", ids)
     (tmp_path / "server.py").write_text(ONNX_SERVER)
     done = subprocess.run([sys.executable, str(tmp_path / "server.py"), str(out), str(tmp_path / "ids.npy"),
