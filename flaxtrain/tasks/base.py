@@ -167,6 +167,11 @@ class Predictor:
         section = {**self.task.folder_section(self.model), **(extra or {})}
         return folder.write(directory, self.model, self.preproc, jax.device_get(self.model.params), extra=section)
 
+    def rows_per_batch(self, count: int) -> int:
+        """Rows of each predict batch for `count` inputs: `batch_size`, or for fewer inputs the power of two
+        that holds them (one text is not padded to 32 rows; at most log2(batch_size) more compiles)."""
+        return min(self.batch_size, 1 << max(count - 1, 0).bit_length())
+
     def export(self, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
                quantize: bool = False, tolerance: float = 1e-4) -> Path:
         """Writes the model for serving in `format` ('jax': StableHLO for cpu, cuda and tpu; 'onnx': an

@@ -41,7 +41,7 @@ class ClassifierPredictor(Predictor):
     def log_probs(self, input_ids: list[np.ndarray]) -> np.ndarray:
         """Float32 log-probabilities [n, c] of encoded texts (regression: predictions [n]), in their order."""
         data = TextDataset(texts=[""] * len(input_ids), input_ids=input_ids, labels=None, preproc=self.preproc)
-        batches, count = data.batches(batch_size=self.batch_size)
+        batches, count = data.batches(batch_size=self.rows_per_batch(len(input_ids)))
         return loop.predict(self.model.params, batches, steps=self.model.steps, num_examples=len(input_ids),
                             num_batches=count)
 

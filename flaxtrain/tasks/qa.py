@@ -66,7 +66,7 @@ class QAPredictor(Predictor):
     def answers(self, data: QADataset) -> list[dict[str, Any]]:
         """The best answer of every example of `data`, in order."""
         windows = data.windows
-        batches, count = data.batches(batch_size=self.batch_size)
+        batches, count = data.batches(batch_size=self.rows_per_batch(len(windows.input_ids)))
         logits = loop.predict(self.model.params, batches, steps=self.model.steps, num_examples=len(windows.input_ids),
                               num_batches=count)  # [windows, L, 2]
         by_example: list[list[int]] = [[] for _ in data.examples]

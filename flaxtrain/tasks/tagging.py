@@ -72,7 +72,7 @@ class TaggerPredictor(Predictor):
 
     def tag_ids(self, data: TaggedDataset) -> list[np.ndarray]:
         """Tag ids of each sentence's kept words (words past maxlen are left out)."""
-        batches, count = data.batches(batch_size=self.batch_size)
+        batches, count = data.batches(batch_size=self.rows_per_batch(len(data.words)))
         out = loop.predict(self.model.params, batches, steps=self.model.steps, num_examples=len(data), num_batches=count)
         _, starts, _ = data.encoded()
         return [row[: len(s)] for row, s in zip(out, starts)]
