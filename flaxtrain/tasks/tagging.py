@@ -58,7 +58,12 @@ def tagging_loss(
 def predict_tags(apply_fn: Callable[..., jax.Array], params: Any, batch: Batch, *, use_crf: bool = False) -> jax.Array:
     """Tag ids [b, w] int32 of a sequence tagger (Viterbi under a CRF, else argmax); -1 where no word."""
     scores = apply_fn({"params": params}, batch["input_ids"], word_starts=batch["word_starts"], deterministic=True)
-    words = batch["word_starts"] >= 0
+    return tags_of_scores(scores, batch["word_starts"], params, use_crf=use_crf)
+
+
+def tags_of_scores(scores: jax.Array, word_starts: jax.Array, params: Any, *, use_crf: bool) -> jax.Array:
+    """Tag ids [b, w] of word scores [b, w, c]: Viterbi under a CRF, else argmax; -1 where no word."""
+    words = word_starts >= 0
     if use_crf:
         predicted, _ = ops.crf.viterbi_decode(scores, words, *_crf_params(params))
     else:
@@ -153,9 +158,8 @@ class SequenceTagging(Task):
         apply_fn, use_crf = model.module.apply, model.config.use_crf
 
         def serving(params: Any, input_ids: jax.Array, word_starts: jax.Array) -> tuple[jax.Array, ...]:
-            batch = {"input_ids": input_ids, "word_starts": word_starts}
             scores = apply_fn({"params": params}, input_ids, word_starts=word_starts, deterministic=True)
-            return scores.astype(jnp.float32), predict_tags(apply_fn, params, batch, use_crf=use_crf)
+            return scores.astype(jnp.float32), tags_of_scores(scores, word_starts, params, use_crf=use_crf)
 
         return serving, ("logits", "tags")
 
