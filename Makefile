@@ -13,6 +13,9 @@ $(READY): pyproject.toml constraints.txt requirements-assets.txt
 train: $(READY)
 	$(VENV)/bin/flaxtrain train
 
+# glibc keeps XLA's freed CPU buffers for reuse instead of unmapping them each step (flaxtrain/allocator.py).
+ALLOCATOR_ENV := MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824
+
 test: $(READY)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -x -n 2 --dist loadfile --no-loadscope-reorder
+	env $(ALLOCATOR_ENV) $(PY) -m pytest -x -n 2 --dist loadfile --no-loadscope-reorder

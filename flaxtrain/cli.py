@@ -129,6 +129,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as the `flaxtrain` command: this process is ours (see flaxtrain/allocator.py)
+        from flaxtrain.allocator import tune_allocator
+
+        tune_allocator()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="flaxtrain", description="Train, evaluate and use flaxtrain text models.")
     commands = parser.add_subparsers(dest="command", required=True)
