@@ -11,7 +11,7 @@ from flaxtrain.data import wikitext2
 
 @pytest.mark.slow
 def test_short_pretraining_beats_the_unigram_baseline():
-    tokenizer = flaxtrain.text.train_tokenizer(wikitext2("train"), vocab_size=2000, max_documents=3000)
+    tokenizer = flaxtrain.text.train_tokenizer(wikitext2("train"), vocab_size=1000, max_documents=3000)
     trn, val, preproc = flaxtrain.text.lm_from_files(wikitext2("train"), wikitext2("valid"), tokenizer=tokenizer,
                                                      maxlen=64, max_documents=3000, verbose=0)
     val.max_documents = 300
@@ -26,7 +26,7 @@ def test_short_pretraining_beats_the_unigram_baseline():
     model = flaxtrain.get_model("bert", train_data=trn, params=dict(num_layers=2, hidden_size=128, num_heads=2, mlp_dim=256))
     learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=32, eval_batch_size=64,
                                     clip_norm=1.0, weight_decay=0.01)
-    learner.fit_onecycle(1e-3, max_steps=900, verbose=0)
+    learner.fit_onecycle(2e-3, max_steps=500, verbose=0)
     scores = learner.validate(print_report=False)
     print(f"unigram {unigram_loss:.3f} (top-1 {unigram_accuracy:.3f}); pretrained {scores}")
     assert scores["loss"] < unigram_loss - 0.25 and scores["accuracy"] > 1.5 * unigram_accuracy
