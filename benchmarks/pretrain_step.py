@@ -7,8 +7,9 @@ batch 32 packed rows, 15% of the tokens chosen, dropout 0.1, AdamW. flaxtrain's 
 (tasks/masked_lm.py's loss on the segment-masked encoder); PyTorch's is BertForMaskedLM with labels -100
 off the chosen positions. Both run in interleaved rounds; prints the machine, tokens/s (max and median),
 the flaxtrain/PyTorch ratio of medians, each one's share of the XLA float32 matmul peak measured here,
-flaxtrain's first-step compile time with and without rematerialization, and that of a 12-layer model with
-and without scanned blocks.
+flaxtrain's first-step compile time with and without rematerialization, the memory each remat policy's
+compiled step needs (XLA's memory analysis), and the first-step time of a 12-layer BERT and a 12+12-layer
+T5 (span corruption) with and without scanned blocks.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from machine import describe
 
 from flaxtrain import models
 from flaxtrain.models.encoder import EncoderConfig
+from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
 from flaxtrain.tasks.masked_lm import masked_lm_loss, predict_top_tokens
+from flaxtrain.tasks.span_corruption import predict_targets, span_corruption_loss
 from flaxtrain.train import compile_steps, create_train_state, init_params, make_optimizer
 
 SIZES = dict(vocab_size=30522, hidden_size=256, num_layers=4, num_heads=4, mlp_dim=1024)
@@ -49,10 +52,27 @@ def batch_of(length: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "segment_ids": segments, "labels": labels, "weight": np.ones(BATCH, np.float32)}
 
 
-def flaxtrain_step(batch: dict[str, np.ndarray], remat: str, **sizes: object) -> tuple[float, object]:
-    encoder = EncoderConfig(**{**SIZES, **sizes}, remat=remat)
-    module = models.build_model("masked_lm", models.HeadConfig(encoder))
-    steps = compile_steps(module.apply, masked_lm_loss, predict_fn=predict_top_tokens)
+def t5_batch(length: int) -> dict[str, np.ndarray]:
+    """Span-corruption rows of `length` inputs and the targets that go with them (T5's sizing)."""
+    rng = np.random.default_rng(0)
+    targets = length // 4
+    ids = rng.integers(200, 32000, size=(BATCH, length)).astype(np.int32)
+    labels = rng.integers(200, 32000, size=(BATCH, targets)).astype(np.int32)
+    return {"input_ids": ids, "segment_ids": np.ones_like(ids), "labels": labels,
+            "decoder_input_ids": np.concatenate([np.zeros((BATCH, 1), np.int32), labels[:, :-1]], 1),
+            "decoder_segment_ids": np.ones_like(labels), "weight": np.ones(BATCH, np.float32)}
+
+
+def flaxtrain_step(batch: dict[str, np.ndarray], remat: str, t5: bool = False, **sizes: object):
+    """(first-step seconds, run(n), memory()) of the masked-LM step (or with `t5`, the span-corruption step)."""
+    if t5:
+        config = Seq2SeqConfig(**{**PRESETS["t5"], "vocab_size": 32128, **sizes}, remat=remat)
+        module = models.build_model("span_corruption", config)
+        steps = compile_steps(module.apply, span_corruption_loss, predict_fn=predict_targets)
+    else:
+        encoder = EncoderConfig(**{**SIZES, **sizes}, remat=remat)
+        module = models.build_model("masked_lm", models.HeadConfig(encoder))
+        steps = compile_steps(module.apply, masked_lm_loss, predict_fn=predict_top_tokens)
     sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
     state = create_train_state(module, init_params(module, sample, jax.random.key(0)), make_optimizer(1e-4, weight_decay=0.01))
     placed = {k: jnp.asarray(v) for k, v in batch.items()}
@@ -70,7 +90,7 @@ def flaxtrain_step(batch: dict[str, np.ndarray], remat: str, **sizes: object) ->
             holder["state"], sums = steps.train(holder["state"], placed, jax.random.key(0))
         jax.block_until_ready(sums)
 
-    return compile_s, run
+    return compile_s, run, lambda: steps.memory(holder["state"], batch, jax.random.key(0))
 
 
 def torch_step(batch: dict[str, np.ndarray]):
@@ -104,8 +124,9 @@ def main() -> None:
     xla_peak, torch_peak = matmul_peak_gflops()
     print(f"float32 2048x2048 matmul peak: XLA {xla_peak:.0f} GFLOP/s, PyTorch {torch_peak:.0f} GFLOP/s")
     batch = batch_of(args.length)
-    compile_none, flax_run = flaxtrain_step(batch, "none")
-    compile_full, _ = flaxtrain_step(batch, "full")
+    compile_none, flax_run, memory_none = flaxtrain_step(batch, "none")
+    compile_full, _, memory_full = flaxtrain_step(batch, "full")
+    memory = {"none": memory_none(), "full": memory_full(), "dots": flaxtrain_step(batch, "dots")[2]()}
     torch_run = torch_step(batch)
     torch_run(1)
     rates: dict[str, list[float]] = {"flaxtrain": [], "pytorch": []}
@@ -121,9 +142,18 @@ def main() -> None:
               f"{gflops:6.1f} GFLOP/s = {100 * gflops / xla_peak:4.1f}% of the XLA peak")
     ratio = statistics.median(rates["flaxtrain"]) / statistics.median(rates["pytorch"])
     print(f"  flaxtrain / PyTorch tokens/s (medians) = {ratio:.2f}")
+    print("  compiled train step memory (XLA's analysis; peak = arguments + outputs + temporaries - donated):")
+    for policy, sizes in memory.items():
+        if sizes is not None:
+            print(f"    remat={policy!r:7s} temporaries {sizes['temporaries'] / 2**20:7.1f} MiB  peak {sizes['peak'] / 2**20:7.1f} MiB")
     for scan in (False, True):  # compile time grows with the unrolled depth; nn.scan compiles one block
-        seconds, _ = flaxtrain_step(batch, "none", num_layers=12, scan_layers=scan)
-        print(f"  12 layers, scan_layers={scan}: first step (trace + compile + run) {seconds:.1f} s")
+        seconds, _, _ = flaxtrain_step(batch, "none", num_layers=12, scan_layers=scan)
+        print(f"  BERT 12 layers, scan_layers={scan}: first step (trace + compile + run) {seconds:.1f} s")
+    t5 = t5_batch(args.length)
+    t5_sizes = dict(hidden_size=256, num_heads=4, head_dim=64, mlp_dim=1024, num_layers=12, num_decoder_layers=12)
+    for scan in (False, True):
+        seconds, _, _ = flaxtrain_step(t5, "none", t5=True, scan_layers=scan, **t5_sizes)
+        print(f"  T5 12+12 layers, scan_layers={scan}: first step (trace + compile + run) {seconds:.1f} s")
 
 
 if __name__ == "__main__":

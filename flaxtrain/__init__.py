@@ -28,6 +28,7 @@ _LAZY = {
     "load_predictor": "flaxtrain.api.predictor",
     "Predictor": "flaxtrain.api.predictor",
     "verify_export": "flaxtrain.export",
+    "tune_allocator": "flaxtrain.allocator",
 }
 _SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "tasks", "train", "cli", "distributed", "export")
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from flaxtrain.api.factory import get_model
     from flaxtrain.api.model import Model
     from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
+    from flaxtrain.allocator import tune_allocator
     from flaxtrain.export import verify_export
 
 

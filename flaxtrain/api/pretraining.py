@@ -15,6 +15,7 @@ from flaxtrain import hub, models
 from flaxtrain.api.model import Model
 from flaxtrain.api.weights import init_model_params, load_encoder, with_pretrained_head
 from flaxtrain.errors import FlaxtrainError, nearest
+from flaxtrain.models.decoder import stack_blocks
 from flaxtrain.models.encoder import EncoderConfig, stack_layers
 from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
 
@@ -76,7 +77,8 @@ def span_corruption_model(name: str, train_data: Any = None, val_data: Any = Non
                           params: dict[str, Any] | None = None, seed: int = 0, verbose: int = 1) -> Model:
     """A T5 for the data of `lm_from_files(..., objective='span_corruption')`: 't5' from scratch (sizes in
     `params`: num_layers, num_decoder_layers, hidden_size, num_heads, head_dim, mlp_dim, ...), or a local
-    T5 checkpoint folder to continue pretraining (it must share the data's tokenizer)."""
+    T5 checkpoint folder to continue pretraining (it must share the data's tokenizer). Either takes
+    `params={'remat': 'none' | 'full' | 'dots', 'scan_layers': True}`."""
     preproc = preproc or getattr(train_data, "preproc", None)
     if preproc is None:
         raise FlaxtrainError("a span-corruption model takes its vocabulary from the data: pass train_data from lm_from_files")
@@ -90,12 +92,16 @@ def span_corruption_model(name: str, train_data: Any = None, val_data: Any = Non
                                   "eos_id": preproc.eos_id, "decoder_start_id": preproc.pad_id, **overrides})
         weights = init_model_params(models.build_model("span_corruption", config), seed)
     elif Path(name).is_dir():
-        if overrides:
-            raise FlaxtrainError(f"{name!r} keeps its checkpoint's sizes: drop params {sorted(overrides)}")
+        sizes = sorted(set(overrides) - set(SWITCHES))
+        if sizes:
+            raise FlaxtrainError(f"{name!r} keeps its checkpoint's sizes: drop params {sizes}")
         config, weights, tokenizer, _ = hub.load_seq2seq(name)
         if config.family != "t5" or tokenizer.get_vocab() != preproc.tokenizer.get_vocab():
             raise FlaxtrainError(f"span corruption continues a T5 checkpoint with the data's own tokenizer: build the "
                                  f"data with lm_from_files(..., tokenizer={name!r})")
+        config = dataclasses.replace(config, **overrides)
+        if config.scan_layers:  # the checkpoint's blocks, stacked for nn.scan
+            weights = jax.tree.map(jnp.asarray, stack_blocks(jax.device_get(weights), config))
     else:
         raise FlaxtrainError(f"span corruption trains 't5' from scratch or continues a local T5 folder, not {name!r}")
     model = Model("span_corruption", config, weights, preproc, train_data=train_data, val_data=val_data)

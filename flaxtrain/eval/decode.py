@@ -288,11 +288,11 @@ def _beam_search(step, logits, cache, batch: int, g: GenerationConfig):
 
 
 def _reorder_cache(cache: Any, index: jax.Array) -> Any:
-    """Self-attention keys/values follow their beams; the encoder's (identical across an input's beams)
-    and the position counters stay."""
+    """Self-attention keys/values ([b, t, h, d]; [layers, b, t, h, d] under scanned blocks) follow their
+    beams; the encoder's (identical across an input's beams) and the position counters stay."""
     def pick(path, x):
         name = getattr(path[-1], "key", None)
-        return jnp.take(x, index, axis=0) if name in ("cached_key", "cached_value") else x
+        return jnp.take(x, index, axis=x.ndim - 4) if name in ("cached_key", "cached_value") else x
 
     return jax.tree_util.tree_map_with_path(pick, cache)
 

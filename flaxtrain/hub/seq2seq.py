@@ -17,7 +17,7 @@ import numpy as np
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.hub.encoders import _get, _set
 from flaxtrain.hub.layout import check_tensor
-from flaxtrain.models.decoder import Seq2SeqConfig
+from flaxtrain.models.decoder import Seq2SeqConfig, stack_blocks, unstack_blocks
 from flaxtrain.ops.positions import sinusoidal_table
 
 FAMILIES = ("t5", "bart", "marian")
@@ -200,7 +200,9 @@ def _to_hf(array: np.ndarray, kind: str, c: Seq2SeqConfig) -> np.ndarray:
 
 def params_from_hf(weights: Mapping[str, np.ndarray], config: Seq2SeqConfig, expected: Any = None) -> dict[str, Any]:
     """Seq2Seq params from a T5 / BART / Marian state dict; with `expected` (the params' abstract
-    shapes) each tensor's shape is checked before conversion."""
+    shapes) each tensor's shape is checked before conversion. Under `scan_layers` the blocks come back stacked."""
+    if config.scan_layers and expected is not None:
+        expected = unstack_blocks(expected, config)
     params: dict[str, Any] = {}
     for hf, path, kind in _entries(config):
         if hf not in weights:
@@ -211,11 +213,13 @@ def params_from_hf(weights: Mapping[str, np.ndarray], config: Seq2SeqConfig, exp
         if expected is not None:
             check_tensor(hf, weights[hf], kind, _get(expected, path).shape)
         _set(params, path, _to_ours(weights[hf], kind, config))
-    return params
+    return stack_blocks(params, config) if config.scan_layers else params
 
 
 def params_to_hf(params: Mapping[str, Any], config: Seq2SeqConfig) -> dict[str, np.ndarray]:
     """The family's state dict (as its conditional-generation class names it) of Seq2Seq params."""
+    if config.scan_layers:  # checkpoints name each block
+        params = unstack_blocks(jax.device_get(dict(params)), config)
     out = {hf: _to_hf(np.asarray(_get(params, path)), kind, config) for hf, path, kind in _entries(config)}
     shared = out["shared.weight" if config.family == "t5" else "model.shared.weight"]
     for stack in ("encoder", "decoder"):  # the tied copies transformers also writes

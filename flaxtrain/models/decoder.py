@@ -13,6 +13,7 @@ import dataclasses
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
@@ -64,6 +65,7 @@ class Seq2SeqConfig:
     forced_eos_id: int | None = None  # forced as the last token when generation reaches max length
     attention: str = "einsum"  # ops.dot_product_attention path
     remat: str = "none"  # recompute each block's activations in the backward pass: 'none', 'full' or 'dots'
+    scan_layers: bool = False  # each stack's blocks under nn.scan: params stacked in 'layers' (one compile of one block)
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"  # parameter storage dtype
 
@@ -121,6 +123,49 @@ class Block(nn.Module):
         mlp = MLP(cfg.mlp_dim, cfg.activation, use_bias=cfg.use_bias, gated=cfg.gated_mlp,
                   dropout_rate=cfg.dropout_rate if cfg.pre_norm else 0.0, name="mlp", **_dtypes(cfg))
         return sublayer(x, "mlp", lambda h: mlp(h, deterministic=deterministic))
+
+
+class ScannedBlock(nn.Module):
+    """One step of a scanned stack: a block (rematerialized as configured) on the carried states; the
+    masks, position bias and encoder states are the same for every step."""
+
+    config: Seq2SeqConfig
+    cross: bool
+    deterministic: bool
+    decode: bool
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "b t m"], mask, bias, encoder_hidden, cross_mask) -> tuple[Float[Array, "b t m"], None]:
+        block = remat(Block, "none" if self.decode else self.config.remat, static_argnums=(6, 7))
+        x = block(self.config, cross=self.cross, name="layer")(x, mask, bias, encoder_hidden, cross_mask,
+                                                               self.deterministic, self.decode)
+        return constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED)), None
+
+
+def stack_blocks(params: dict, config: Seq2SeqConfig) -> dict:
+    """Seq2Seq params with blocks 'layer_0' .. per stack -> the scanned layout {'layers': {'layer': stacked}}."""
+    import numpy as np
+
+    out = dict(params)
+    for stack, count in (("encoder", config.num_layers), ("decoder", config.num_decoder_layers)):
+        blocks = [params[stack][f"layer_{i}"] for i in range(count)]
+        rest = {k: v for k, v in params[stack].items() if not k.startswith("layer_")}
+        out[stack] = {**rest, "layers": {"layer": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *blocks)}}
+    return out
+
+
+def unstack_blocks(params: dict, config: Seq2SeqConfig) -> dict:
+    """The scanned layout back to one entry per block ('layer_0' ..), as checkpoints name them (arrays
+    or their abstract shapes)."""
+    def pick(x, i: int):
+        return jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x[i]
+
+    out = dict(params)
+    for stack, count in (("encoder", config.num_layers), ("decoder", config.num_decoder_layers)):
+        rest = {k: v for k, v in params[stack].items() if k != "layers"}
+        out[stack] = {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: pick(x, i), params[stack]["layers"]["layer"])
+                                 for i in range(count)}}
+    return out
 
 
 class Stack(nn.Module):
@@ -207,6 +252,12 @@ class Stack(nn.Module):
             cross_mask = (segment_ids[:, :, None] == encoder_segment_ids[:, None, :])[:, None] & (
                 encoder_segment_ids[:, None, None, :] > 0)
         layers = cfg.num_decoder_layers if self.decoder else cfg.num_layers
+        if cfg.scan_layers:
+            scanned = nn.scan(ScannedBlock, variable_axes={"params": 0, "cache": 0},
+                              split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast, length=layers,
+                              metadata_params={nn.PARTITION_NAME: "layers"})
+            x, _ = scanned(cfg, self.decoder, deterministic, decode, name="layers")(x, mask, bias, encoder_hidden, cross_mask)
+            layers = 0
         block = remat(Block, "none" if decode else cfg.remat, static_argnums=(6, 7))  # deterministic, decode: static
         for i in range(layers):
             x = block(cfg, cross=self.decoder, name=f"layer_{i}")(x, mask, bias, encoder_hidden, cross_mask, deterministic,

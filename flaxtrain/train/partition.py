@@ -368,6 +368,24 @@ class CompiledSteps:
             self._flops[key] = flops
         return self._flops[key]
 
+    def memory(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array) -> dict[str, int] | None:
+        """Bytes the compiled train step needs per device on this batch shape, from XLA's memory analysis:
+        {'arguments', 'outputs', 'temporaries', 'aliased', 'peak'} (peak: arguments + outputs + temporaries
+        - aliased, the donated state counted once); None where the backend gives no analysis."""
+        placed = self.place_batch(batch)
+        fn = self._spmd("train", state) if self.strategy.kind == "spmd" else self._jitted["train"]
+        lowered = self._in_mesh(fn.lower, state, placed, rng) if self.strategy.kind == "spmd" else fn.lower(state, placed, rng)
+        try:
+            analysis = lowered.compile().memory_analysis()
+        except (NotImplementedError, jax.errors.JaxRuntimeError):
+            return None
+        if analysis is None:
+            return None
+        sizes = {"arguments": int(analysis.argument_size_in_bytes), "outputs": int(analysis.output_size_in_bytes),
+                 "temporaries": int(analysis.temp_size_in_bytes), "aliased": int(analysis.alias_size_in_bytes)}
+        sizes["peak"] = sizes["arguments"] + sizes["outputs"] + sizes["temporaries"] - sizes["aliased"]
+        return sizes
+
 
 def _not_addressable(x: Any) -> bool:
     return isinstance(x, jax.Array) and not x.is_fully_addressable

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 import flaxtrain
 import flaxtrain.text
@@ -125,3 +126,13 @@ def test_t5_from_scratch_trains_saves_and_matches_pytorch(corpus, tmp_path):
         [t for t in generated[0, 1:].tolist() if t != preproc.pad_id], skip_special_tokens=False)
     again = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn)  # continued pretraining of the saved folder
     assert again.task.name == "span_corruption" and flaxtrain.get_predictor(again).predict(text) == predictor.predict(text)
+    # The same folder with its blocks scanned and rematerialized: the same generation, the same saved weights.
+    scanned = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn, params={"scan_layers": True, "remat": "full"})
+    assert scanned.config.scan_layers and "layers" in scanned.params["encoder"]
+    scanned_predictor = flaxtrain.get_predictor(scanned)
+    assert scanned_predictor.predict(text) == predictor.predict(text)
+    scanned_predictor.save_pretrained(tmp_path / "scanned")
+    saved = [load_file(tmp_path / name / "model.safetensors") for name in ("hf", "scanned")]
+    assert saved[0].keys() == saved[1].keys() and all(np.array_equal(saved[0][k], saved[1][k]) for k in saved[0])
+    with pytest.raises(FlaxtrainError, match="keeps its checkpoint's sizes: drop params \\['num_layers'\\]"):
+        flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn, params={"num_layers": 4, "scan_layers": True})
