@@ -14,7 +14,7 @@ train: $(READY)
 	$(VENV)/bin/flaxtrain train
 
 # glibc keeps XLA's freed CPU buffers for reuse instead of unmapping them each step (flaxtrain/allocator.py).
-ALLOCATOR_ENV := MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824
+ALLOCATOR_ENV := MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1099511627776
 
 test: $(READY)
 	$(VENV)/bin/lint-imports

@@ -8,8 +8,8 @@ with MiniLM's 30522 x 384 table on rotten_tomatoes, 154 steps of 50): 8.2 millio
 of kernel time per epoch, epoch 27.9 s; with `tune_allocator()` 11 thousand faults, 0.5 s and 17.3 s.
 
 `tune_allocator()` sets glibc's options for this process: one arena (M_ARENA_MAX 1), no mmap for large
-blocks (M_MMAP_MAX 0) and no trimming of the heap's top (M_TRIM_THRESHOLD 1 GiB), so freed step buffers
-are reused. The process keeps its peak heap until it exits, which a training process reaches every step
+blocks (M_MMAP_MAX 0) and no trimming of the heap's top below 2 GiB (M_TRIM_THRESHOLD, the largest
+`mallopt` takes), so freed step buffers are reused. The process keeps its peak heap until it exits, which a training process reaches every step
 anyway. `import flaxtrain` never calls it (a library does not retune its host's allocator): the
 `flaxtrain` command calls it for its own process, and a script may call it first thing. glibc fixes its
 arena limit when a second thread first allocates, so the call only works while the process has one
@@ -25,8 +25,8 @@ import os
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
-TRIM_THRESHOLD = 1 << 30
-ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+TRIM_THRESHOLD = 2**31 - 1  # the largest mallopt takes (an int); the environment variable takes more
+ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
 
 
 def _threads() -> int:
