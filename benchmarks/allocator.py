@@ -68,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: textcnn, minilm")
     parser.add_argument("--child")
     parser.add_argument("--tuned", action="store_true")
     args = parser.parse_args()
@@ -75,7 +76,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.steps, args.tuned)))
         return
     print(describe())
-    for name in MODELS:
+    for name in args.models.split(","):
         runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
         for _ in range(args.rounds):
             for tuned in (False, True):

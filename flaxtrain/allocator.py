@@ -3,14 +3,14 @@
 XLA's CPU runtime allocates each step's outputs and temporaries with `malloc` from its worker threads.
 glibc serves an allocation larger than a thread arena's heap (64 MiB), or than its mmap threshold (at
 most 32 MiB), with a fresh `mmap`, and gives it back with `munmap` when freed: every step of a model with
-a large embedding table then page-faults its buffers in anew. Measured on the 2-core machine (TextCNN
-with MiniLM's 30522 x 384 table on rotten_tomatoes, 154 steps of 50): 8.2 million page faults and 18.7 s
-of kernel time per epoch, epoch 27.9 s; with `tune_allocator()` 11 thousand faults, 0.5 s and 17.3 s.
+a large embedding table then page-faults its buffers in anew. Measured on the 2-core machine through the
+Learner (benchmarks/allocator.py): TextCNN with MiniLM's 30522 x 384 table, 39,782 faults and 96.5 ms of
+kernel time per step, 159 ms a step; tuned, 193 faults, 3.8 ms and 106 ms (1.50x). MiniLM fine-tuning: 1.10x.
 
 `tune_allocator()` sets glibc's options for this process: one arena (M_ARENA_MAX 1), no mmap for large
 blocks (M_MMAP_MAX 0) and no trimming of the heap's top below 2 GiB (M_TRIM_THRESHOLD, the largest
-`mallopt` takes), so freed step buffers are reused. The process keeps its peak heap until it exits, which a training process reaches every step
-anyway. `import flaxtrain` never calls it (a library does not retune its host's allocator): the
+`mallopt` takes; the environment variable takes more), so freed step buffers are reused. The process
+keeps its peak heap until it exits, which a training process reaches every step anyway. `import flaxtrain` never calls it (a library does not retune its host's allocator): the
 `flaxtrain` command calls it for its own process, and a script may call it first thing. glibc fixes its
 arena limit when a second thread first allocates, so the call only works while the process has one
 thread; the same settings as environment variables (`ALLOCATOR_ENV`, read when a process starts) work
