@@ -349,14 +349,19 @@ class CompiledSteps:
             step = step[0]
         return int(host_value(step))
 
+    def _lowered_train(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array) -> Any:
+        """The train step lowered for this batch shape (as the strategy compiles it)."""
+        placed = self.place_batch(batch)
+        if self.strategy.kind == "spmd":
+            return self._in_mesh(self._spmd("train", state).lower, state, placed, rng)
+        return self._jitted["train"].lower(state, placed, rng)
+
     def flops(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array) -> float | None:
         """XLA's count of floating-point operations in one train step on this batch shape (all devices);
         None where the backend has no cost analysis."""
         key = tuple((k, np.shape(v)) for k, v in sorted(batch.items()))
         if key not in self._flops:
-            placed = self.place_batch(batch)
-            fn = self._spmd("train", state) if self.strategy.kind == "spmd" else self._jitted["train"]
-            lowered = self._in_mesh(fn.lower, state, placed, rng) if self.strategy.kind == "spmd" else fn.lower(state, placed, rng)
+            lowered = self._lowered_train(state, batch, rng)
             try:
                 cost = lowered.cost_analysis()
             except (NotImplementedError, jax.errors.JaxRuntimeError):  # backends without XLA's cost analysis
@@ -372,11 +377,8 @@ class CompiledSteps:
         """Bytes the compiled train step needs per device on this batch shape, from XLA's memory analysis:
         {'arguments', 'outputs', 'temporaries', 'aliased', 'peak'} (peak: arguments + outputs + temporaries
         - aliased, the donated state counted once); None where the backend gives no analysis."""
-        placed = self.place_batch(batch)
-        fn = self._spmd("train", state) if self.strategy.kind == "spmd" else self._jitted["train"]
-        lowered = self._in_mesh(fn.lower, state, placed, rng) if self.strategy.kind == "spmd" else fn.lower(state, placed, rng)
         try:
-            analysis = lowered.compile().memory_analysis()
+            analysis = self._lowered_train(state, batch, rng).compile().memory_analysis()
         except (NotImplementedError, jax.errors.JaxRuntimeError):
             return None
         if analysis is None:
