@@ -13,7 +13,6 @@ import dataclasses
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
@@ -23,6 +22,7 @@ from flaxtrain.layers.mlp import MLP
 from flaxtrain.layers.norm import LayerNorm, RMSNorm
 from flaxtrain.layers.sharding import constrain
 from flaxtrain.layers.remat import check_policy, remat
+from flaxtrain.models.encoder import stack_layers, unstack_layers
 
 POSITIONS = ("relative", "learned", "sinusoidal")
 
@@ -144,28 +144,14 @@ class ScannedBlock(nn.Module):
 
 def stack_blocks(params: dict, config: Seq2SeqConfig) -> dict:
     """Seq2Seq params with blocks 'layer_0' .. per stack -> the scanned layout {'layers': {'layer': stacked}}."""
-    import numpy as np
-
-    out = dict(params)
-    for stack, count in (("encoder", config.num_layers), ("decoder", config.num_decoder_layers)):
-        blocks = [params[stack][f"layer_{i}"] for i in range(count)]
-        rest = {k: v for k, v in params[stack].items() if not k.startswith("layer_")}
-        out[stack] = {**rest, "layers": {"layer": jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *blocks)}}
-    return out
+    counts = {"encoder": config.num_layers, "decoder": config.num_decoder_layers}
+    return {**params, **{stack: stack_layers(params[stack], count) for stack, count in counts.items()}}
 
 
 def unstack_blocks(params: dict, config: Seq2SeqConfig) -> dict:
-    """The scanned layout back to one entry per block ('layer_0' ..), as checkpoints name them (arrays
-    or their abstract shapes)."""
-    def pick(x, i: int):
-        return jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x[i]
-
-    out = dict(params)
-    for stack, count in (("encoder", config.num_layers), ("decoder", config.num_decoder_layers)):
-        rest = {k: v for k, v in params[stack].items() if k != "layers"}
-        out[stack] = {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: pick(x, i), params[stack]["layers"]["layer"])
-                                 for i in range(count)}}
-    return out
+    """The scanned layout back to one entry per block ('layer_0' ..) per stack, as checkpoints name them."""
+    counts = {"encoder": config.num_layers, "decoder": config.num_decoder_layers}
+    return {**params, **{stack: unstack_layers(params[stack], count) for stack, count in counts.items()}}
 
 
 class Stack(nn.Module):

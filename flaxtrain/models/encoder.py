@@ -98,9 +98,13 @@ def stack_layers(params: dict, num_layers: int) -> dict:
 
 
 def unstack_layers(params: dict, num_layers: int) -> dict:
-    """The scanned layout back to one entry per block ('layer_0' ..), as checkpoints name them."""
+    """The scanned layout back to one entry per block ('layer_0' ..), as checkpoints name them (arrays, or
+    their abstract shapes)."""
+    def pick(x, i: int):
+        return jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x[i]
+
     rest = {k: v for k, v in params.items() if k != "layers"}
-    return {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], params["layers"]["layer"])
+    return {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: pick(x, i), params["layers"]["layer"])
                        for i in range(num_layers)}}
 
 
