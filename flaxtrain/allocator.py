@@ -10,8 +10,9 @@ kernel time per step, 159 ms a step; tuned, 193 faults, 3.8 ms and 106 ms (1.50x
 `tune_allocator()` sets glibc's options for this process: one arena (M_ARENA_MAX 1), no mmap for large
 blocks (M_MMAP_MAX 0) and no trimming of the heap's top below 2 GiB (M_TRIM_THRESHOLD, the largest
 `mallopt` takes; the environment variable takes more), so freed step buffers are reused. The process
-keeps its peak heap until it exits, which a training process reaches every step anyway. `import flaxtrain` never calls it (a library does not retune its host's allocator): the
-`flaxtrain` command calls it for its own process, and a script may call it first thing. glibc fixes its
+keeps its peak heap until it exits, which a training process reaches every step anyway.
+`import flaxtrain` never calls it (a library does not retune its host's allocator): the `flaxtrain`
+command calls it for its own process, and a script may call it first thing. glibc fixes its
 arena limit when a second thread first allocates, so the call only works while the process has one
 thread; the same settings as environment variables (`ALLOCATOR_ENV`, read when a process starts) work
 for any launcher (`make test` sets them for the test suite and its subprocesses).
@@ -50,4 +51,3 @@ def tune_allocator() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return all(mallopt(option, value) == 1 for option, value in
                ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
-

@@ -243,12 +243,12 @@ class Stack(nn.Module):
                               split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast, length=layers,
                               metadata_params={nn.PARTITION_NAME: "layers"})
             x, _ = scanned(cfg, self.decoder, deterministic, decode, name="layers")(x, mask, bias, encoder_hidden, cross_mask)
-            layers = 0
-        block = remat(Block, "none" if decode else cfg.remat, static_argnums=(6, 7))  # deterministic, decode: static
-        for i in range(layers):
-            x = block(cfg, cross=self.decoder, name=f"layer_{i}")(x, mask, bias, encoder_hidden, cross_mask, deterministic,
-                                                                  decode)
-            x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))
+        else:
+            block = remat(Block, "none" if decode else cfg.remat, static_argnums=(6, 7))  # deterministic, decode: static
+            for i in range(layers):
+                x = block(cfg, cross=self.decoder, name=f"layer_{i}")(x, mask, bias, encoder_hidden, cross_mask, deterministic,
+                                                                      decode)
+                x = constrain(x, (axes.BATCH, axes.LENGTH, axes.ACT_EMBED))
         if cfg.pre_norm:
             x = _norm(cfg, "final_norm")(x)
             x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
