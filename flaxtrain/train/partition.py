@@ -178,6 +178,7 @@ class CompiledSteps:
         train = self._train_fn()
         evaluate = functools.partial(step_lib.eval_step, loss_fn=loss_fn)
         kind = self.strategy.kind
+        self._settle = kind == "pmap" and jax.local_devices()[0].platform == "cpu"
         if kind == "single":
             self._jitted["train"] = jax.jit(train, donate_argnums=0, compiler_options=compiler_options())
             self._jitted["eval"] = jax.jit(evaluate, compiler_options=compiler_options())
@@ -292,7 +293,7 @@ class CompiledSteps:
             return self._in_mesh(self._spmd("train", state), state, placed, rng)
         state, sums = self._jitted["train"](state, placed, rng)
         if self.strategy.kind == "pmap":
-            sums = jax.tree.map(lambda x: x[0], sums)
+            sums = jax.tree.map(lambda x: x[0], self._settled(sums))
         return state, sums
 
     def eval(self, state: TrainState, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
@@ -301,7 +302,15 @@ class CompiledSteps:
         if self.strategy.kind == "spmd":
             return self._in_mesh(self._spmd("eval", state), state, placed)
         sums = self._jitted["eval"](state, placed)
-        return jax.tree.map(lambda x: x[0], sums) if self.strategy.kind == "pmap" else sums
+        return jax.tree.map(lambda x: x[0], self._settled(sums)) if self.strategy.kind == "pmap" else sums
+
+    def _settled(self, outputs: Any) -> Any:
+        """A pmap step's outputs, waited for on CPU devices. XLA's CPU client launches each device's part
+        of a step from a shared worker pool and caps the steps in flight per device; with several steps
+        queued, the pool's threads can all wait in one all-reduce while the part that would complete it
+        waits for a slot on its device, and the process aborts after 40 s (seen under load with 8
+        simulated devices: tests/test_cli_devices.py). One step in flight at a time cannot deadlock so."""
+        return jax.block_until_ready(outputs) if self._settle else outputs
 
     def predict(self, params: Any, batch: dict[str, np.ndarray]) -> jax.Array:
         """The predict function's outputs for the batch's rows (params as `params_of` returns them)."""
