@@ -29,6 +29,7 @@ _LAZY = {
     "Predictor": "flaxtrain.api.predictor",
     "verify_export": "flaxtrain.export",
     "tune_allocator": "flaxtrain.allocator",
+    "doctor": "flaxtrain.machine",
 }
 _SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "tasks", "train", "cli", "distributed", "export")
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from flaxtrain.api.model import Model
     from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
     from flaxtrain.allocator import tune_allocator
+    from flaxtrain.machine import doctor
     from flaxtrain.export import verify_export
 
 

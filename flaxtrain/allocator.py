@@ -28,6 +28,7 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # glibc's malloc.h
 TRIM_THRESHOLD = 2**31 - 1  # the largest mallopt takes (an int); the environment variable takes more
 ALLOCATOR_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+_tuned = False  # set once tune_allocator() took effect in this process
 
 
 def _threads() -> int:
@@ -49,5 +50,14 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return all(mallopt(option, value) == 1 for option, value in
-               ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+    global _tuned
+    _tuned = all(mallopt(option, value) == 1 for option, value in
+                 ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+    return _tuned
+
+
+def allocator_tuned(environ: dict[str, str] | None = None) -> bool:
+    """Whether this process runs with the tuned options: `tune_allocator()` took effect, or the process
+    started with `ALLOCATOR_ENV`'s arena and mmap settings."""
+    environ = os.environ if environ is None else environ
+    return _tuned or all(environ.get(name) == ALLOCATOR_ENV[name] for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_"))

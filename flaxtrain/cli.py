@@ -128,6 +128,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from flaxtrain.machine import doctor, format_report
+
+    report = doctor(check_tensorflow=not args.no_tensorflow)
+    print(json.dumps(report, indent=1, default=str) if args.json else format_report(report))
+    return 1 if any(trap["severity"] == "error" for trap in report["traps"]) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # run as the `flaxtrain` command: this process is ours (see flaxtrain/allocator.py)
         from flaxtrain.allocator import tune_allocator
@@ -152,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("out", help="the export folder to write (for onnx also NAME.onnx)")
     verify = commands.add_parser("verify", help="re-run an export's parity check in its own runtime")
     verify.add_argument("path", help="the export folder (or .onnx file)")
+    doctor = commands.add_parser("doctor", help="backend, devices, versions and known traps of this machine "
+                                                "(exit 1 when JAX does not use it as meant)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument("--no-tensorflow", action="store_true", help="skip the TensorFlow import check (a child process)")
     try:
         if argv and argv[0] == "train":
             if any(a in ("-h", "--help") for a in argv[1:]):
@@ -159,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             return _train(argv[1:])
         args = parser.parse_args(argv)
-        return {"evaluate": _evaluate, "predict": _predict, "export": _export, "verify": _verify}[args.command](args)
+        return {"evaluate": _evaluate, "predict": _predict, "export": _export, "verify": _verify,
+                "doctor": _doctor}[args.command](args)
     except FlaxtrainError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
