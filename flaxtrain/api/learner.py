@@ -65,15 +65,23 @@ class Learner:
                     f"{name} has classes {data.preproc.class_names} but the model predicts {model.preproc.class_names}: "
                     "encode it with the model's preprocessor"
                 )
-        for what, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        auto = isinstance(batch_size, str) and batch_size == "auto"
+        if auto:
+            if grad_accum_steps != 1:
+                raise FlaxtrainError("batch_size='auto' sets no gradient accumulation: for a global batch larger than "
+                                     "fits, call learner.find_batch_size(target) instead")
+        for what, size in (("batch_size", None if auto else batch_size), ("eval_batch_size", eval_batch_size)):
             if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
-                raise FlaxtrainError(f"{what} must be a positive whole number of examples, got {size!r}")
+                raise FlaxtrainError(f"{what} must be a positive whole number of examples"
+                                     + (" or 'auto'" if what == "batch_size" else "") + f", got {size!r}")
         if precision not in PRECISIONS:
             raise FlaxtrainError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if grad_accum_steps < 1:
             raise FlaxtrainError(f"grad_accum_steps must be at least 1, got {grad_accum_steps}")
         self.strategy = make_strategy(strategy, mesh)
         parts = self.strategy.data_parallel * grad_accum_steps
+        if auto:
+            batch_size = parts  # a placeholder: find_batch_size below chooses it once the learner is built
         eval_size = eval_batch_size or batch_size
         for what, size, need in (("batch_size", batch_size, parts), ("eval_batch_size", eval_size, self.strategy.data_parallel)):
             if size % need:
@@ -99,6 +107,9 @@ class Learner:
         self.lr_finder: LRFinderResult | None = None
         self.skip_nonfinite = skip_nonfinite
         self.log_dir = log_dir
+        self._eval_follows = eval_batch_size is None
+        if auto:
+            self.find_batch_size()
 
     @property
     def history(self) -> list[dict[str, float]]:
@@ -179,6 +190,102 @@ class Learner:
         process_index, process_count = (0, 1) if local else (jax.process_index(), jax.process_count())
         return self.task.batches(data, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                                  seed=self.seed, epoch=epoch, process_index=process_index, process_count=process_count)
+
+    def find_batch_size(self, target: int | None = None, *, memory_limit: int | None = None, max_batch_size: int = 1024,
+                        headroom: float = 0.9, verbose: int = 1) -> int:
+        """Sets the largest batch whose compiled train step fits the device memory (ktrain's users pick it by
+        trial and out-of-memory errors), from XLA's memory analysis of the compiled step: nothing runs, so
+        nothing runs out of memory. Returns the batch size (global, all devices) and sets it, with
+        `eval_batch_size` when that was not given.
+
+        The step is compiled on copies of the training set's longest rows: at two sizes, to learn its
+        fixed and per-example bytes, then at the predicted size and its neighbours, in steps of
+        8 x the data-parallel devices (1 x below 8). With `target`, a global batch larger than fits is
+        kept and split into the fewest micro-batches that fit (`grad_accum_steps`).
+
+        Args:
+          target: the global batch wanted (None: the largest that fits, at most `max_batch_size` and the
+            training set's size).
+          memory_limit: bytes per device (default: the device's limit; on CPU the host's available memory).
+          headroom: the share of `memory_limit` a step may take.
+        """
+        limit = memory_limit if memory_limit is not None else _device_memory_limit()
+        budget = int(limit * headroom)
+        dp, processes = self.strategy.data_parallel, jax.process_count()
+        cap = min(max_batch_size, len(self.train_data)) // dp * dp
+        if cap < dp:
+            raise FlaxtrainError(f"the training set has {len(self.train_data)} examples: fewer than the {dp} "
+                                 "data-parallel devices")
+        sample = self._longest_rows()
+        accum, self.grad_accum_steps = self.grad_accum_steps, 1
+        self._steps = None  # compiled without accumulation: the memory of one micro-batch
+        state = self._train_state()
+        measured: dict[int, int] = {}
+
+        def peak(size: int) -> int:
+            if size not in measured:
+                rows = {k: np.resize(v, (size // processes, *np.shape(v)[1:])) for k, v in sample.items()}
+                sizes = self.steps.memory(state, rows, jax.random.key(self.seed))
+                if sizes is None:
+                    self.grad_accum_steps, self._steps = accum, None
+                    raise FlaxtrainError(f"the {jax.default_backend()} backend gives no memory analysis of the "
+                                         "compiled step: pass a whole number as batch_size")
+                measured[size] = sizes["peak"]
+            return measured[size]
+
+        quantum = 8 * dp
+        small, large = min(quantum, cap), min(4 * quantum, cap)
+        if peak(dp) > budget:
+            self.grad_accum_steps, self._steps = accum, None
+            raise FlaxtrainError(f"a batch of {dp} already needs {_size(peak(dp))} per device of the "
+                                 f"{_size(budget)} allowed: use precision='bfloat16', a remat policy, or a "
+                                 "smaller model or sequence length")
+        if peak(small) > budget:  # below one quantum: whole data-parallel groups
+            best, step = dp, dp
+        else:
+            slope = (peak(large) - peak(small)) / max(large - small, 1)
+            guess = cap if slope <= 0 else int(small + (budget - peak(small)) / slope)
+            best, step = max(small, min(cap, guess) // quantum * quantum), quantum
+            while best > small and peak(best) > budget:
+                best -= quantum
+        while best + step <= cap and peak(best + step) <= budget:
+            best += step
+        if target is None:
+            chosen, accum = best, 1
+        else:
+            if target < dp or target % dp:
+                raise FlaxtrainError(f"target {target} does not divide over {dp} data-parallel devices: "
+                                     f"use a multiple of {dp}")
+            accum = next((k for k in range(1, target // dp + 1) if target % (k * dp) == 0 and target // k <= best), None)
+            if accum is None:
+                raise FlaxtrainError(f"no split of {target} into micro-batches of at most {best} fits: use a target "
+                                     f"with more divisors, such as {max(target // best, 1) * best}")
+            chosen = target
+        self.batch_size, self.grad_accum_steps, self._steps = chosen, accum, None
+        if self._eval_follows:
+            self.eval_batch_size = chosen // accum
+        if verbose:
+            fits = f"{best} fits in {_size(measured[best])} of the {_size(budget)} allowed per device"
+            if best + step in measured:
+                fits += f" ({best + step} would need {_size(measured[best + step])})"
+            print(f"batch size {chosen} as {accum} micro-batches of {chosen // accum}: {fits}" if accum > 1
+                  else f"batch size {chosen}: {fits}")
+        return chosen
+
+    def _longest_rows(self) -> dict[str, np.ndarray]:
+        """This process's rows of the training set's longest batch among its first 64 (data-parallel size)."""
+        batches, _ = self.task.batches(self.train_data, batch_size=self.strategy.data_parallel, shuffle=False,
+                                       seed=self.seed, process_index=jax.process_index(), process_count=jax.process_count())
+        longest, most = None, -1
+        for i, batch in enumerate(batches):
+            size = sum(int(np.size(v)) for v in batch.values())
+            if size > most:
+                longest, most = batch, size
+            if i == 63:
+                break
+        if longest is None:
+            raise FlaxtrainError(f"train_data gave no batches: {self.train_data.empty_hint}")
+        return {k: np.asarray(v) for k, v in longest.items()}
 
     def _train_state(self) -> TrainState:
         if self._state is None:
@@ -469,7 +576,28 @@ def _flat_config(prefix: str, config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def get_learner(model: TaskModel, train_data: Any = None, val_data: Any = None, batch_size: int = 32,
+def _size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _device_memory_limit() -> int:
+    """Bytes one device may use: its allocator's limit on accelerators, the host's available memory on CPU."""
+    device = jax.local_devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # noqa: BLE001 (backends without memory stats raise various errors)
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        return available // max(jax.local_device_count(), 1)  # host devices share the host's memory
+    except (OSError, StopIteration, ValueError):
+        raise FlaxtrainError(f"the memory of {device.device_kind} is unknown: pass memory_limit (bytes per device)") from None
+
+
+def get_learner(model: TaskModel, train_data: Any = None, val_data: Any = None, batch_size: int | str = 32,
                 eval_batch_size: int | None = None, **kwargs: Any) -> Learner:
     """ktrain's `get_learner(model, train_data, val_data, batch_size)`."""
     if not isinstance(model, TaskModel):
