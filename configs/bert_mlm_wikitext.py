@@ -53,6 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.precision = "float32"  # float32 or bfloat16 compute
     config.train.checkpoint_every = 500  # workdir/checkpoints every N steps and at epoch ends (-1: none)
     config.train.resume = False  # continue the run in workdir/checkpoints
+    config.train.compilation_cache = True  # JAX's persistent compilation cache in ~/.cache/flaxtrain/xla
     config.train.tensorboard = True  # loss, accuracy, lr, tokens/s and MFU in workdir/tensorboard
 
     config.mesh = ml_collections.ConfigDict()

@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.precision = "float32"  # compute precision: float32 or bfloat16 (params stay float32)
     config.train.checkpoint_every = -1  # workdir/checkpoints: -1 none, 0 at epoch ends, N also every N steps
     config.train.resume = False  # continue the run in workdir/checkpoints (after a kill or SIGTERM)
+    config.train.compilation_cache = True  # JAX's persistent compilation cache in ~/.cache/flaxtrain/xla
     config.train.tensorboard = False  # TensorBoard event files in workdir/tensorboard
 
     config.mesh = ml_collections.ConfigDict()

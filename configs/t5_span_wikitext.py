@@ -55,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.precision = "float32"
     config.train.checkpoint_every = 500
     config.train.resume = False
+    config.train.compilation_cache = True  # JAX's persistent compilation cache in ~/.cache/flaxtrain/xla
     config.train.tensorboard = True
 
     config.mesh = ml_collections.ConfigDict()

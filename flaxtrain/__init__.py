@@ -30,6 +30,7 @@ _LAZY = {
     "verify_export": "flaxtrain.export",
     "tune_allocator": "flaxtrain.allocator",
     "doctor": "flaxtrain.machine",
+    "enable_compilation_cache": "flaxtrain.compile_cache",
 }
 _SUBMODULES = ("text", "api", "data", "eval", "layers", "models", "ops", "tasks", "train", "cli", "distributed", "export")
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
     from flaxtrain.allocator import tune_allocator
     from flaxtrain.machine import doctor
+    from flaxtrain.compile_cache import enable_compilation_cache
     from flaxtrain.export import verify_export
 
 

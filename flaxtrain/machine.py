@@ -68,6 +68,7 @@ def collect(check_tensorflow: bool = True, measure_peak: bool = True) -> dict[st
         "allocator_tuned": allocator_tuned(),
         "glibc": sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None,
         "tpu_lockfile": os.path.exists(TPU_LOCKFILE),
+        "compilation_cache": jax.config.jax_compilation_cache_dir or os.environ.get("JAX_COMPILATION_CACHE_DIR"),
         "tensorflow": _tensorflow() if check_tensorflow else None,
     }
     if measure_peak:
@@ -168,6 +169,7 @@ def format_report(report: dict[str, Any]) -> str:
         shown = ", ".join(f"{p} {v / 1e12:.3g} TFLOP/s" if v else f"{p} unknown" for p, v in peak.items() if p != "source")
         lines.append(f"MFU peak     {shown} ({peak['source']})")
     lines.append(f"allocator    {'tuned' if report.get('allocator_tuned') else 'glibc defaults'}")
+    lines.append(f"compile cache {report.get('compilation_cache') or 'off (flaxtrain train turns it on)'}")
     if not report["traps"]:
         lines.append("traps        none found")
     for trap in report["traps"]:

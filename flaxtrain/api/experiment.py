@@ -25,7 +25,7 @@ SECTION_KEYS = {
              "tokenizer", "vocab_size", "packing", "whole_word_masking"},
     "optim": {"lr", "weight_decay", "clip_norm"},
     "train": {"epochs", "max_steps", "schedule", "batch_size", "swa_from", "seed", "workdir", "grad_accum_steps",
-              "precision", "checkpoint_every", "resume", "tensorboard"},
+              "precision", "checkpoint_every", "resume", "tensorboard", "compilation_cache"},
     "mesh": {"strategy", "data", "fsdp", "tensor"},
 }
 # Pretraining corpora: name -> (train, validation, test) files.
@@ -136,6 +136,10 @@ def train_from_config(config: Any, *, verbose: bool = True) -> tuple[Predictor, 
     """
     check_config(config)
     log = print if verbose else (lambda *_: None)
+    if config.train.get("compilation_cache", True):
+        from flaxtrain.compile_cache import enable_compilation_cache
+
+        enable_compilation_cache()
     model, test_inputs = (_corpus_data if config.data.name in CORPORA else _text_data)(config, log)
     log(repr(model))
     learner = get_learner(model, model.train_data, model.val_data, batch_size=config.train.batch_size,
