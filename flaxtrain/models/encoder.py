@@ -42,7 +42,8 @@ class EncoderConfig:
     share_layers: bool = False  # ALBERT: one block's params used by every layer
     roberta_positions: bool = False  # RoBERTa/XLM-R: position of a real token = pad_id + its 1-based index
     use_pooler: bool = True  # tanh(dense(first token)); DistilBERT has none and returns the first token
-    attention: str = "xla"  # ops.dot_product_attention path: "xla" (faster here, benchmarks/README.md) or "einsum"
+    attention: str = "auto"  # ops.dot_product_attention path: "auto" (cuDNN flash attention on GPUs where it applies,
+    # else "xla", faster than "einsum" on CPU: benchmarks/README.md), or one of "xla", "einsum", "cudnn"
     remat: str = "none"  # recompute each block's activations in the backward pass: 'none', 'full' or 'dots' (REMAT)
     scan_layers: bool = False  # the blocks under nn.scan: params stacked in 'layers' (one compile of one block)
     dtype: str = "float32"  # compute dtype

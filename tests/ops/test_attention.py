@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flaxtrain.ops.attention import dot_product_attention
+from flaxtrain.ops.attention import choose_implementation, dot_product_attention
 from flaxtrain.ops.masks import (
     combine_masks,
     make_causal_mask,
@@ -35,7 +35,7 @@ def _inputs(seed=0):
     return q, k, v, bias
 
 
-@pytest.mark.parametrize("implementation", ["einsum", "xla"])
+@pytest.mark.parametrize("implementation", ["einsum", "xla", "auto"])
 def test_matches_naive_with_mask_and_bias(implementation):
     q, k, v, bias = _inputs()
     key_valid = jnp.arange(S)[None, :] < jnp.array([7, 4, 1])[:, None]
@@ -86,3 +86,37 @@ def test_bfloat16_inputs_keep_their_dtype():
     out = dot_product_attention(q.astype(jnp.bfloat16), k.astype(jnp.bfloat16), v.astype(jnp.bfloat16))
     assert out.dtype == jnp.bfloat16
     np.testing.assert_allclose(out.astype(jnp.float32), _naive(q, k, v), atol=5e-2)
+
+
+def _choice(backend="gpu", dtype=jnp.bfloat16, head_dim=64, query_length=128, key_length=128, requested="auto"):
+    return choose_implementation(requested, backend=backend, dtype=dtype, head_dim=head_dim, query_length=query_length,
+                                 key_length=key_length)
+
+
+def test_auto_takes_cudnn_flash_attention_only_where_its_constraints_hold():
+    assert _choice() == ("cudnn", "bfloat16 on a GPU, head width 64")
+    assert _choice(dtype=jnp.float16, head_dim=128)[0] == "cudnn"
+    assert _choice(backend="cpu") == ("xla", "the backend is cpu")
+    assert _choice(backend="tpu")[0] == "xla"
+    assert _choice(dtype=jnp.float32) == ("xla", "float32 inputs (cuDNN fuses bf16 and fp16)")
+    assert _choice(head_dim=160)[1] == "head width 160 (cuDNN: a multiple of 8 up to 128)"
+    assert _choice(head_dim=36)[0] == "xla"
+    assert _choice(query_length=1, key_length=40)[1] == "1 queries over 40 keys (cross-attention or cached decoding)"
+    assert _choice(backend="cpu", requested="einsum") == ("einsum", "requested")  # forced: taken as given
+    assert _choice(backend="cpu", requested="cudnn") == ("cudnn", "requested")
+    with pytest.raises(ValueError, match="unknown attention implementation 'flash': use one of auto, einsum, xla, cudnn"):
+        _choice(requested="flash")
+
+
+def test_the_choice_is_logged_once(caplog):
+    from flaxtrain.ops import attention
+
+    attention._logged.clear()
+    q, k, v, _ = _inputs()
+    with caplog.at_level("INFO", logger="flaxtrain"):
+        for _ in range(3):
+            jax.jit(lambda q, k, v: dot_product_attention(q, k, v, implementation="auto"))(q, k, v)
+            dot_product_attention(q[:1], k[:1], v[:1], implementation="auto")
+    assert [r.getMessage() for r in caplog.records] == [
+        "attention 'auto': xla (the backend is cpu; float32 inputs (cuDNN fuses bf16 and fp16); head width 11 (cuDNN: a "
+        "multiple of 8 up to 128); 5 queries over 7 keys (cross-attention or cached decoding))"]
