@@ -21,8 +21,8 @@ from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
 
 # A small BERT trained from scratch; every field of EncoderConfig can be overridden through `params`.
 BERT_FROM_SCRATCH = dict(family="bert", hidden_size=256, num_layers=4, num_heads=4, mlp_dim=1024)
-# How a checkpoint's encoder runs (its sizes stay): rematerialization and scanned blocks.
-SWITCHES = ("remat", "scan_layers")
+# How a checkpoint's encoder runs (its sizes stay): rematerialization, scanned blocks, the attention kernel.
+SWITCHES = ("remat", "scan_layers", "attention")
 
 
 def masked_lm_model(name: str, train_data: Any = None, val_data: Any = None, *, preproc: Any = None,
