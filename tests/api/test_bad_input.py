@@ -76,7 +76,7 @@ def test_more_bad_input_gets_one_line_errors(int_labelled, tmp_path):
         (lambda: predictor.predict(None), "texts must be a text or a list of texts, not NoneType"),
         (lambda: predictor.predict(123), "texts must be a text or a list of texts, not int"),
         (lambda: predictor.predict_proba(None), "not NoneType"),
-        (lambda: flaxtrain.get_learner(model, trn, batch_size=0), "batch_size must be a positive whole number of examples, got 0"),
+        (lambda: flaxtrain.get_learner(model, trn, batch_size=0), "batch_size must be a positive whole number of examples or 'auto', got 0"),
         (lambda: flaxtrain.get_learner(model, trn, batch_size=-8), "got -8"),
         (lambda: flaxtrain.get_learner(model, trn, batch_size=8, eval_batch_size=0), "eval_batch_size must be a positive"),
         (lambda: flaxtrain.load_predictor(tmp_path / "file.txt"), "is a file, not a predictor directory"),
