@@ -352,6 +352,7 @@ def batch_size(cfg: dict, tmp: Path) -> dict[str, Any]:
     simulated (a memory limit), where running cannot fail: there both come from the analysis."""
     import flaxtrain
     import flaxtrain.text
+    from flaxtrain.train.batch_size import longest_rows
 
     e, t = cfg["encoder"], cfg["length"]
     folder = tmp / "bert-classifier"
@@ -370,7 +371,7 @@ def batch_size(cfg: dict, tmp: Path) -> dict[str, Any]:
     learner = flaxtrain.get_learner(transformer.get_classifier(), trn, batch_size=8, precision="bfloat16")
     simulated = cfg.get("simulated_limit") if jax.default_backend() == "cpu" else None
     chosen = learner.find_batch_size(memory_limit=simulated, max_batch_size=cfg["batch_cap"])
-    rows = learner._longest_rows()
+    rows = longest_rows(learner.task.batches(learner.train_data, batch_size=1)[0])
     key = jax.random.key(0)
 
     def runs(size: int) -> bool:

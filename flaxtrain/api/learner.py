@@ -17,6 +17,7 @@ from flaxtrain import models, tasks
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.tasks import TaskModel
 from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, plots, schedules
+from flaxtrain.train import batch_size as batch_search
 from flaxtrain.train.fitting import Checkpointing, FitRun, Progress
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.optim import is_frozen, param_path
@@ -209,83 +210,49 @@ class Learner:
           memory_limit: bytes per device (default: the device's limit; on CPU the host's available memory).
           headroom: the share of `memory_limit` a step may take.
         """
-        limit = memory_limit if memory_limit is not None else _device_memory_limit()
+        limit = memory_limit if memory_limit is not None else batch_search.device_memory_limit()
         budget = int(limit * headroom)
         dp, processes = self.strategy.data_parallel, jax.process_count()
         cap = min(max_batch_size, len(self.train_data)) // dp * dp
         if cap < dp:
             raise FlaxtrainError(f"the training set has {len(self.train_data)} examples: fewer than the {dp} "
                                  "data-parallel devices")
-        sample = self._longest_rows()
+        batches, _ = self.task.batches(self.train_data, batch_size=dp, shuffle=False, seed=self.seed,
+                                       process_index=jax.process_index(), process_count=processes)
+        sample = batch_search.longest_rows(batches)
+        if sample is None:
+            raise FlaxtrainError(f"train_data gave no batches: {self.train_data.empty_hint}")
         accum, self.grad_accum_steps = self.grad_accum_steps, 1
         self._steps = None  # compiled without accumulation: the memory of one micro-batch
-        state = self._train_state()
-        measured: dict[int, int] = {}
+        state, measured = self._train_state(), {}
 
         def peak(size: int) -> int:
             if size not in measured:
                 rows = {k: np.resize(v, (size // processes, *np.shape(v)[1:])) for k, v in sample.items()}
                 sizes = self.steps.memory(state, rows, jax.random.key(self.seed))
                 if sizes is None:
-                    self.grad_accum_steps, self._steps = accum, None
                     raise FlaxtrainError(f"the {jax.default_backend()} backend gives no memory analysis of the "
                                          "compiled step: pass a whole number as batch_size")
                 measured[size] = sizes["peak"]
             return measured[size]
 
-        quantum = 8 * dp
-        small, large = min(quantum, cap), min(4 * quantum, cap)
-        if peak(dp) > budget:
+        try:
+            best, step = batch_search.largest_fitting(peak, data_parallel=dp, cap=cap, budget=budget)
+            accum = 1 if target is None else batch_search.micro_batches(target, best, dp)
+        finally:
             self.grad_accum_steps, self._steps = accum, None
-            raise FlaxtrainError(f"a batch of {dp} already needs {_size(peak(dp))} per device of the "
-                                 f"{_size(budget)} allowed: use precision='bfloat16', a remat policy, or a "
-                                 "smaller model or sequence length")
-        if peak(small) > budget:  # below one quantum: whole data-parallel groups
-            best, step = dp, dp
-        else:
-            slope = (peak(large) - peak(small)) / max(large - small, 1)
-            guess = cap if slope <= 0 else int(small + (budget - peak(small)) / slope)
-            best, step = max(small, min(cap, guess) // quantum * quantum), quantum
-            while best > small and peak(best) > budget:
-                best -= quantum
-        while best + step <= cap and peak(best + step) <= budget:
-            best += step
-        if target is None:
-            chosen, accum = best, 1
-        else:
-            if target < dp or target % dp:
-                raise FlaxtrainError(f"target {target} does not divide over {dp} data-parallel devices: "
-                                     f"use a multiple of {dp}")
-            accum = next((k for k in range(1, target // dp + 1) if target % (k * dp) == 0 and target // k <= best), None)
-            if accum is None:
-                raise FlaxtrainError(f"no split of {target} into micro-batches of at most {best} fits: use a target "
-                                     f"with more divisors, such as {max(target // best, 1) * best}")
-            chosen = target
-        self.batch_size, self.grad_accum_steps, self._steps = chosen, accum, None
+        chosen = best if target is None else target
+        self.batch_size = chosen
         if self._eval_follows:
             self.eval_batch_size = chosen // accum
         if verbose:
-            fits = f"{best} fits in {_size(measured[best])} of the {_size(budget)} allowed per device"
+            size = batch_search.format_bytes
+            fits = f"{best} fits in {size(measured[best])} of the {size(budget)} allowed per device"
             if best + step in measured:
-                fits += f" ({best + step} would need {_size(measured[best + step])})"
+                fits += f" ({best + step} would need {size(measured[best + step])})"
             print(f"batch size {chosen} as {accum} micro-batches of {chosen // accum}: {fits}" if accum > 1
                   else f"batch size {chosen}: {fits}")
         return chosen
-
-    def _longest_rows(self) -> dict[str, np.ndarray]:
-        """This process's rows of the training set's longest batch among its first 64 (data-parallel size)."""
-        batches, _ = self.task.batches(self.train_data, batch_size=self.strategy.data_parallel, shuffle=False,
-                                       seed=self.seed, process_index=jax.process_index(), process_count=jax.process_count())
-        longest, most = None, -1
-        for i, batch in enumerate(batches):
-            size = sum(int(np.size(v)) for v in batch.values())
-            if size > most:
-                longest, most = batch, size
-            if i == 63:
-                break
-        if longest is None:
-            raise FlaxtrainError(f"train_data gave no batches: {self.train_data.empty_hint}")
-        return {k: np.asarray(v) for k, v in longest.items()}
 
     def _train_state(self) -> TrainState:
         if self._state is None:
@@ -574,27 +541,6 @@ def _flat_config(prefix: str, config: dict[str, Any]) -> dict[str, Any]:
         else:
             out[f"{prefix}.{key}"] = list(value) if isinstance(value, tuple) else value
     return out
-
-
-def _size(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
-
-
-def _device_memory_limit() -> int:
-    """Bytes one device may use: its allocator's limit on accelerators, the host's available memory on CPU."""
-    device = jax.local_devices()[0]
-    try:
-        stats = device.memory_stats() or {}
-    except Exception:  # noqa: BLE001 (backends without memory stats raise various errors)
-        stats = {}
-    if stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-        return available // max(jax.local_device_count(), 1)  # host devices share the host's memory
-    except (OSError, StopIteration, ValueError):
-        raise FlaxtrainError(f"the memory of {device.device_kind} is unknown: pass memory_limit (bytes per device)") from None
 
 
 def get_learner(model: TaskModel, train_data: Any = None, val_data: Any = None, batch_size: int | str = 32,

@@ -11,6 +11,7 @@ import pytest
 import flaxtrain
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.text import texts_from_array
+from flaxtrain.train.batch_size import longest_rows
 
 LIMIT = 40_000_000  # bytes per device, simulated: the tiny TextCNN's step fits ~100 rows in 90% of it
 
@@ -26,7 +27,8 @@ def data():
 
 
 def _peak(learner, size: int) -> int:
-    rows = {k: np.resize(v, (size, *v.shape[1:])) for k, v in learner._longest_rows().items()}
+    longest = longest_rows(learner.task.batches(learner.train_data, batch_size=1)[0])
+    rows = {k: np.resize(v, (size, *v.shape[1:])) for k, v in longest.items()}
     return learner.steps.memory(learner._train_state(), rows, jax.random.key(0))["peak"]
 
 
@@ -70,3 +72,17 @@ def test_a_model_that_does_not_fit_at_all_is_one_line(data):
     assert str(err.value).startswith("a batch of 1 already needs") and "\n" not in str(err.value)
     assert "of the 0.9 MiB allowed: use precision='bfloat16', a remat policy" in str(err.value)
     assert (learner.batch_size, learner.grad_accum_steps) == (8, 1)  # nothing changed
+
+
+@pytest.mark.parametrize("fixed, per_row, curve", [(1000, 10, 0), (5000, 3, 0.01), (0, 50, 0.5)])
+def test_the_search_finds_the_largest_size_brute_force_finds(fixed, per_row, curve):
+    from flaxtrain.train.batch_size import largest_fitting, micro_batches
+
+    peak = lambda b: int(fixed + per_row * b + curve * b * b)  # noqa: E731 (linear, and bending up like activations)
+    for dp in (1, 2, 8):
+        for budget in (fixed + 60 * per_row, fixed + 700 * per_row, fixed + 5000 * per_row):
+            cap = 1024 // dp * dp
+            best, step = largest_fitting(peak, data_parallel=dp, cap=cap, budget=budget)
+            sizes = [b for b in range(dp, cap + 1, dp) if (b % (8 * dp) == 0 or b < 8 * dp) and peak(b) <= budget]
+            assert best == max(sizes), (dp, budget, best, max(sizes))
+            assert micro_batches(3 * best + dp, best, dp) * best >= 3 * best + dp
