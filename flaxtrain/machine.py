@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def collect(check_tensorflow: bool = True, measure_peak: bool = True) -> dict[st
     for device in jax.local_devices():
         entry = kinds.setdefault((device.platform, device.device_kind),
                                  {"platform": device.platform, "kind": device.device_kind, "count": 0,
-                                  "memory_bytes": _device_memory(device)})
+                                  "memory_bytes": _device_memory()})
         entry["count"] += 1
     facts: dict[str, Any] = {
         "backend": jax.default_backend(),
@@ -63,7 +64,7 @@ def collect(check_tensorflow: bool = True, measure_peak: bool = True) -> dict[st
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "compiler_options": compiler_options() or {},
         "environment": {name: os.environ[name] for name in ENVIRONMENT if name in os.environ},
-        "cpu": _cpu(),
+        "cpu": cpu_info(),
         "colab": "google.colab" in sys.modules,
         "allocator_tuned": allocator_tuned(),
         "glibc": sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None,
@@ -147,7 +148,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"backend      {report['backend']}, {report['device_count']} device(s) over "
              f"{report['process_count']} process(es) (this is process {report['process_index']})"]
     for entry in report["devices"]:
-        memory = f", {entry['memory_bytes'] / 2**30:.1f} GiB each" if entry.get("memory_bytes") else ""
+        memory = f", {entry['memory_bytes'] / 2**30:.1f} GiB available each" if entry.get("memory_bytes") else ""
         lines.append(f"devices      {entry['count']} x {entry['kind']} ({entry['platform']}){memory}")
     cpu = report.get("cpu") or {}
     if cpu:
@@ -176,21 +177,6 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{trap['severity']:<12} {trap['name']}: {trap['problem']}")
         lines.append(f"{'':<12} fix: {trap['fix']}")
     return "\n".join(lines)
-
-
-def _device_memory(device: Any) -> int | None:
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 (backends without memory stats raise various errors)
-        stats = None
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    if device.platform == "cpu":
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (OSError, ValueError):
-            return None
-    return None
 
 
 def _versions() -> dict[str, str | None]:
@@ -232,8 +218,20 @@ def _tensorflow() -> dict[str, Any]:
     return {"imports": False, "error": _last_error(done.stderr)}
 
 
-def _cpu() -> dict[str, Any]:
-    info: dict[str, Any] = {"cores": os.cpu_count()}
+def _device_memory() -> int | None:
+    """What `find_batch_size` counts on per device (flaxtrain/train/batch_size.py), None where unknown."""
+    from flaxtrain.errors import FlaxtrainError
+    from flaxtrain.train.batch_size import device_memory_limit
+
+    try:
+        return device_memory_limit()
+    except FlaxtrainError:
+        return None
+
+
+def cpu_info() -> dict[str, Any]:
+    """{'model', 'isa' (the vector extensions XLA's CPU code can use), 'cores'} from /proc/cpuinfo (Linux)."""
+    info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "isa": [], "cores": os.cpu_count()}
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
@@ -245,7 +243,7 @@ def _cpu() -> dict[str, Any]:
         info["model"] = model.group(1).strip()
     if flags:
         have = set(flags.group(1).split())
-        info["isa"] = [isa for isa in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if isa in have]
+        info["isa"] = [isa for isa in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "avx2", "fma") if isa in have]
     return info
 
 
