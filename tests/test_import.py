@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def test_import_is_light_fast_and_leaves_the_environment_alone():
     code = (
@@ -24,6 +26,7 @@ def test_import_is_light_fast_and_leaves_the_environment_alone():
     assert out == ["False", "True"], "flaxtrain.text imported TensorFlow or changed os.environ"
 
 
+@pytest.mark.xla_defaults
 def test_compiler_options_reach_only_flaxtrain_steps(tiny_split, monkeypatch):
     import jax
     import jax.numpy as jnp
