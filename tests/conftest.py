@@ -54,6 +54,13 @@ def worker_xla_flags(devices: int) -> str:
     return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
 
 
+def quick_compile_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess that runs flaxtrain at tiny sizes (a CLI call, a notebook kernel):
+    XLA's LLVM optimisation off, as in `_quick_compiles` below, and `extra` on top."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+    return {**os.environ, "XLA_FLAGS": flags, **extra}
+
+
 def start_worker(script: Path, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     """Runs a test's worker script in its own process; its stderr goes to `log` (a file, not a pipe:
     a process that waits for its reader would stall)."""
