@@ -3,7 +3,7 @@
   flaxtrain train [--config configs/x.py[:variant]] [--config.section.key=value ...]
   flaxtrain evaluate --model DIR [--data NAME] [--data_dir DIR] [--download]
   flaxtrain predict --model DIR "text" ["text" ...]
-  flaxtrain export --model DIR [--format jax|onnx] OUT
+  flaxtrain export --model DIR [--format jax|onnx|saved_model|tflite] [--quantize] OUT
   flaxtrain verify OUT
 
 Bad input ends with one line on stderr (`error: ...`) and exit status 2.
@@ -115,7 +115,9 @@ def _export(args: argparse.Namespace) -> int:
 
     out = load_predictor(args.model).export(args.out, format=args.format, quantize=args.quantize)
     report = json.loads(((out.parent if out.is_file() else out) / "parity.json").read_text())
-    print(f"wrote {out} ({args.format}); parity with JAX: max |diff| {report['max_abs_diff']:.2e}")
+    spec = json.loads(((out.parent if out.is_file() else out) / "export.json").read_text())
+    size = f"; {spec['bytes'] / 1e6:.2f} MB (float32 {spec['float32_bytes'] / 1e6:.2f} MB)" if "bytes" in spec else ""
+    print(f"wrote {out} ({args.format}); parity with JAX: max |diff| {report['max_abs_diff']:.2e}{size}")
     return 0
 
 
@@ -155,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("texts", nargs="*", help="texts to classify (default: one per line on stdin)")
     export = commands.add_parser("export", help="export a saved predictor for serving, checked in its runtime")
     export.add_argument("--model", required=True, help="saved predictor directory")
-    export.add_argument("--format", default="jax", help="'jax' (StableHLO for cpu, cuda and tpu) or 'onnx'")
+    export.add_argument("--format", default="jax", help="'jax' (StableHLO for cpu, cuda and tpu), 'onnx', 'saved_model' or 'tflite'")
     export.add_argument("--quantize", action="store_true", help="int8 weights (tflite)")
-    export.add_argument("out", help="the export folder to write (for onnx also NAME.onnx)")
+    export.add_argument("out", help="the export folder to write (for onnx, tflite also NAME.onnx, NAME.tflite)")
     verify = commands.add_parser("verify", help="re-run an export's parity check in its own runtime")
-    verify.add_argument("path", help="the export folder (or .onnx file)")
+    verify.add_argument("path", help="the export folder (or .onnx, .tflite file)")
     doctor = commands.add_parser("doctor", help="backend, devices, versions and known traps of this machine "
                                                 "(exit 1 when JAX does not use it as meant)")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")

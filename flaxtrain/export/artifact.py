@@ -12,6 +12,7 @@ finished is left and the error says by how much it missed. `verify_export(path)`
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -31,20 +32,23 @@ from flaxtrain.errors import FlaxtrainError
 from flaxtrain.export import runtime
 from flaxtrain.files import atomic_directory
 
-FORMATS = ("jax", "onnx")
-PLANNED = ("saved_model", "tflite")
-FILE_SUFFIXES = {"onnx": ".onnx"}  # formats whose artifact is one file (its sidecars sit in the same folder)
+FORMATS = ("jax", "onnx", "saved_model", "tflite")
+PLANNED: tuple[str, ...] = ()
+FILE_SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}  # one-file formats (their sidecars sit in the same folder)
 PLATFORMS = ("cpu", "cuda", "tpu")
 TOLERANCE = 1e-4  # float32 max |diff| of every output
+QUANTIZED_TOLERANCE = 0.1  # int8 weights (dynamic range): max |diff| of probabilities or logits,
+QUANTIZED_AGREEMENT = 0.95  # and the share of sample rows whose label is JAX's
 SAMPLE_ROWS = 8
 DIMS = {"input_ids": ("batch", "length"), "word_starts": ("batch", "words")}  # symbolic input dimensions
+PAD_VALUES = {"word_starts": -1, "token_type_ids": 0, "attention_mask": 0}  # input_ids: the preprocessor's pad id
 CONSTRAINTS = {"words": "words >= 2"}  # a CRF's Viterbi pass steps over word pairs: pad word_starts with -1
 SIDECARS = (runtime.MANIFEST, "parity.json", "sample.npz", "serve.py", "tokenizer.json")
 EXTRA = "pip install 'flaxtrain[export]'"
 
 
 def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
-           quantize: bool = False, tolerance: float = TOLERANCE) -> Path:
+           labels: list[Any] | None = None, quantize: bool = False, tolerance: float | None = None) -> Path:
     """Writes `predictor`'s model to `path` in `format`, checked in the format's own runtime first.
 
     Args:
@@ -52,11 +56,19 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
       path: the export folder (replaced when it holds an earlier export; refused when it holds anything
         else); for 'onnx' also a file `NAME.onnx`, whose export.json, parity.json, sample and serve.py
         go into the same folder.
-      format: 'jax' (jax.export StableHLO for cpu, cuda and tpu at once; symbolic batch and length) or
-        'onnx' (jax2onnx, run by onnxruntime; symbolic batch and length; `pip install 'flaxtrain[export]'`).
+      format: 'jax' (jax.export StableHLO for cpu, cuda and tpu at once; symbolic batch and length),
+        'onnx' (jax2onnx, run by onnxruntime; symbolic batch and length; `pip install 'flaxtrain[export]'`),
+        'saved_model' (a TF SavedModel through jax2tf: its `serving_default` signature takes the task's
+        int32 inputs by name, batch and length of any size, and returns the named outputs; the graph holds
+        StableHLO for cpu, cuda and tpu) or 'tflite' (that SavedModel converted by TF's TFLite converter;
+        `path` a folder or a NAME.tflite file).
       texts: the parity sample (default: token-id rows of odd lengths drawn from the vocabulary).
-      quantize: int8 weights (TFLite only).
-      tolerance: the largest max |diff| of any output that passes.
+      labels: the texts' labels (classifiers): parity.json then also holds the accuracy of JAX and of the
+        artifact on them (how much int8 weights cost).
+      quantize: int8 weights, float activations (TFLite's dynamic-range quantization); export.json gives the
+        size before and after.
+      tolerance: the largest max |diff| of any output that passes (default 1e-4; with quantize 0.1, and
+        a classifier's label must be JAX's on 95% of the sample rows).
 
     Returns the export folder, or the .onnx file when `path` named one; raises a one-line
     FlaxtrainError when the task or format cannot be exported, or when the runtime's outputs differ from
@@ -65,30 +77,46 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
     if format not in FORMATS:
         planned = f" ('{format}' is planned)" if format in PLANNED else ""
         raise FlaxtrainError(f"unknown export format {format!r}{planned}: use one of {', '.join(map(repr, FORMATS))}")
-    if quantize:
+    if quantize and format != "tflite":
         raise FlaxtrainError(f"quantize=True applies to format='tflite', not {format!r}: drop quantize")
+    if labels is not None and (texts is None or len(labels) != len(texts)):
+        raise FlaxtrainError(f"labels= needs texts= of the same length ({len(labels)} labels, "
+                             f"{0 if texts is None else len(texts)} texts): pass both")
+    tolerance = (QUANTIZED_TOLERANCE if quantize else TOLERANCE) if tolerance is None else tolerance
     folder, filename = _placement(Path(path), format)
     task = predictor.task
     serving, outputs = task.export_outputs(predictor.model)  # a one-line error where the task has none
-    writer = {"jax": _write_jax, "onnx": _write_onnx}[format]
+    writer = {"jax": _write_jax, "onnx": _write_onnx, "saved_model": _write_saved_model,
+              "tflite": functools.partial(_write_tflite, quantize=quantize)}[format]
     _require(format)
     sample = task.export_sample(predictor, texts)
+    label_ids = _label_ids(predictor, labels)
     inputs = [{"name": name, "dtype": "int32", "shape": list(DIMS.get(name, DIMS["input_ids"]))}
               for name in task.export_inputs]
+    if format == "tflite":  # TFLite's converter takes a symbolic batch only: rows are padded to the model's maxlen
+        width = int(getattr(predictor.preproc, "maxlen", 0) or max(v.shape[1] for v in sample.values()))
+        for spec in inputs:
+            spec["shape"][1] = width
+            spec["pad"] = PAD_VALUES.get(spec["name"], int(getattr(predictor.preproc, "pad_id", 0)))
+        sample = {spec["name"]: runtime.pad_to(sample[spec["name"]], width, spec["pad"]) for spec in inputs}
     computed = jax.jit(serving)(predictor.model.params, *(sample[name] for name in task.export_inputs))
     expected = {name: np.asarray(value) for name, value in zip(outputs, computed)}
     with _staged(folder, filename) as staging:
         spec = writer(staging, serving, predictor.model.params, inputs, outputs, filename)
         spec.update(format=format, task=predictor.task.name, flaxtrain_version=__version__,
                     class_names=getattr(predictor.preproc, "class_names", None),
-                    preprocessor=predictor.preproc.save(staging), tolerance=tolerance)
+                    preprocessor=predictor.preproc.save(staging), tolerance=tolerance,
+                    min_label_agreement=QUANTIZED_AGREEMENT if quantize else None)
         (staging / runtime.MANIFEST).write_text(json.dumps(spec, indent=2))
-        np.savez(staging / "sample.npz", **sample, **{f"expected/{k}": v for k, v in expected.items()})
+        np.savez(staging / "sample.npz", **sample, **{f"expected/{k}": v for k, v in expected.items()},
+                 **({} if label_ids is None else {"labels": label_ids}))
         shutil.copy(Path(runtime.__file__), staging / "serve.py")
         report = check(staging)
         if not report["passed"]:
+            agreement = report["outputs"].get("probabilities", {}).get("label_agreement")
+            labels_note = "" if agreement is None else f", labels agree on {agreement:.0%} of the rows"
             raise FlaxtrainError(f"the {format} export differs from JAX by {report['max_abs_diff']:.2e} (tolerance "
-                                 f"{tolerance:.0e}): nothing was written to {path}")
+                                 f"{tolerance:.0e}{labels_note}): nothing was written to {path}")
     return folder / filename if filename else folder
 
 
@@ -132,9 +160,22 @@ def _staged(folder: Path, filename: str | None) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _label_ids(predictor: Any, labels: list[Any] | None) -> np.ndarray | None:
+    """The class index of each label (for the accuracy in parity.json), or None."""
+    if labels is None:
+        return None
+    names = list(getattr(predictor.preproc, "class_names", None) or [])
+    unknown = [label for label in labels if label not in names]
+    if not names or unknown:
+        raise FlaxtrainError(f"labels= must be class names of this classifier ({names or 'it has none'}); got "
+                             f"{unknown[:3]!r}: pass labels from its classes")
+    return np.asarray([names.index(label) for label in labels], np.int32)
+
+
 def _require(format: str) -> None:
     """A one-line error naming the extra when the format's converter or runtime is not installed."""
-    needed = {"jax": (), "onnx": ("jax2onnx", "onnxruntime")}[format]
+    needed = {"jax": (), "onnx": ("jax2onnx", "onnxruntime"), "saved_model": ("tensorflow",),
+              "tflite": ("tensorflow",)}[format]
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise FlaxtrainError(f"format={format!r} needs {' and '.join(missing)}: {EXTRA}")
@@ -165,7 +206,8 @@ def check(folder: Path) -> dict[str, Any]:
     """Runs serve.py on the sample in a fresh process and compares with the stored JAX outputs."""
     spec = json.loads((folder / runtime.MANIFEST).read_text())
     with np.load(folder / "sample.npz") as stored:
-        inputs = {k: stored[k] for k in stored.files if not k.startswith("expected/")}
+        labels = stored["labels"] if "labels" in stored.files else None
+        inputs = {k: stored[k] for k in stored.files if not k.startswith("expected/") and k != "labels"}
         expected = {k[len("expected/"):]: stored[k] for k in stored.files if k.startswith("expected/")}
     scratch = folder / ".parity"
     scratch.mkdir(exist_ok=True)
@@ -184,15 +226,20 @@ def check(folder: Path) -> dict[str, Any]:
             outputs = {k: got[k] for k in got.files}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report = compare(expected, outputs, spec["tolerance"])
+    report = compare(expected, outputs, spec["tolerance"], spec.get("min_label_agreement"))
+    if labels is not None and "probabilities" in outputs:
+        report["accuracy"] = {"jax": float(np.mean(expected["probabilities"].argmax(-1) == labels)),
+                              spec["format"]: float(np.mean(np.asarray(outputs["probabilities"]).argmax(-1) == labels))}
     report.update(format=spec["format"], rows=int(len(next(iter(inputs.values())))), runtime=runtime_info["versions"],
                   runtime_imported=runtime_info["modules"], jax=jax.__version__)
     (folder / "parity.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], tolerance: float) -> dict[str, Any]:
-    """Max |diff| per output and, for probabilities, the share of rows whose argmax agrees."""
+def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], tolerance: float,
+            min_agreement: float | None = None) -> dict[str, Any]:
+    """Max |diff| per output and, for probabilities, the share of rows whose argmax agrees (at least
+    `min_agreement` where given)."""
     if set(expected) != set(got):
         return {"passed": False, "max_abs_diff": float("inf"), "tolerance": tolerance,
                 "outputs": {}, "missing": sorted(set(expected) ^ set(got))}
@@ -205,7 +252,9 @@ def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], toleran
             entry["label_agreement"] = float(np.mean(have.argmax(-1) == want.argmax(-1)))
         per[name] = entry
     worst = max(e["max_abs_diff"] for e in per.values())
-    return {"passed": bool(worst <= tolerance), "max_abs_diff": worst, "tolerance": tolerance, "outputs": per}
+    agreed = min_agreement is None or per.get("probabilities", {}).get("label_agreement", 1.0) >= min_agreement
+    return {"passed": bool(worst <= tolerance and agreed), "max_abs_diff": worst, "tolerance": tolerance,
+            "min_label_agreement": min_agreement, "outputs": per}
 
 
 def sample_inputs(predictor: Any, texts: list[str] | None) -> dict[str, np.ndarray]:
@@ -291,3 +340,81 @@ def _write_onnx(staging: Path, serving: Any, params: Any, inputs: list[dict[str,
     (staging / name).write_bytes(model.SerializeToString())
     return {"files": {"model": name}, "opset": int(model.opset_import[0].version), "inputs": inputs,
             "outputs": list(outputs)}
+
+
+def _polymorphic(inputs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """jax2tf's polymorphic shapes of the inputs ('(batch, length)') and the constraints on their dimensions."""
+    names = sorted({dim for spec in inputs for dim in spec["shape"] if isinstance(dim, str)})
+    return [f"({', '.join(map(str, spec['shape']))})" for spec in inputs], [CONSTRAINTS[n] for n in names if n in CONSTRAINTS]
+
+
+def _write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]],
+                       outputs: tuple[str, ...], filename: str | None, folder: str = "saved_model") -> dict[str, Any]:
+    """The 'saved_model' format: jax2tf's graph of the serving function (StableHLO in an XlaCallModule op,
+    lowered for cpu, cuda and tpu; batch and length symbolic), the params as TF variables, and a
+    `serving_default` signature from the named int32 inputs to the named outputs."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    leaves, treedef = jax.tree.flatten(jax.device_get(params))
+
+    def flat(leaf_list: list[Any], *arrays: jax.Array) -> tuple[jax.Array, ...]:
+        return tuple(serving(jax.tree.unflatten(treedef, leaf_list), *arrays))
+
+    shapes, constraints = _polymorphic(inputs)
+    try:
+        converted = jax2tf.convert(flat, with_gradient=False, polymorphic_shapes=[None, *shapes],
+                                   polymorphic_constraints=constraints, native_serialization_platforms=PLATFORMS)
+        module = tf.Module()
+        module.params = [tf.Variable(np.asarray(x), trainable=False, name=f"p{i:05d}") for i, x in enumerate(leaves)]
+        signature = [tf.TensorSpec([d if isinstance(d, int) else None for d in spec["shape"]], tf.int32, name=spec["name"])
+                     for spec in inputs]
+        module.serve = tf.function(lambda *arrays: dict(zip(outputs, converted(module.params, *arrays))),
+                                   input_signature=signature, autograph=False)
+        tf.saved_model.save(module, str(staging / folder), signatures={"serving_default": module.serve})
+    except FlaxtrainError:
+        raise
+    except Exception as err:  # shape polymorphism errors name the op that cannot take a symbolic length
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise FlaxtrainError(f"this model could not be written as a SavedModel ({detail}): export format='jax' "
+                             "instead") from None
+    return {"files": {"model": folder}, "platforms": list(PLATFORMS), "signature": "serving_default",
+            "inputs": inputs, "outputs": list(outputs), "tensorflow_version": tf.__version__}
+
+
+def _write_tflite(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],
+                  filename: str | None, *, quantize: bool) -> dict[str, Any]:
+    """The 'tflite' format: the SavedModel above converted by TF's TFLite converter (its StableHLO
+    lowered to TFLite builtins), rows padded to a fixed width and the batch symbolic; where the converter
+    cannot lower an op with a symbolic batch (a gather over dynamic rows), one row at a time (the loader
+    runs a batch row by row). `quantize` stores the weights as int8 (dynamic range)."""
+    import tensorflow as tf
+
+    def convert(specs: list[dict[str, Any]], optimize: bool) -> bytes:
+        try:
+            _write_saved_model(staging, serving, params, specs, outputs, None, folder=".saved_model")
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(staging / ".saved_model"), ["serving_default"])
+            if optimize:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            return converter.convert()
+        finally:
+            shutil.rmtree(staging / ".saved_model", ignore_errors=True)
+
+    try:
+        try:
+            float_model = convert(inputs, False)
+        except Exception:  # noqa: BLE001 - retried with one row, whose error is the one reported
+            inputs = [{**spec, "shape": [1, *spec["shape"][1:]]} for spec in inputs]
+            float_model = convert(inputs, False)
+        model = convert(inputs, True) if quantize else float_model
+    except FlaxtrainError:
+        raise
+    except Exception as err:  # the converter names the op it has no TFLite kernel for
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise FlaxtrainError(f"the TFLite converter could not convert this model ({detail}): export "
+                             "format='saved_model' instead") from None
+    name = filename or "model.tflite"
+    (staging / name).write_bytes(model)
+    return {"files": {"model": name}, "signature": "serving_default", "inputs": inputs, "outputs": list(outputs),
+            "quantized": "int8 weights (dynamic range)" if quantize else None,
+            "bytes": len(model), "float32_bytes": len(float_model), "tensorflow_version": tf.__version__}

@@ -5,7 +5,8 @@
 
 or, from Python, `load(artifact)` -> a function from {'input_ids': int array [batch, length]} to the
 named outputs ({'probabilities': ...}). `export.json` beside the artifact names its inputs, outputs,
-class names and preprocessing. The 'onnx' format needs only onnxruntime and numpy.
+class names and preprocessing. The 'onnx' format needs only onnxruntime and numpy; 'saved_model' and
+'tflite' need TensorFlow (or, for 'tflite', LiteRT's `ai-edge-litert`).
 """
 
 from __future__ import annotations
@@ -54,13 +55,69 @@ def _load_onnx(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.nda
     return run
 
 
-LOADERS = {"jax": _load_jax, "onnx": _load_onnx}
+def _load_saved_model(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(folder / spec["files"]["model"]))
+    serve = loaded.signatures[spec.get("signature", "serving_default")]
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {name["name"]: tf.constant(np.asarray(inputs[name["name"]], name["dtype"])) for name in spec["inputs"]}
+        results = serve(**feed)
+        return {name: results[name].numpy() for name in spec["outputs"]}
+
+    run.loaded = loaded  # the signature needs its object alive
+    return run
+
+
+def _interpreter() -> Any:
+    """LiteRT's interpreter where it is installed, else TensorFlow's."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+def pad_to(rows: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Int32 rows [n, width]: `rows` [n, k <= width] followed by `pad` (the fixed width of a TFLite export)."""
+    rows = np.asarray(rows, np.int32)
+    if rows.shape[1] > width:
+        raise ValueError(f"rows of {rows.shape[1]} tokens do not fit this export's {width}: truncate them first")
+    return np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=pad)
+
+
+def _load_tflite(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    interpreter = _interpreter()(model_path=str(folder / spec["files"]["model"]))
+    runner = interpreter.get_signature_runner(spec.get("signature", "serving_default"))  # resizes the batch
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {name["name"]: pad_to(inputs[name["name"]], name["shape"][1], name["pad"]) for name in spec["inputs"]}
+        if isinstance(spec["inputs"][0]["shape"][0], str):  # a symbolic batch
+            results = runner(**feed)
+            return {name: np.asarray(results[name]) for name in spec["outputs"]}
+        rows = [runner(**{k: v[i:i + 1] for k, v in feed.items()}) for i in range(len(next(iter(feed.values()))))]
+        return {name: np.concatenate([np.asarray(row[name]) for row in rows]) for name in spec["outputs"]}
+
+    run.interpreter = interpreter
+    return run
+
+
+LOADERS = {"jax": _load_jax, "onnx": _load_onnx, "saved_model": _load_saved_model, "tflite": _load_tflite}
 
 
 def versions(fmt: str) -> dict[str, str]:
     """The runtime's package versions (written into parity.json)."""
     import importlib.metadata as metadata
 
+    if fmt == "tflite" and "ai_edge_litert" in sys.modules:
+        return {"ai-edge-litert": metadata.version("ai-edge-litert")}
+    if fmt in ("saved_model", "tflite"):
+        import tensorflow as tf  # installed as tensorflow or tensorflow-cpu: its own version
+
+        return {"tensorflow": tf.__version__}
     names = {"jax": ("jax", "jaxlib"), "onnx": ("onnxruntime",)}[fmt]
     return {name: metadata.version(name) for name in names}
 
@@ -79,7 +136,8 @@ def main(argv: list[str]) -> None:
     with np.load(inputs) as given:
         results = load(artifact)({k: given[k] for k in given.files})
     np.savez(outputs, **results)
-    print(json.dumps({"versions": versions(spec["format"]), "modules": sorted(m for m in ("flaxtrain", "jax", "tensorflow") if m in sys.modules)}))
+    print(json.dumps({"versions": versions(spec["format"]),
+                      "modules": sorted(m for m in ("flaxtrain", "jax", "tensorflow") if m in sys.modules)}))
 
 
 if __name__ == "__main__":

@@ -173,13 +173,15 @@ class Predictor:
         return min(self.batch_size, 1 << max(count - 1, 0).bit_length())
 
     def export(self, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
-               quantize: bool = False, tolerance: float = 1e-4) -> Path:
+               labels: list[Any] | None = None, quantize: bool = False, tolerance: float | None = None) -> Path:
         """Writes the model for serving in `format` ('jax': StableHLO for cpu, cuda and tpu; 'onnx': an
-        onnxruntime graph, `path` a folder or a NAME.onnx file), after checking it in the format's own
-        runtime in a separate process (parity.json beside it); see flaxtrain/export/artifact.py."""
+        onnxruntime graph, `path` a folder or a NAME.onnx file; 'saved_model': a TF SavedModel; 'tflite':
+        a TFLite flatbuffer, `quantize=True` for int8 weights, `path` a folder or a NAME.tflite file), after
+        checking it in the format's own runtime in a separate process (parity.json beside it, with the
+        accuracy on `texts` when their `labels` are given); see flaxtrain/export/artifact.py."""
         from flaxtrain.export import export
 
-        return export(self, path, format, texts=texts, quantize=quantize, tolerance=tolerance)
+        return export(self, path, format, texts=texts, labels=labels, quantize=quantize, tolerance=tolerance)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format, where its task has one (see the task's predictor)."""

@@ -101,8 +101,9 @@ def test_an_encoder_model_exports_with_parity_on_given_texts(bert_checkpoint, se
 
 
 def test_export_errors_are_one_line_and_leave_nothing_behind(textcnn, tmp_path):
-    with pytest.raises(FlaxtrainError, match=r"unknown export format 'tflite' \('tflite' is planned\): use one of 'jax', 'onnx'"):
-        textcnn.export(tmp_path / "a", format="tflite")
+    with pytest.raises(FlaxtrainError, match=r"unknown export format 'pdf': use one of 'jax', 'onnx', 'saved_model', "
+                                             r"'tflite'"):
+        textcnn.export(tmp_path / "a", format="pdf")
     with pytest.raises(FlaxtrainError, match=r"a.onnx names a .onnx file but format is 'jax': pass format='onnx'"):
         textcnn.export(tmp_path / "a.onnx", format="jax")
     with pytest.raises(FlaxtrainError, match="quantize=True applies to format='tflite'"):
@@ -136,7 +137,7 @@ def test_verify_finds_a_changed_or_broken_artifact(textcnn, tmp_path):
         flaxtrain.verify_export(out)
 
 
-def test_cli_exports_and_verifies(textcnn, tmp_path):
+def test_cli_exports_and_verifies(textcnn, tmp_path, capsys):
     from flaxtrain.cli import main
 
     textcnn.save(tmp_path / "predictor")
@@ -144,7 +145,85 @@ def test_cli_exports_and_verifies(textcnn, tmp_path):
     assert main(["verify", str(tmp_path / "out")]) == 0
     assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "onnx", str(tmp_path / "o" / "m.onnx")]) == 0
     assert main(["verify", str(tmp_path / "o" / "m.onnx")]) == 0
-    assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "tflite", str(tmp_path / "x")]) == 2
+    assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "pdf", str(tmp_path / "x")]) == 2
+    assert main(["export", "--model", str(tmp_path / "predictor"), "--format", "tflite", "--quantize",
+                 str(tmp_path / "t" / "m.tflite")]) == 0
+    assert "MB (float32" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "t" / "m.tflite")]) == 0
+    assert not (tmp_path / "x").exists()
+
+
+TF_SERVER = """
+import sys, numpy as np, tensorflow as tf
+artifact, ids, out, width = sys.argv[1], np.load(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+if artifact.endswith(".tflite"):  # rows padded to the export's fixed width, the batch symbolic
+    runner = tf.lite.Interpreter(model_path=artifact).get_signature_runner("serving_default")
+    probs = runner(input_ids=np.pad(ids, ((0, 0), (0, width - ids.shape[1]))))["probabilities"]
+else:
+    probs = tf.saved_model.load(artifact).signatures["serving_default"](input_ids=tf.constant(ids))["probabilities"]
+np.save(out, np.asarray(probs))
+print("flaxtrain" in sys.modules)
+"""
+
+
+def test_textcnn_exports_to_saved_model_and_tflite_served_by_tensorflow_alone(textcnn, sentiment_texts, tmp_path):
+    probe = sentiment_texts[0][200:213]  # 13 texts of their own lengths
+    ids = pad_rows(textcnn.preproc.encode(probe), textcnn.preproc.pad_id, 1)
+    np.save(tmp_path / "ids.npy", ids)
+    (tmp_path / "server.py").write_text(TF_SERVER)
+    saved = textcnn.export(tmp_path / "sm", format="saved_model")
+    lite = textcnn.export(tmp_path / "lite" / "textcnn.tflite", format="tflite")
+    assert runtime.manifest(saved)["inputs"][0]["shape"] == ["batch", "length"]
+    assert runtime.manifest(saved)["platforms"] == ["cpu", "cuda", "tpu"]
+    assert runtime.manifest(lite.parent)["inputs"][0] == {"name": "input_ids", "dtype": "int32", "shape": ["batch", 40],
+                                                          "pad": 0}
+    for fmt, artifact in (("saved_model", saved / "saved_model"), ("tflite", lite)):
+        report = json.loads((artifact.parent / "parity.json").read_text())
+        assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["format"] == fmt, report
+        assert "flaxtrain" not in report["runtime_imported"] and report["runtime"]["tensorflow"]
+        done = subprocess.run([sys.executable, str(tmp_path / "server.py"), str(artifact), str(tmp_path / "ids.npy"),
+                               str(tmp_path / f"{fmt}.npy"), "40"], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == "False"  # TensorFlow alone serves it
+        np.testing.assert_allclose(np.load(tmp_path / f"{fmt}.npy"), textcnn.predict_proba(probe), atol=1e-5)
+        np.testing.assert_allclose(_served(artifact.parent, probe, textcnn)["probabilities"],
+                                   textcnn.predict_proba(probe), atol=1e-5)
+    with pytest.raises(ValueError, match="rows of 41 tokens do not fit this export's 40: truncate them first"):
+        runtime.load(lite)({"input_ids": np.ones((1, 41), np.int32)})
+    assert flaxtrain.verify_export(saved)["passed"] and flaxtrain.verify_export(lite)["passed"]
+    lite.write_bytes(b"not a flatbuffer")
+    with pytest.raises(FlaxtrainError, match="tflite runtime could not run the export .*: export it again"):
+        flaxtrain.verify_export(lite)
+
+
+def test_int8_tflite_export_of_an_encoder_reports_size_and_accuracy(sentiment_texts, tmp_path):
+    texts, labels = sentiment_texts
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64)).save_pretrained(tmp_path / "bert")
+    hub.load_tokenizer("minilm").save(str(tmp_path / "bert" / "tokenizer.json"))
+    t = flaxtrain.text.Transformer(str(tmp_path / "bert"), maxlen=24, class_names=["neg", "pos"])
+    learner = flaxtrain.get_learner(t.get_classifier(verbose=0), train_data=t.preprocess_train(texts[:160], labels[:160],
+                                                                                               verbose=0), batch_size=16)
+    learner.fit_onecycle(3e-3, 4, verbose=0)
+    predictor = flaxtrain.get_predictor(learner.model, preproc=t)
+    probe, truth = texts[200:240], labels[200:240]
+    with pytest.raises(FlaxtrainError, match=r"labels= needs texts= of the same length \(2 labels, 40 texts\)"):
+        predictor.export(tmp_path / "x.tflite", format="tflite", texts=probe, labels=truth[:2])
+    with pytest.raises(FlaxtrainError, match=r"labels= must be class names of this classifier \(\['neg', 'pos'\]\)"):
+        predictor.export(tmp_path / "x.tflite", format="tflite", texts=probe[:1], labels=["great"])
+    out = predictor.export(tmp_path / "int8" / "bert.tflite", format="tflite", quantize=True, texts=probe, labels=truth)
+    spec, report = (json.loads((out.parent / name).read_text()) for name in ("export.json", "parity.json"))
+    assert spec["quantized"] == "int8 weights (dynamic range)" and spec["bytes"] < spec["float32_bytes"], spec
+    assert report["passed"] and report["tolerance"] == 0.1 and report["min_label_agreement"] == 0.95, report
+    assert report["outputs"]["probabilities"]["label_agreement"] >= 0.95
+    jax_accuracy = float(np.mean(np.array(predictor.predict(probe)) == np.array(truth)))
+    assert report["accuracy"]["jax"] == pytest.approx(jax_accuracy) and jax_accuracy > 0.8, report
+    assert abs(report["accuracy"]["tflite"] - jax_accuracy) <= 0.05, report
+    served = runtime.load(out)({"input_ids": np.load(out.parent / "sample.npz")["input_ids"]})["probabilities"]
+    np.testing.assert_allclose(served, predictor.predict_proba(probe), atol=0.1)
+    assert not (tmp_path / "x.tflite").exists()
 
 
 ONNX_SERVER = """

@@ -49,23 +49,21 @@ def test_token_head_matches_pytorch_on_a_random_tiny_bert(tmp_path):
 
     predictor = flaxtrain.get_predictor(model)
     texts = ["Anna Adler visited Oslo", "In Lagos , Jonas Kowalski founded Acme Corp last spring ."]
-    served = {}
-    for fmt, path in (("jax", tmp_path / "jax"), ("onnx", tmp_path / "onnx" / "tagger.onnx")):
+    for fmt, path in (("jax", tmp_path / "jax"), ("onnx", tmp_path / "onnx" / "tagger.onnx"),
+                      ("saved_model", tmp_path / "saved_model"), ("tflite", tmp_path / "tflite" / "tagger.tflite")):
         out = predictor.export(path, format=fmt, texts=texts)
         sample = np.load((out.parent if out.is_file() else out) / "sample.npz")
-        ids, starts = sample["input_ids"], sample["word_starts"]
+        ids, starts = sample["input_ids"], sample["word_starts"]  # tflite: padded to the model's maxlen
         if fmt == "onnx":
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-            served[fmt] = dict(zip(["logits", "tags"], session.run(["logits", "tags"], {"input_ids": ids,
-                                                                                        "word_starts": starts})))
+            got = dict(zip(["logits", "tags"], session.run(["logits", "tags"], {"input_ids": ids, "word_starts": starts})))
         else:
-            served[fmt] = runtime.load(out)({"input_ids": ids, "word_starts": starts})
-    with torch.no_grad():
-        logits = reference.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
-                                  attention_mask=torch.tensor(ids != 0, dtype=torch.long)).logits.numpy()
-    words = starts >= 0
-    want = np.take_along_axis(logits, np.maximum(starts, 0)[:, :, None], axis=1)
-    for fmt, got in served.items():
+            got = runtime.load(out)({"input_ids": ids, "word_starts": starts})
+        with torch.no_grad():
+            logits = reference.eval()(input_ids=torch.tensor(ids, dtype=torch.long),
+                                      attention_mask=torch.tensor(ids != 0, dtype=torch.long)).logits.numpy()
+        words = starts >= 0
+        want = np.take_along_axis(logits, np.maximum(starts, 0)[:, :, None], axis=1)
         np.testing.assert_allclose(got["logits"][words], want[words], atol=1e-4, err_msg=fmt)
         assert np.all(got["tags"][~words] == -1)
         tags = [[predictor.preproc.decode_tags(row[row >= 0])] for row in got["tags"]]

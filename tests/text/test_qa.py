@@ -137,20 +137,19 @@ def test_span_head_matches_pytorch_on_a_random_tiny_bert(checkpoint, tmp_path):
                                                   verbose=0)
     predictor = flaxtrain.get_predictor(flaxtrain.text.qa_model(str(path), preproc, verbose=0))
     pairs = list(zip(q, c))
-    served = {}
-    for fmt, target in (("jax", tmp_path / "jax"), ("onnx", tmp_path / "qa.onnx")):
+    for fmt, target in (("jax", tmp_path / "jax"), ("onnx", tmp_path / "qa.onnx"), ("saved_model", tmp_path / "sm"),
+                        ("tflite", tmp_path / "qa.tflite")):
         out = predictor.export(target, format=fmt, texts=pairs)
         sample = np.load((out.parent if out.is_file() else out) / "sample.npz")
-        feed = {k: sample[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+        feed = {k: sample[k] for k in ("input_ids", "token_type_ids", "attention_mask")}  # tflite: maxlen wide
         if fmt == "onnx":
             session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-            served[fmt] = dict(zip(["start_logits", "end_logits"], session.run(None, feed)))
+            got = dict(zip(["start_logits", "end_logits"], session.run(None, feed)))
         else:
-            served[fmt] = runtime.load(out)(feed)
-    with torch.no_grad():
-        want = reference.eval()(**{k: torch.tensor(v, dtype=torch.long) for k, v in feed.items()})
-    real = feed["attention_mask"] > 0
-    for fmt, got in served.items():
+            got = runtime.load(out)(feed)
+        with torch.no_grad():
+            want = reference.eval()(**{k: torch.tensor(v, dtype=torch.long) for k, v in feed.items()})
+        real = feed["attention_mask"] > 0
         np.testing.assert_allclose(got["start_logits"][real], want.start_logits.numpy()[real], atol=1e-4, err_msg=fmt)
         np.testing.assert_allclose(got["end_logits"][real], want.end_logits.numpy()[real], atol=1e-4, err_msg=fmt)
     with pytest.raises(FlaxtrainError, match=r"export sample is \(question, context\) pairs"):
