@@ -113,11 +113,12 @@ def test_bilstm_crf_tagger_learns_trains_and_reports(tmp_path, capsys):
     from flaxtrain.errors import FlaxtrainError
     from flaxtrain.export import runtime
 
-    out = again.export(tmp_path / "served", format="jax", texts=text)
-    sample = np.load(out / "sample.npz")
-    served = runtime.load(out)({k: sample[k] for k in ("input_ids", "word_starts")})
-    decoded = [[again.preproc.decode_tags(row[row >= 0])] for row in served["tags"]]
-    assert [d[0] for d in decoded] == [[t for _, t in sentence] for sentence in again.predict(text)]
+    for fmt in ("jax", "saved_model", "tflite"):
+        out = again.export(tmp_path / fmt, format=fmt, texts=text)
+        sample = np.load(out / "sample.npz")
+        served = runtime.load(out)({k: sample[k] for k in ("input_ids", "word_starts")})
+        decoded = [[again.preproc.decode_tags(row[row >= 0])] for row in served["tags"]]
+        assert [d[0] for d in decoded] == [[t for _, t in sentence] for sentence in again.predict(text)], fmt
     with pytest.raises(FlaxtrainError, match=r"jax2onnx could not convert this model \(.*\): export format='jax' instead"):
         again.export(tmp_path / "ner.onnx", format="onnx")
     assert not (tmp_path / "ner.onnx").exists()
