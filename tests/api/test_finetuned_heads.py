@@ -96,8 +96,8 @@ def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert t.get_classes() == CLASSES
 
-    # Exported for serving (StableHLO; ONNX run by onnxruntime; symbolic batch and length), it still gives
-    # PyTorch's probabilities.
+    # Exported for serving (StableHLO; ONNX run by onnxruntime; symbolic batch and length; TFLite), it still
+    # gives PyTorch's probabilities.
     import onnxruntime
 
     from flaxtrain.export import pad_rows, runtime
@@ -108,6 +108,8 @@ def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     onnx_file = predictor.export(tmp_path / "onnx" / "model.onnx", format="onnx", texts=TEXTS)
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(["probabilities"], {"input_ids": ids})[0], want, atol=1e-4)
+    lite = predictor.export(tmp_path / "lite" / "model.tflite", format="tflite", texts=TEXTS)  # through a SavedModel
+    np.testing.assert_allclose(runtime.load(lite)({"input_ids": ids})["probabilities"], want, atol=1e-4)
 
     # No class_names: the checkpoint's own labels, in its own order.
     t = flaxtrain.text.Transformer(str(path), maxlen=maxlen)

@@ -73,9 +73,16 @@ def test_fasttext_exports_with_its_hashed_ngrams(sentiment_texts, tmp_path):
                                            verbose=0)
     model.fit(epochs=1, batch_size=16, verbose=0)
     predictor = flaxtrain.get_predictor(model, preproc)
-    out = predictor.export(tmp_path / "fasttext", format="jax")
     probe = texts[200:209]
-    np.testing.assert_allclose(_served(out, probe, predictor)["probabilities"], predictor.predict_proba(probe), atol=1e-5)
+    for fmt in ("jax", "saved_model"):
+        out = predictor.export(tmp_path / fmt, format=fmt)
+        np.testing.assert_allclose(_served(out, probe, predictor)["probabilities"], predictor.predict_proba(probe),
+                                   atol=1e-5, err_msg=fmt)
+    # TFLite has no uint32 pad (nor division) for the n-gram hash: one line, naming the format that holds it
+    with pytest.raises(FlaxtrainError, match=r"the TFLite converter could not convert this model \(.*'tfl.pad'.*\): "
+                                             r"export format='saved_model' instead"):
+        predictor.export(tmp_path / "fasttext.tflite", format="tflite")
+    assert not (tmp_path / "fasttext.tflite").exists()
 
 
 @pytest.mark.parametrize("regression", [False, True], ids=["classifier", "regressor"])
