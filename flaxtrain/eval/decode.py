@@ -173,8 +173,8 @@ def _empty_cache(module: Any, params: Any, batch: int, max_length: int, hidden: 
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(shapes))
 
 
-def _generate(params: Any, input_ids: jax.Array, attention_mask: jax.Array, rng: jax.Array, *, module: Any,
-              g: GenerationConfig) -> tuple[jax.Array, jax.Array]:
+def decode_loop(params: Any, input_ids: jax.Array, attention_mask: jax.Array, rng: jax.Array, *, module: Any,
+                g: GenerationConfig) -> tuple[jax.Array, jax.Array]:
     """[b * n, max_length] sequences (start token first) and [b * n] scores; n = num_return_sequences."""
     hidden = module.apply({"params": params}, input_ids, attention_mask, method="encode")
     valid = attention_mask.astype(bool)
@@ -304,7 +304,7 @@ def compiled_generate(module: Any, g: GenerationConfig):
     """The jitted generate function of (module, settings); it compiles once per input shape."""
     key = (module.config, g)
     if key not in _COMPILED:
-        _COMPILED[key] = jax.jit(lambda params, ids, mask, rng: _generate(params, ids, mask, rng, module=module, g=g),
+        _COMPILED[key] = jax.jit(lambda params, ids, mask, rng: decode_loop(params, ids, mask, rng, module=module, g=g),
                                  compiler_options=compiler_options())
     return _COMPILED[key]
 

@@ -85,6 +85,9 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
     tolerance = (QUANTIZED_TOLERANCE if quantize else TOLERANCE) if tolerance is None else tolerance
     folder, filename = _placement(Path(path), format)
     task = predictor.task
+    if format not in task.export_formats:
+        raise FlaxtrainError(f"the {format} format cannot hold a {task.name} model (its decoding loop): use format="
+                             f"{' or '.join(map(repr, task.export_formats))}")
     serving, outputs = task.export_outputs(predictor.model)  # a one-line error where the task has none
     writer = {"jax": _write_jax, "onnx": _write_onnx, "saved_model": _write_saved_model,
               "tflite": functools.partial(_write_tflite, quantize=quantize)}[format]

@@ -90,11 +90,13 @@ class Task:
     # --- export for serving ----------------------------------------------------------------------------
     export_inputs: tuple[str, ...] = ("input_ids",)  # the serving function's int32 inputs, in order
 
+    export_formats: ClassVar[tuple[str, ...]] = ("jax", "onnx", "saved_model", "tflite")  # predictor.export's formats
+
     def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[Any, ...]], tuple[str, ...]]:
         """(serving(params, *inputs) -> output arrays, their names) for `predictor.export`; the inputs
         are `export_inputs`, int32 [batch, length] ('word_starts': [batch, words])."""
         raise FlaxtrainError(f"a {self.name} model cannot be exported yet: export supports text classification, "
-                             "regression, sequence tagging and extractive QA")
+                             "regression, sequence tagging, extractive QA, masked-LM and seq2seq")
 
     def export_sample(self, predictor: Predictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
         """The parity sample: `export_inputs` arrays of `texts` encoded as the predictor encodes them (default:

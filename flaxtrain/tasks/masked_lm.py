@@ -123,6 +123,30 @@ class MaskedLanguageModeling(StreamedObjective):
     def prepare(self, data: LMDataset) -> np.ndarray | None:
         return data.preproc.continuation_table() if data.preproc.whole_word_masking else None
 
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """'logits' [b, L, vocab] float32 of token ids [b, L], one document per row (the padding is the
+        preprocessor's pad id), as transformers' *ForMaskedLM gives them."""
+        apply_fn = model.module.apply
+
+        def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
+            # No segment ids: the encoder masks the padding itself (one document per row, positions from 0).
+            return (apply_fn({"params": params}, input_ids, deterministic=True).astype(jnp.float32),)
+
+        return serving, ("logits",)
+
+    def export_sample(self, predictor: MaskedLMPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
+        """The texts encoded as `predict` encodes them (default: rows of random token ids of different lengths)."""
+        from flaxtrain.export import pad_rows
+
+        p = predictor.preproc
+        if texts:
+            rows = [ids[: p.row_length] for ids in p.encode_documents(list(texts))]
+        else:
+            rng = np.random.default_rng(0)
+            rows = [rng.integers(1, p.tokenizer.get_vocab_size(), size=n).astype(np.int32)
+                    for n in np.linspace(4, min(p.row_length, 48), 8).astype(int)]
+        return {"input_ids": pad_rows(rows, p.pad_id)}
+
     def objective_batch(self, batch: dict[str, np.ndarray], preproc: LMPreprocessor, rng: np.random.Generator,
                         prepared: np.ndarray | None) -> dict[str, np.ndarray]:
         return mask_tokens(batch, preproc, rng, prepared)

@@ -158,6 +158,42 @@ class Seq2SeqGeneration(Task):
         outputs = predictor.predict([data.sources[i] for i in order])
         return [(int(i), float(losses[i]), data.targets[i], o) for i, o in zip(order, outputs)]
 
+    export_formats = ("jax", "saved_model")  # the generation loop is a while loop over a growing cache
+
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """'sequences' [b, max_new_tokens] int32 of source ids [b, L]: the whole generation loop with the
+        predictor's default settings (greedy, or the checkpoint's beams and length penalty), pad ids after
+        each row's end-of-sequence token, as `predictor.predict` decodes them."""
+        cfg, module = model.config, model.module
+        defaults = {"decoder_start_token_id": cfg.decoder_start_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id,
+                    "forced_bos_token_id": cfg.forced_bos_id, "forced_eos_token_id": cfg.forced_eos_id,
+                    "max_new_tokens": model.preproc.max_target_length, **getattr(model, "generation", {})}
+        g = decode.generation_config(defaults)
+        if g.do_sample:
+            raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
+                                 "set its do_sample to False first")
+
+        def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
+            mask = (input_ids != cfg.pad_id).astype(jnp.int32)
+            sequences, _ = decode.decode_loop(params, input_ids, mask, jax.random.key(0), module=module, g=g)
+            tokens = sequences[:, 1:]
+            eos = (tokens == g.eos_id).astype(jnp.int32)
+            return (jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, g.pad_id, tokens).astype(jnp.int32),)
+
+        return serving, ("sequences",)
+
+    def export_sample(self, predictor: Seq2SeqPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
+        """The source texts encoded as `predict` encodes them (default: rows of random token ids)."""
+        from flaxtrain.export import pad_rows
+
+        p = predictor.preproc
+        if texts:
+            rows = p.encode_sources(list(texts))
+        else:
+            rng = np.random.default_rng(0)
+            rows = [rng.integers(3, p.vocab_size, size=n).astype(np.int32) for n in (3, 6, 9, min(p.maxlen, 16))]
+        return {"input_ids": pad_rows(rows, p.pad_id)}
+
     def folder_section(self, model: TaskModel) -> dict[str, Any]:
         """The decoding settings (transformers' names) the predictor defaults to."""
         return {"generation": model.generation}

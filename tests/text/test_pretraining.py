@@ -149,6 +149,18 @@ def test_bert_from_scratch_trains_saves_and_matches_pytorch(corpus, tmp_path):
             log_probs = reference(torch.tensor(row[None].astype(np.int64))).logits[0].log_softmax(-1).numpy()
         top = -np.sort(-log_probs, axis=-1)[:, :5]
         np.testing.assert_allclose(found[: len(row), :, 0], top, atol=1e-4)
+    # Exported (StableHLO; ONNX; TFLite, rows padded to maxlen), the logits are PyTorch's at every real position.
+    from flaxtrain.export import runtime
+
+    for fmt, path in (("jax", tmp_path / "jax"), ("onnx", tmp_path / "mlm.onnx"), ("tflite", tmp_path / "mlm.tflite")):
+        out = predictor.export(path, format=fmt, texts=texts)
+        sample = np.load((out.parent if out.is_file() else out) / "sample.npz")["input_ids"]
+        logits = runtime.load(out)({"input_ids": sample})["logits"]
+        for row, got in zip(sample, logits):
+            real = row != preproc.pad_id
+            with torch.no_grad():
+                want = reference(torch.tensor(row[real][None].astype(np.int64))).logits[0].numpy()
+            np.testing.assert_allclose(got[real], want, atol=1e-4, err_msg=fmt)
     # Continued pretraining of the saved folder starts from exactly those weights, head included.
     again = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn)
     np.testing.assert_allclose(flaxtrain.get_predictor(again).top_tokens(texts)[1], best, atol=1e-5)
