@@ -121,7 +121,8 @@ def test_export_errors_are_one_line_and_leave_nothing_behind(textcnn, tmp_path):
         textcnn.export(tmp_path / "taken", format="jax")
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
     with pytest.raises(FlaxtrainError, match="span_corruption model cannot be exported yet: export supports text "
-                                             "classification, regression, sequence tagging, extractive QA and masked-LM"):
+                                             "classification, regression, sequence tagging, extractive QA, masked-LM and "
+                                             "seq2seq"):
         flaxtrain.tasks.named("span_corruption").export_outputs(textcnn.model)
     with pytest.raises(FlaxtrainError, match="is not a flaxtrain export"):
         flaxtrain.verify_export(tmp_path / "taken")
@@ -304,3 +305,30 @@ def test_onnx_exports_refuse_clearly_and_verify_finds_a_broken_file(textcnn, tmp
     with pytest.raises(FlaxtrainError, match=r"format='onnx' needs jax2onnx: pip install 'flaxtrain\[export\]'"):
         textcnn.export(tmp_path / "other.onnx", format="onnx")
     assert not (tmp_path / "other.onnx").exists()
+
+
+def test_a_translation_model_exports_its_generation_loop(tmp_path):
+    from flaxtrain.data import django_translations, translation_from_pairs
+
+    sources, targets = django_translations("de")
+    trn, _, preproc = translation_from_pairs(sources[:48], targets[:48], val_pct=0, maxlen=24, max_target_length=12,
+                                             vocab_size=300, verbose=0)
+    model = flaxtrain.get_model("marian", trn, params=dict(hidden_size=32, num_layers=1, num_decoder_layers=1,
+                                                           head_dim=16, mlp_dim=64, dropout_rate=0.0))
+    flaxtrain.get_learner(model, trn, batch_size=16).fit_onecycle(3e-3, 2, verbose=0)
+    predictor = flaxtrain.get_predictor(model)
+    probe = sources[:5]
+    for fmt in ("jax", "saved_model"):
+        out = predictor.export(tmp_path / fmt, format=fmt, texts=probe)
+        assert json.loads((out / "parity.json").read_text())["passed"]
+        ids = np.load(out / "sample.npz")["input_ids"]
+        sequences = runtime.load(out)({"input_ids": ids})["sequences"]
+        assert sequences.shape == (len(probe), 12) and sequences.dtype == np.int32
+        assert preproc.decode(sequences) == predictor.predict(probe), fmt  # the whole greedy loop, in the artifact
+    model.generation = {"num_beams": 3, "length_penalty": 0.8}  # a checkpoint's settings: beam search exported
+    out = predictor.export(tmp_path / "beams", format="jax", texts=probe)
+    sequences = runtime.load(out)({"input_ids": np.load(out / "sample.npz")["input_ids"]})["sequences"]
+    assert preproc.decode(sequences) == predictor.predict(probe)
+    with pytest.raises(FlaxtrainError, match=r"the tflite format cannot hold a seq2seq model \(its decoding loop\): "
+                                             r"use format='jax' or 'saved_model'"):
+        predictor.export(tmp_path / "mt.tflite", format="tflite")
