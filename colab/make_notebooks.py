@@ -156,7 +156,8 @@ for _ in range(48 if SMOKE else 300):
     context = f'{name} was born in {city} in {year}. {name} later studied music.'
     for question, answer in ((f'Where was {name} born?', city), (f'When was {name} born?', year)):
         questions.append(question); contexts.append(context); answers.append(answer); starts.append(context.index(answer))
-trn, val, preproc = flaxtrain.text.qa_from_array(questions, contexts, answers, starts, val_pct=0.2, maxlen=64)"""),
+trn, val, preproc = flaxtrain.text.qa_from_array(questions, contexts, answers, starts, val_pct=0.2, maxlen=64,
+                                                  max_query_length=16)"""),
         ("code", """model = flaxtrain.text.qa_model('minilm', preproc)
 learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
 learner.fit(1e-4 if not SMOKE else 1e-3, 1 if SMOKE else 2)
