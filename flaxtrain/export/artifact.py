@@ -104,8 +104,15 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
         sample = {spec["name"]: runtime.pad_to(sample[spec["name"]], width, spec["pad"]) for spec in inputs}
     computed = jax.jit(serving)(predictor.model.params, *(sample[name] for name in task.export_inputs))
     expected = {name: np.asarray(value) for name, value in zip(outputs, computed)}
+    text = _text_signature(predictor, serving, outputs, texts) if format == "saved_model" else None
+    if text and "settings" in text:
+        writer = functools.partial(_write_saved_model, text=text)
+        sample["texts"] = np.asarray(text["texts"], np.str_)
+        expected.update({f"texts/{k}": v for k, v in text["expected"].items()})
     with _staged(folder, filename) as staging:
         spec = writer(staging, serving, predictor.model.params, inputs, outputs, filename)
+        if text and "missing" in text:
+            spec["text_signature_missing"] = text["missing"]
         spec.update(format=format, task=predictor.task.name, flaxtrain_version=__version__,
                     class_names=getattr(predictor.preproc, "class_names", None),
                     preprocessor=predictor.preproc.save(staging), tolerance=tolerance,
@@ -173,6 +180,37 @@ def _label_ids(predictor: Any, labels: list[Any] | None) -> np.ndarray | None:
         raise FlaxtrainError(f"labels= must be class names of this classifier ({names or 'it has none'}); got "
                              f"{unknown[:3]!r}: pass labels from its classes")
     return np.asarray([names.index(label) for label in labels], np.int32)
+
+
+DEFAULT_TEXTS = ("A triumph.", "Dull, and far too long!", "The cast is charming; the plot isn't.",
+                 "Café society at its most tedious", "an ending (at last) that works", "WONDERFUL")
+
+
+def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], texts: list[str] | None
+                    ) -> dict[str, Any] | None:
+    """For a SavedModel of a model that reads one row of token ids per text: the tokenizer as tensorflow-text
+    settings, the sample texts and what JAX computes of them ({'missing': why} where the tokenizer cannot
+    run in the graph); None for other tasks."""
+    from flaxtrain.export import text_graph
+
+    preproc = predictor.preproc
+    if predictor.task.export_inputs != ("input_ids",) or not hasattr(preproc, "encode") or \
+            not hasattr(preproc, "tokenizer"):
+        return None
+    try:
+        settings = text_graph.describe(preproc.tokenizer, int(preproc.maxlen), bool(preproc.add_special_tokens))
+    except text_graph.Unsupported as why:
+        return {"missing": f"serving_default takes input_ids: {why}"}
+    if importlib.util.find_spec("tensorflow_text") is None:
+        return {"missing": "serving_default takes input_ids: tensorflow-text is not installed (pip install --no-deps "
+                           "tensorflow-text, the version of your TensorFlow)"}
+    texts = [str(t) for t in (texts or DEFAULT_TEXTS)]
+    ids = pad_rows(preproc.encode(texts), int(preproc.pad_id), text_graph.MIN_WIDTH)
+    got = {name: np.asarray(v) for name, v in zip(outputs, jax.jit(serving)(predictor.model.params, ids))}
+    names = [str(c) for c in (getattr(preproc, "class_names", None) or [])]
+    if "probabilities" in got and names:
+        got["labels"] = np.asarray([names[i] for i in got["probabilities"].argmax(-1)], np.str_)
+    return {"settings": settings, "pad_id": int(preproc.pad_id), "class_names": names, "texts": texts, "expected": got}
 
 
 def _require(format: str) -> None:
@@ -248,6 +286,9 @@ def compare(expected: dict[str, np.ndarray], got: dict[str, np.ndarray], toleran
                 "outputs": {}, "missing": sorted(set(expected) ^ set(got))}
     per = {}
     for name, want in expected.items():
+        if want.dtype.kind in "US":  # class names: equal or not
+            per[name] = {"max_abs_diff": 0.0 if np.array_equal(np.asarray(got[name]).astype(str), want) else float("inf")}
+            continue
         have = np.asarray(got[name], want.dtype)
         entry = {"max_abs_diff": float(np.max(np.abs(have - want))) if want.size and have.shape == want.shape
                  else float("inf")}
@@ -352,10 +393,13 @@ def _polymorphic(inputs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
 
 
 def _write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]],
-                       outputs: tuple[str, ...], filename: str | None, folder: str = "saved_model") -> dict[str, Any]:
+                       outputs: tuple[str, ...], filename: str | None, folder: str = "saved_model",
+                       text: dict[str, Any] | None = None) -> dict[str, Any]:
     """The 'saved_model' format: jax2tf's graph of the serving function (StableHLO in an XlaCallModule op,
-    lowered for cpu, cuda and tpu; batch and length symbolic), the params as TF variables, and a
-    `serving_default` signature from the named int32 inputs to the named outputs."""
+    lowered for cpu, cuda and tpu; batch and length symbolic), the params as TF variables, a `serve_ids`
+    signature from the named int32 inputs to the named outputs and, with `text`, a `serving_default` one
+    from a string tensor `texts` [batch] (tokenized in the graph) to the outputs and the class `labels`;
+    without it `serving_default` is `serve_ids`."""
     import tensorflow as tf
     from jax.experimental import jax2tf
 
@@ -374,15 +418,41 @@ def _write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[di
                      for spec in inputs]
         module.serve = tf.function(lambda *arrays: dict(zip(outputs, converted(module.params, *arrays))),
                                    input_signature=signature, autograph=False)
-        tf.saved_model.save(module, str(staging / folder), signatures={"serving_default": module.serve})
+        signatures = {"serving_default": module.serve, "serve_ids": module.serve}
+        if text is not None:
+            signatures["serving_default"] = module.serve_texts = _texts_function(module, converted, outputs, text)
+        tf.saved_model.save(module, str(staging / folder), signatures=signatures)
     except FlaxtrainError:
         raise
     except Exception as err:  # shape polymorphism errors name the op that cannot take a symbolic length
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise FlaxtrainError(f"this model could not be written as a SavedModel ({detail}): export format='jax' "
                              "instead") from None
-    return {"files": {"model": folder}, "platforms": list(PLATFORMS), "signature": "serving_default",
+    spec = {"files": {"model": folder}, "platforms": list(PLATFORMS), "signature": "serve_ids",
             "inputs": inputs, "outputs": list(outputs), "tensorflow_version": tf.__version__}
+    if text is not None:
+        spec["text_signature"] = {"name": "serving_default", "input": "texts", "outputs": sorted(text["expected"]),
+                                  "needs": "tensorflow_text"}
+    return spec
+
+
+def _texts_function(module: Any, converted: Any, outputs: tuple[str, ...], text: dict[str, Any]) -> Any:
+    """tf.function: texts (tf.string [batch]) -> the outputs (and 'labels', the class names) of the model."""
+    import tensorflow as tf
+
+    from flaxtrain.export import text_graph
+
+    tokenize = text_graph.string_tokenizer(text["settings"], text["pad_id"])
+    module.vocabulary = tokenize.table  # tracked, so the SavedModel keeps the lookup table
+    names = tf.constant(text["class_names"] or [""])
+
+    def serve_texts(texts: Any) -> dict[str, Any]:
+        results = dict(zip(outputs, converted(module.params, tokenize(texts))))
+        if "probabilities" in results and text["class_names"]:
+            results["labels"] = tf.gather(names, tf.argmax(results["probabilities"], axis=-1))
+        return results
+
+    return tf.function(serve_texts, input_signature=[tf.TensorSpec([None], tf.string, name="texts")], autograph=False)
 
 
 def _write_tflite(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],

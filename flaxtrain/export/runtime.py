@@ -58,6 +58,8 @@ def _load_onnx(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.nda
 def _load_saved_model(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     import tensorflow as tf
 
+    if spec.get("text_signature"):
+        import tensorflow_text  # noqa: F401 - registers the tokenizer's ops the graph holds
     loaded = tf.saved_model.load(str(folder / spec["files"]["model"]))
     serve = loaded.signatures[spec.get("signature", "serving_default")]
 
@@ -67,6 +69,17 @@ def _load_saved_model(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str,
         return {name: results[name].numpy() for name in spec["outputs"]}
 
     run.loaded = loaded  # the signature needs its object alive
+    text = spec.get("text_signature")
+    if text:
+        serve_texts = loaded.signatures[text["name"]]
+
+        def run_texts(texts: Any) -> dict[str, np.ndarray]:
+            """Raw strings in (tokenized inside the graph), {'probabilities', 'labels', ...} out."""
+            results = serve_texts(**{text["input"]: tf.constant([str(t) for t in texts])})
+            return {name: (np.char.decode(results[name].numpy().astype(bytes), "utf-8") if name == "labels"
+                           else results[name].numpy()) for name in text["outputs"]}
+
+        run.texts = run_texts
     return run
 
 
@@ -134,7 +147,11 @@ def main(argv: list[str]) -> None:
     artifact, inputs, outputs = argv
     spec = manifest(Path(artifact).parent if Path(artifact).is_file() else artifact)
     with np.load(inputs) as given:
-        results = load(artifact)({k: given[k] for k in given.files})
+        arrays = {k: given[k] for k in given.files}
+    run = load(artifact)
+    results = run(arrays)
+    if "texts" in arrays and hasattr(run, "texts"):  # a SavedModel that tokenizes raw strings itself
+        results.update({f"texts/{k}": v for k, v in run.texts(list(arrays["texts"])).items()})
     np.savez(outputs, **results)
     print(json.dumps({"versions": versions(spec["format"]),
                       "modules": sorted(m for m in ("flaxtrain", "jax", "tensorflow") if m in sys.modules)}))

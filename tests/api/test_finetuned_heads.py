@@ -110,6 +110,12 @@ def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     np.testing.assert_allclose(session.run(["probabilities"], {"input_ids": ids})[0], want, atol=1e-4)
     lite = predictor.export(tmp_path / "lite" / "model.tflite", format="tflite", texts=TEXTS)  # through a SavedModel
     np.testing.assert_allclose(runtime.load(lite)({"input_ids": ids})["probabilities"], want, atol=1e-4)
+    # This tokenizer (lower-case + whitespace split) has no tensorflow-text twin: a SavedModel of it says so
+    # and takes token ids (tests/export/test_export.py covers the raw-string signature of BERT's pipeline).
+    from flaxtrain.export import text_graph
+
+    with pytest.raises(text_graph.Unsupported, match="normalizer Lowercase / pre-tokenizer Whitespace differ"):
+        text_graph.describe(predictor.preproc.tokenizer, maxlen, True)
 
     # No class_names: the checkpoint's own labels, in its own order.
     t = flaxtrain.text.Transformer(str(path), maxlen=maxlen)

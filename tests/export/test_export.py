@@ -104,6 +104,15 @@ def test_an_encoder_model_exports_with_parity_on_given_texts(bert_checkpoint, se
     served = _served(out, probe, predictor)[name]
     expected = predictor.predict(probe) if regression else predictor.predict_proba(probe)
     np.testing.assert_allclose(served, expected, atol=1e-5)
+    # A SavedModel whose serving_default takes raw strings: MiniLM's word pieces run as tensorflow-text ops
+    probe = probe + ["Un café (très) CHARMANT, isn't it?", "x" * 130]
+    saved = predictor.export(tmp_path / "sm", format="saved_model", texts=probe)
+    assert {"texts/" + name} <= set(json.loads((saved / "parity.json").read_text())["outputs"])
+    by_text = runtime.load(saved).texts(probe)
+    np.testing.assert_allclose(by_text[name], predictor.predict(probe) if regression else predictor.predict_proba(probe),
+                               atol=1e-5)
+    if not regression:
+        assert list(by_text["labels"]) == predictor.predict(probe)
     del trn
 
 
@@ -162,14 +171,17 @@ def test_cli_exports_and_verifies(textcnn, tmp_path, capsys):
 
 
 TF_SERVER = """
-import sys, numpy as np, tensorflow as tf
+import json, sys, numpy as np, tensorflow as tf
 artifact, ids, out, width = sys.argv[1], np.load(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 if artifact.endswith(".tflite"):  # rows padded to the export's fixed width, the batch symbolic
     runner = tf.lite.Interpreter(model_path=artifact).get_signature_runner("serving_default")
-    probs = runner(input_ids=np.pad(ids, ((0, 0), (0, width - ids.shape[1]))))["probabilities"]
-else:
-    probs = tf.saved_model.load(artifact).signatures["serving_default"](input_ids=tf.constant(ids))["probabilities"]
-np.save(out, np.asarray(probs))
+    np.save(out, runner(input_ids=np.pad(ids, ((0, 0), (0, width - ids.shape[1]))))["probabilities"])
+else:  # raw strings in: the SavedModel tokenizes them itself
+    import tensorflow_text  # registers the tokenizer ops
+    texts = json.loads(open(sys.argv[5]).read())
+    results = tf.saved_model.load(artifact).signatures["serving_default"](texts=tf.constant(texts))
+    np.save(out, results["probabilities"].numpy())
+    print(json.dumps([label.decode() for label in results["labels"].numpy()]))
 print("flaxtrain" in sys.modules)
 """
 
@@ -178,6 +190,7 @@ def test_textcnn_exports_to_saved_model_and_tflite_served_by_tensorflow_alone(te
     probe = sentiment_texts[0][200:213]  # 13 texts of their own lengths
     ids = pad_rows(textcnn.preproc.encode(probe), textcnn.preproc.pad_id, 1)
     np.save(tmp_path / "ids.npy", ids)
+    (tmp_path / "texts.json").write_text(json.dumps(probe))
     (tmp_path / "server.py").write_text(TF_SERVER)
     saved = textcnn.export(tmp_path / "sm", format="saved_model")
     lite = textcnn.export(tmp_path / "lite" / "textcnn.tflite", format="tflite")
@@ -190,9 +203,13 @@ def test_textcnn_exports_to_saved_model_and_tflite_served_by_tensorflow_alone(te
         assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["format"] == fmt, report
         assert "flaxtrain" not in report["runtime_imported"] and report["runtime"]["tensorflow"]
         done = subprocess.run([sys.executable, str(tmp_path / "server.py"), str(artifact), str(tmp_path / "ids.npy"),
-                               str(tmp_path / f"{fmt}.npy"), "40"], capture_output=True, text=True, cwd=tmp_path)
+                               str(tmp_path / f"{fmt}.npy"), "40", str(tmp_path / "texts.json")], capture_output=True,
+                              text=True, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.strip().splitlines()[-1] == "False"  # TensorFlow alone serves it
+        if fmt == "saved_model":  # serving_default took the raw strings: the predictor's labels
+            assert json.loads(done.stdout.strip().splitlines()[-2]) == textcnn.predict(probe)
+            assert set(report["outputs"]) == {"probabilities", "texts/probabilities", "texts/labels"}
         np.testing.assert_allclose(np.load(tmp_path / f"{fmt}.npy"), textcnn.predict_proba(probe), atol=1e-5)
         np.testing.assert_allclose(_served(artifact.parent, probe, textcnn)["probabilities"],
                                    textcnn.predict_proba(probe), atol=1e-5)
