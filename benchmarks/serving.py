@@ -9,12 +9,19 @@ throughput (texts/s) of
   - jit                               the predictor's jitted serving function on token ids (no tokenization)
   - export 'jax'                      jax.export's StableHLO through serve.py's loader
   - export 'onnx'                     onnxruntime (CPU provider) on the .onnx file
+  - export 'saved_model' ids / texts  TensorFlow on the SavedModel: its `serve_ids` signature, and its
+                                      `serving_default` one on raw strings (tensorflow-text tokenizes in
+                                      the graph; compare with predictor.predict_proba)
+  - export 'tflite' / int8            TFLite's interpreter (rows padded to maxlen; float32, and int8
+                                      weights from quantize=True)
   - PyTorch eager                     the same weights in torch (BertForSequenceClassification from
                                       save_pretrained; an equivalent TextCNN for the TextCNN), no_grad
-All but the first take the same padded token ids. The script first checks that every runtime gives the
-same probabilities (max |diff| printed), then times them in interleaved rounds; it prints the machine,
-artifact sizes and ratios to PyTorch (above 1: faster than PyTorch). Weights are as initialised
-(speed does not depend on them); the outputs still agree because the models are the same.
+All but the first and the texts signature take the same padded token ids. The script first checks that
+every runtime gives the same probabilities (max |diff| printed), then times them in interleaved rounds;
+it prints the machine, artifact sizes and ratios to PyTorch (above 1: faster than PyTorch). The TextCNN
+first trains one epoch on rotten_tomatoes so that the int8 model's accuracy change on the test set means
+something; the MiniLM head stays as initialised (speed does not depend on it) and reports how many test
+labels int8 changes.
 """
 
 from __future__ import annotations
@@ -85,7 +92,8 @@ def _median_seconds(fn, calls: int) -> float:
     return statistics.median(times)
 
 
-def bench(name: str, predictor, torch_model, texts: list[str], rounds: int, workdir: Path) -> None:
+def bench(name: str, predictor, torch_model, texts: list[str], rounds: int, workdir: Path,
+          test: tuple[list[str], list[str]]) -> None:
     import onnxruntime
 
     ids = {n: pad_rows(predictor.preproc.encode(texts[:n]), predictor.preproc.pad_id) for n in (1, 32)}
@@ -94,8 +102,13 @@ def bench(name: str, predictor, torch_model, texts: list[str], rounds: int, work
     params = predictor.model.params
     jax_dir = predictor.export(workdir / f"{name}.jax", format="jax", texts=texts[:8])
     onnx_file = predictor.export(workdir / f"{name}_onnx" / "model.onnx", format="onnx", texts=texts[:8])
+    saved_dir = predictor.export(workdir / f"{name}_sm", format="saved_model", texts=texts[:8])
+    lite_file = predictor.export(workdir / f"{name}_tflite" / "model.tflite", format="tflite", texts=texts[:8])
+    int8_file = predictor.export(workdir / f"{name}_int8" / "model.tflite", format="tflite", quantize=True,
+                                 texts=texts[:32])
     served = runtime.load(jax_dir)
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    saved, lite, int8 = runtime.load(saved_dir), runtime.load(lite_file), runtime.load(int8_file)
 
     def run_torch(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -106,10 +119,28 @@ def bench(name: str, predictor, torch_model, texts: list[str], rounds: int, work
         "jit (ids in)": lambda n: np.asarray(jitted(params, ids[n])[0]),
         "export 'jax'": lambda n: served({"input_ids": ids[n]})["probabilities"],
         "export 'onnx'": lambda n: session.run(["probabilities"], {"input_ids": ids[n]})[0],
+        "export 'saved_model' ids": lambda n: saved({"input_ids": ids[n]})["probabilities"],
+        "export 'saved_model' texts": lambda n: saved.texts(texts[:n])["probabilities"],
+        "export 'tflite'": lambda n: lite({"input_ids": ids[n]})["probabilities"],
+        "export 'tflite' int8": lambda n: int8({"input_ids": ids[n]})["probabilities"],
         "PyTorch eager": lambda n: run_torch(ids[n]),
     }
     reference = runners["jit (ids in)"](32)
-    print(f"\n== {name}: {predictor.model}   jax export {_size_mb(jax_dir):.1f} MiB, onnx {_size_mb(onnx_file):.1f} MiB")
+    sizes = {"jax": jax_dir / "model.jax", "onnx": onnx_file, "saved_model": saved_dir / "saved_model",
+             "tflite": lite_file, "tflite int8": int8_file}
+    print(f"\n== {name}: {predictor.model}   sizes (MiB): "
+          + ", ".join(f"{k} {_size_mb(v):.1f}" for k, v in sizes.items()))
+    test_texts, test_labels = test
+    names = list(predictor.preproc.class_names)
+    float_labels = predictor.predict(test_texts)
+    int8_probs = np.concatenate([int8({"input_ids": pad_rows(predictor.preproc.encode(test_texts[i:i + 256]),
+                                                             predictor.preproc.pad_id)})["probabilities"]
+                                 for i in range(0, len(test_texts), 256)])
+    int8_labels = [names[i] for i in int8_probs.argmax(-1)]
+    truth = np.asarray([str(x) for x in test_labels])
+    print(f"  int8 on the {len(test_texts)} test texts: accuracy {np.mean(np.asarray(int8_labels) == truth):.4f} "
+          f"(float32 {np.mean(np.asarray(float_labels, str) == truth):.4f}); labels changed on "
+          f"{np.mean(np.asarray(int8_labels) != np.asarray(float_labels, str)):.2%} of the texts")
     for label, fn in runners.items():
         print(f"  {label:26s} max |diff| to jit at batch 32: {np.max(np.abs(np.asarray(fn(32)) - reference)):.2e}")
     latency = {label: [] for label in runners}
@@ -135,14 +166,16 @@ def main() -> None:
     print(f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
     test = flaxtrain.text.load_data("rotten_tomatoes", train=False)
     texts = [str(t) for t in test.val_x[:64]]
+    test_set = ([str(t) for t in test.val_x], list(test.val_y))
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.model in ("textcnn", "both"):
             data = flaxtrain.text.load_data("rotten_tomatoes", train=True)
             model = flaxtrain.get_model("textcnn", train_data=data, maxlen=80, word_vectors="minilm")
+            flaxtrain.get_learner(model, batch_size=50).fit_onecycle(1e-3, 1, verbose=0)
             predictor = flaxtrain.get_predictor(model)
             torch_model = TorchTextCNN(jax.device_get(model.params), tuple(model.config.kernel_sizes)).eval()
-            bench("textcnn", predictor, torch_model, texts, args.rounds, workdir)
+            bench("textcnn", predictor, torch_model, texts, args.rounds, workdir, test_set)
         if args.model in ("minilm", "both"):
             import transformers
 
@@ -155,7 +188,7 @@ def main() -> None:
                 def forward(self, ids: torch.Tensor) -> torch.Tensor:
                     return torch.softmax(reference(input_ids=ids, attention_mask=(ids != 0).long()).logits, -1)
 
-            bench("minilm", predictor, Probabilities(), texts, args.rounds, workdir)
+            bench("minilm", predictor, Probabilities(), texts, args.rounds, workdir, test_set)
 
 
 if __name__ == "__main__":
