@@ -103,6 +103,7 @@ def test_resume_on_other_device_counts(tmp_path):
             np.testing.assert_allclose(ours[name], value, rtol=0, atol=1e-5, err_msg=f"{strategy}: {name}")
 
 
+@pytest.mark.xla_defaults  # compared bitwise with `uninterrupted`, compiled as the slow test above compiles it
 def test_unreadable_checkpoint_falls_back_and_is_kept(uninterrupted, tmp_path, capsys):
     params, history, per_epoch = uninterrupted
     checkpoints = tmp_path / "ckpt"
