@@ -126,7 +126,7 @@ def bench(name: str, predictor, torch_model, texts: list[str], rounds: int, work
         "PyTorch eager": lambda n: run_torch(ids[n]),
     }
     reference = runners["jit (ids in)"](32)
-    sizes = {"jax": jax_dir / "model.jax", "onnx": onnx_file, "saved_model": saved_dir / "saved_model",
+    sizes = {"jax": jax_dir, "onnx": onnx_file, "saved_model": saved_dir / "saved_model",
              "tflite": lite_file, "tflite int8": int8_file}
     print(f"\n== {name}: {predictor.model}   sizes (MiB): "
           + ", ".join(f"{k} {_size_mb(v):.1f}" for k, v in sizes.items()))
