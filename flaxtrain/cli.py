@@ -114,8 +114,8 @@ def _export(args: argparse.Namespace) -> int:
     from flaxtrain.api.predictor import load_predictor
 
     out = load_predictor(args.model).export(args.out, format=args.format, quantize=args.quantize)
-    report = json.loads(((out.parent if out.is_file() else out) / "parity.json").read_text())
-    spec = json.loads(((out.parent if out.is_file() else out) / "export.json").read_text())
+    folder = out.parent if out.is_file() else out
+    report, spec = (json.loads((folder / name).read_text()) for name in ("parity.json", "export.json"))
     size = f"; {spec['bytes'] / 1e6:.2f} MB (float32 {spec['float32_bytes'] / 1e6:.2f} MB)" if "bytes" in spec else ""
     print(f"wrote {out} ({args.format}); parity with JAX: max |diff| {report['max_abs_diff']:.2e}{size}")
     return 0

@@ -33,7 +33,6 @@ from flaxtrain.export import runtime
 from flaxtrain.files import atomic_directory
 
 FORMATS = ("jax", "onnx", "saved_model", "tflite")
-PLANNED: tuple[str, ...] = ()
 FILE_SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}  # one-file formats (their sidecars sit in the same folder)
 PLATFORMS = ("cpu", "cuda", "tpu")
 TOLERANCE = 1e-4  # float32 max |diff| of every output
@@ -58,10 +57,11 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
         go into the same folder.
       format: 'jax' (jax.export StableHLO for cpu, cuda and tpu at once; symbolic batch and length),
         'onnx' (jax2onnx, run by onnxruntime; symbolic batch and length; `pip install 'flaxtrain[export]'`),
-        'saved_model' (a TF SavedModel through jax2tf: its `serving_default` signature takes the task's
-        int32 inputs by name, batch and length of any size, and returns the named outputs; the graph holds
-        StableHLO for cpu, cuda and tpu) or 'tflite' (that SavedModel converted by TF's TFLite converter;
-        `path` a folder or a NAME.tflite file).
+        'saved_model' (a TF SavedModel through jax2tf, StableHLO for cpu, cuda and tpu: `serve_ids` takes
+        the task's int32 inputs by name, batch and length of any size; for classifiers and regressors whose
+        tokenizer tensorflow-text can run, `serving_default` takes raw strings `texts` and returns the
+        outputs and class `labels`, else it is `serve_ids`) or 'tflite' (that SavedModel through TF's
+        TFLite converter, rows padded to maxlen; `path` a folder or a NAME.tflite file).
       texts: the parity sample (default: token-id rows of odd lengths drawn from the vocabulary).
       labels: the texts' labels (classifiers): parity.json then also holds the accuracy of JAX and of the
         artifact on them (how much int8 weights cost).
@@ -70,13 +70,12 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
       tolerance: the largest max |diff| of any output that passes (default 1e-4; with quantize 0.1, and
         a classifier's label must be JAX's on 95% of the sample rows).
 
-    Returns the export folder, or the .onnx file when `path` named one; raises a one-line
+    Returns the export folder, or the .onnx / .tflite file when `path` named one; raises a one-line
     FlaxtrainError when the task or format cannot be exported, or when the runtime's outputs differ from
     JAX's by more than `tolerance`.
     """
     if format not in FORMATS:
-        planned = f" ('{format}' is planned)" if format in PLANNED else ""
-        raise FlaxtrainError(f"unknown export format {format!r}{planned}: use one of {', '.join(map(repr, FORMATS))}")
+        raise FlaxtrainError(f"unknown export format {format!r}: use one of {', '.join(map(repr, FORMATS))}")
     if quantize and format != "tflite":
         raise FlaxtrainError(f"quantize=True applies to format='tflite', not {format!r}: drop quantize")
     if labels is not None and (texts is None or len(labels) != len(texts)):

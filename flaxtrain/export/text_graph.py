@@ -1,8 +1,8 @@
 """A predictor's tokenizer as TensorFlow ops (tensorflow-text), for SavedModels that take raw strings.
 
-`string_tokenizer(tokenizer, maxlen, add_special_tokens, pad_id)` reads the tokenizer's own description
-(its tokenizer.json) and builds the same pipeline from tensorflow-text's `BertTokenizer` (BERT's basic
-tokenizer: lower case and accents stripped when the tokenizer lower-cases, punctuation and CJK split;
+`describe(tokenizer, maxlen, add_special_tokens)` reads the tokenizer's own description (its
+tokenizer.json); `string_tokenizer(settings, pad_id)` builds the same pipeline from tensorflow-text's
+`BertTokenizer` (BERT's basic tokenizer: lower case and accents stripped when the tokenizer lower-cases, punctuation and CJK split;
 then greedy longest-match-first WordPiece): word pieces (BERT, MiniLM, DistilBERT) and word-level
 vocabularies (flaxtrain's own `texts_from_array` tokenizer: WordPiece over a vocabulary of whole words
 gives a word or [UNK], as a word-level lookup does). Truncation and the [CLS] ... [SEP] template follow the
