@@ -40,6 +40,7 @@ def get_model(
     seed: int = 0,
     task: str | None = None,
     label_smoothing: float = 0.0,
+    lora: dict[str, Any] | None = None,
 ) -> Model:
     """Builds model `name` for the task of its training data, sized from that data.
 
@@ -62,13 +63,24 @@ def get_model(
       task: 'translation' or 'summarization' for an encoder-decoder ('t5', 'bart', 'marian',
         'bert2bert' or a T5/BART/Marian checkpoint folder; see api/seq2seq.py), implied by text-pair data.
       label_smoothing: encoder-decoders: target smoothing of the training loss.
+      lora: LoRA adapters to add, as `Model.add_lora`'s arguments ({'rank': 8, 'alpha': 16,
+        'targets': ('query', 'value')}); a Learner on the model then trains only them and the task head.
     """
     preproc = tasks.as_preprocessor(preproc)
     chosen = tasks.for_data(train_data, preproc) or tasks.named(task or "classification")
     if type(chosen) not in BUILDERS:
         raise FlaxtrainError(f"get_model has no builder for {chosen.name} models yet: build one with its task's own function")
-    return BUILDERS[type(chosen)](name, train_data, val_data, preproc=preproc, params=params, maxlen=maxlen, max_features=max_features,
-                 word_vectors=word_vectors, seed=seed, task=task, label_smoothing=label_smoothing)
+    model = BUILDERS[type(chosen)](name, train_data, val_data, preproc=preproc, params=params, maxlen=maxlen,
+                                   max_features=max_features, word_vectors=word_vectors, seed=seed, task=task,
+                                   label_smoothing=label_smoothing)
+    if lora is not None:
+        known = ("rank", "alpha", "targets", "dropout")
+        unknown = [key for key in lora if key not in known]
+        if unknown:
+            raise FlaxtrainError(f"lora has no setting {unknown[0]!r}{nearest(unknown[0], known)}: "
+                                 f"it takes {', '.join(known)}")
+        model.add_lora(**lora, seed=seed)
+    return model
 
 
 def _classifier(name: str, train_data: Any, val_data: TextDataset | None, *, preproc: TextPreprocessor | None,

@@ -7,6 +7,7 @@ task only through `model.task` (flaxtrain/tasks): its batches, report and top-lo
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -15,6 +16,7 @@ import numpy as np
 
 from flaxtrain import models, tasks
 from flaxtrain.errors import FlaxtrainError, nearest
+from flaxtrain.models import lora
 from flaxtrain.tasks import TaskModel
 from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, plots, schedules
 from flaxtrain.train import batch_size as batch_search
@@ -109,6 +111,8 @@ class Learner:
         self.skip_nonfinite = skip_nonfinite
         self.log_dir = log_dir
         self._eval_follows = eval_batch_size is None
+        if getattr(model, "lora", None) is not None:  # get_model(..., lora=...), or a loaded LoRA predictor's model
+            self._freeze_for_lora()
         if auto:
             self.find_batch_size()
 
@@ -137,7 +141,7 @@ class Learner:
         if self._steps is None:
             module = self.model.module
             if self.precision != "float32":  # compute in bf16; params and optimizer state stay float32
-                module = models.build_model(self.model.name, models.with_compute_dtype(self.model.config, self.precision))
+                module = self.model.build(models.with_compute_dtype(self.model.config, self.precision))
             sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
             self._steps = compile_steps(module.apply, self.model.loss_fn, strategy=self.strategy,
                                         grad_accum_steps=self.grad_accum_steps, param_specs=logical_param_specs(module, sample),
@@ -166,6 +170,29 @@ class Learner:
         if all(is_frozen(path, frozen) for path in paths):
             raise FlaxtrainError(f"freezing {', '.join(frozen)} leaves no params to train: freeze fewer")
         self._set_frozen(frozen)
+
+    def add_lora(self, rank: int = 8, alpha: float = 16, targets: str | Sequence[str] = ("query", "value"),
+                 dropout: float = 0.0) -> None:
+        """Trains LoRA adapters (Hu et al. 2021) instead of the whole model: rank-`rank` updates scaled by
+        alpha / rank on the kernels `targets` names (module names such as 'query', 'value', 'attention/out',
+        or one regular expression over whole param paths, as PEFT's target_modules). Everything else is
+        frozen except the task head (PEFT's modules_to_save): the frozen params get no optimizer state
+        and no backward pass. `merge_lora()` folds the adapters in; a predictor's `save_adapter` writes
+        them in PEFT's format. Call it before fit; a train state in progress starts afresh."""
+        self.model.add_lora(rank=rank, alpha=alpha, targets=targets, dropout=dropout, seed=self.seed)
+        self._state, self._steps, self.frozen = None, None, ()
+        self._freeze_for_lora()
+
+    def _freeze_for_lora(self) -> None:
+        """Freezes what LoRA leaves fixed: every top-level part but the adapters and the task head."""
+        trainable = {lora.LORA, *self.model.lora_trainable()}
+        self._set_frozen(tuple(name for name in self.model.params if name not in trainable))
+
+    def merge_lora(self) -> None:
+        """Folds the LoRA adapters into their kernels and trains the whole (plain) model from here on."""
+        self.model.merge_lora()
+        self._state, self._steps, self.frozen = None, None, ()
+        self._tx = make_optimizer(self.model.default_lr, **self._optimizer)
 
     def unfreeze(self, *names: str) -> None:
         """Trains the named frozen paths again (all of them when no name is given)."""

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+import os
+from collections.abc import Sequence
+
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from flax import traverse_util
 
 from flaxtrain import models, tasks
 from flaxtrain.api.learner import get_learner
-from flaxtrain.errors import FlaxtrainError
+from flaxtrain.errors import FlaxtrainError, nearest
+from flaxtrain.hub import adapters
+from flaxtrain.models import lora as lora_lib
 from flaxtrain.train import CompiledSteps, compile_steps
+
+# Top-level params that stay frozen under LoRA although no adapter sits in them: embedding tables
+# shared by encoder and decoder, and a fixed logits bias (PEFT trains neither by default).
+_LORA_BODY = ("shared", "final_logits_bias", "embedding")
 
 
 class Model:
@@ -26,6 +40,7 @@ class Model:
       train_data, val_data: the data `get_model` was given (used by `fit`).
       label_smoothing: seq2seq: target smoothing of the training loss.
       generation: seq2seq: a checkpoint's decoding settings (transformers' names).
+      lora: the LoRA adapters' `LoraConfig` (None without adapters); their params are params['lora'].
     """
 
     def __init__(self, name: str, config: Any, params: Any, preproc: Any, *, train_data: Any = None,
@@ -41,6 +56,113 @@ class Model:
         self._learner: Any = None
         self.label_smoothing = 0.0
         self.generation: dict[str, Any] = {}
+        self.lora: lora_lib.LoraConfig | None = None
+
+    def build(self, config: Any = None) -> Any:
+        """The model's module (for `config`, default its own), with its LoRA adapters when it has them."""
+        module = models.build_model(self.name, config or self.config)
+        return module if self.lora is None else lora_lib.LoraModule(module, self.lora)
+
+    # --- LoRA -------------------------------------------------------------------------------------
+    def add_lora(self, rank: int = 8, alpha: float = 16, targets: str | Sequence[str] = ("query", "value"),
+                 dropout: float = 0.0, seed: int = 0) -> lora_lib.LoraConfig:
+        """Adds LoRA adapters (Hu et al. 2021) on the kernels `targets` names (models/lora.py): names match
+        a module path or its last parts ('query', 'attention/out'), a single string is a regular expression
+        over whole paths, as PEFT's target_modules. A starts Kaiming-uniform, B at zero, so the model's
+        outputs are unchanged until it trains. Returns the resolved config (`self.lora`)."""
+        if self.lora is not None:
+            raise FlaxtrainError("this model already has LoRA adapters: merge_lora() them first, or keep training these")
+        for what, value in (("rank", rank), ("alpha", alpha)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+                raise FlaxtrainError(f"LoRA {what} must be a positive number, got {value!r}")
+        if rank != int(rank):
+            raise FlaxtrainError(f"LoRA rank must be a whole number, got {rank!r}")
+        if dropout:
+            raise FlaxtrainError(f"lora dropout {dropout} is not available: flaxtrain adds the adapters to their kernels "
+                                 "(models/lora.py), so there is no adapter input to drop; pass dropout=0.0 (the "
+                                 "model's own dropout still applies)")
+        if not targets:
+            raise FlaxtrainError("targets is empty: name the kernels to adapt, e.g. targets=('query', 'value')")
+        boxed = jax.eval_shape(lambda rng: self.module.init({"params": rng, "dropout": rng}, input_ids=jnp.zeros((1, 16), jnp.int32),
+                                                            deterministic=True), jax.random.key(0))["params"]
+        kernels = lora_lib.kernel_paths(boxed)
+        chosen = lora_lib.match_targets(list(kernels), targets)
+        if not chosen:
+            shown = sorted({path.split("/")[-1] for path in kernels})
+            raise FlaxtrainError(f"targets {targets!r} match no kernel of this {self.name} model"
+                                 f"{nearest(str(targets if isinstance(targets, str) else targets[0]), shown)}: "
+                                 f"its kernels end in {', '.join(shown)}")
+        stacked = [path for path in chosen if "layers" in path.split("/")]
+        if stacked:
+            raise FlaxtrainError(f"{stacked[0]} holds every block's kernel stacked (scan_layers): build the model "
+                                 "with scan_layers=False to add LoRA adapters")
+        config = lora_lib.LoraConfig(int(rank), float(alpha), tuple(chosen),
+                                     tuple(lora_lib.input_axes(*kernels[path]) for path in chosen))
+        adapters = lora_lib.init_adapters(kernels, config, jax.random.key(seed))
+        self.params = {**self.params, lora_lib.LORA: jax.device_get(nn.meta.unbox(adapters))}
+        self.lora = config
+        self.module = lora_lib.LoraModule(self.module, config)
+        self._steps = None
+        return config
+
+    def lora_trainable(self) -> tuple[str, ...]:
+        """Top-level params that train beside the adapters (PEFT's modules_to_save): the task head, i.e. the
+        parts no adapter sits in, less embedding tables and fixed biases."""
+        if self.lora is None:
+            raise FlaxtrainError("this model has no LoRA adapters: add them with add_lora(...)")
+        adapted = {path.split("/")[0] for path in self.lora.targets}
+        return tuple(name for name in self.params
+                     if name != lora_lib.LORA and name not in adapted and name not in _LORA_BODY)
+
+    def merge_lora(self) -> None:
+        """Folds the adapters into their kernels (W + alpha/r A B) and drops them: a plain model again."""
+        if self.lora is None:
+            raise FlaxtrainError("this model has no LoRA adapters to merge")
+        self.params = jax.device_get(jax.jit(lora_lib.merge, static_argnums=1)(self.params, self.lora))
+        self.lora = None
+        self.module = self.module.base
+        self._steps = None
+
+    def load_adapter(self, directory: str | os.PathLike) -> lora_lib.LoraConfig:
+        """Adds the LoRA adapters of a PEFT adapter folder (`predictor.save_adapter`'s, or one PEFT trained on
+        the PyTorch model of the same checkpoint), with the head it saved (modules_to_save)."""
+        encoder, head_kind = getattr(self.config, "encoder", None), getattr(self.task.predictor, "hf_head", None)
+        if encoder is None or head_kind is None:
+            raise FlaxtrainError(f"PEFT adapters load onto pretrained-encoder models; this is a {self.name} model")
+        peft_config, pairs, head = adapters.read_adapter(directory, encoder, task=head_kind)
+        rank = int(peft_config.get("r", 0))
+        config = self.add_lora(rank=rank, alpha=float(peft_config.get("lora_alpha", rank)), targets=sorted(pairs))
+        flat = traverse_util.flatten_dict(self.params[lora_lib.LORA], sep="/")
+        for target, (a, b) in pairs.items():
+            a_shape, b_shape = flat[f"{target}/a"].shape, flat[f"{target}/b"].shape
+            if a.shape != (rank, math.prod(a_shape[:-1])) or b.shape != (math.prod(b_shape[1:]), rank):
+                self.lora, self.module = None, self.module.base
+                self.params = {k: v for k, v in self.params.items() if k != lora_lib.LORA}
+                raise FlaxtrainError(f"the adapter on {target} in {directory} has shapes {a.shape} and {b.shape}, this model "
+                                     f"needs ({rank}, {math.prod(a_shape[:-1])}) and ({math.prod(b_shape[1:])}, {rank}): "
+                                     "load it onto the checkpoint it was trained on")
+            flat[f"{target}/a"] = a.T.reshape(a_shape)
+            flat[f"{target}/b"] = b.T.reshape(b_shape)
+        params = {**self.params, lora_lib.LORA: traverse_util.unflatten_dict(flat, sep="/")}
+        for name, values in head.items():
+            mine = jax.tree.map(np.shape, self.params.get(name))
+            if mine != jax.tree.map(np.shape, values):
+                print(f"the adapter's {name} head does not fit this model ({jax.tree.map(np.shape, values)} there, "
+                      f"{mine} here): the model keeps its own")
+                continue
+            params[name] = values
+        self.params = params
+        return config
+
+    def merged(self) -> Model:
+        """This model with its adapters folded in (itself when it has none); this model is unchanged."""
+        if self.lora is None:
+            return self
+        copy = Model(self.name, self.config, self.params, self.preproc)
+        copy.label_smoothing, copy.generation = self.label_smoothing, dict(self.generation)
+        copy.lora, copy.module = self.lora, self.module
+        copy.merge_lora()
+        return copy
 
     @property
     def task(self) -> tasks.Task:
@@ -96,4 +218,5 @@ class Model:
         return self.task.predictor(self).predict_proba(texts)
 
     def __repr__(self) -> str:
-        return f"Model({self.name!r}, {self.num_params():,} params, {self.preproc!r})"
+        adapters = "" if self.lora is None else f", LoRA r={self.lora.rank} on {len(self.lora.targets)} kernels"
+        return f"Model({self.name!r}, {self.num_params():,} params{adapters}, {self.preproc!r})"

@@ -12,6 +12,7 @@ from flaxtrain import models, tasks
 from flaxtrain.api.model import Model
 from flaxtrain.api.weights import init_model_params
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.models import lora
 from flaxtrain.tasks import Predictor, folder
 
 __all__ = ["Predictor", "get_predictor", "load_predictor", "read_predictor_config"]
@@ -36,7 +37,12 @@ def load_predictor(directory: str | os.PathLike, batch_size: int = 32) -> Predic
     name = config["model"].get("name", "?")
     model_config = models.make_config(name, **config["model"].get("config", {}))
     module = models.build_model(name, model_config)
+    adapters = config.get("lora")
+    if adapters is not None:  # a LoRA model saved unmerged: the adapters are params['lora']
+        module = lora.LoraModule(module, lora.LoraConfig.from_dict(adapters))
     params = folder.read_params(path, jax.eval_shape(lambda: init_model_params(module, 0)))
     model = Model(name, model_config, params, preproc)
+    if adapters is not None:
+        model.lora, model.module = module.config, module
     model.task.restore_section(model, config)
     return model.task.predictor(model, preproc, batch_size)

@@ -8,6 +8,7 @@ Learner, get_model, get_predictor, load_predictor and the CLI reach a task only 
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -142,6 +143,10 @@ class Predictor:
     Each task's predictor (classification, regression, tagging, QA, generation) subclasses this one.
     """
 
+    # The Hugging Face head of the task's pretrained-encoder models ('sequence', 'token', 'span', 'mlm'):
+    # which *For... class save_pretrained writes and which PEFT task_type save_adapter names.
+    hf_head: ClassVar[str | None] = None
+
     def __init__(self, model: TaskModel, preproc: Any = None, batch_size: int = 32):
         self.model = model
         self.preproc = as_preprocessor(preproc) or model.preproc
@@ -167,6 +172,9 @@ class Predictor:
         multi-host run every process calls it and process 0 alone writes.
         """
         section = {**self.task.folder_section(self.model), **(extra or {})}
+        adapters = getattr(self.model, "lora", None)
+        if adapters is not None:  # kept unmerged, so that training can go on from the loaded predictor
+            section["lora"] = adapters.to_dict()
         return folder.write(directory, self.model, self.preproc, jax.device_get(self.model.params), extra=section)
 
     def rows_per_batch(self, count: int) -> int:
@@ -186,5 +194,35 @@ class Predictor:
         return export(self, path, format, texts=texts, labels=labels, quantize=quantize, tolerance=tolerance)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Writes the model in Hugging Face format, where its task has one (see the task's predictor)."""
+        """Writes the model in Hugging Face format, where its task has one (see the task's `_save_pretrained`);
+        LoRA adapters are merged into their kernels first (the model itself keeps them)."""
+        merged = getattr(self.model, "merged", None)
+        if merged is None or getattr(self.model, "lora", None) is None:
+            return self._save_pretrained(directory)
+        plain = copy.copy(self)
+        plain.model = merged()
+        return plain._save_pretrained(directory)
+
+    def _save_pretrained(self, directory: str | os.PathLike) -> Path:
         raise FlaxtrainError(f"save_pretrained writes pretrained-encoder models; a {self.model.name} saves with save()")
+
+    def save_adapter(self, directory: str | os.PathLike, *, base_model: str | None = None) -> Path:
+        """Writes the model's LoRA adapters in PEFT's format (adapter_model.safetensors + adapter_config.json),
+        with the head trained beside them as modules_to_save: `peft.PeftModel.from_pretrained` loads it onto
+        the PyTorch model of the checkpoint it was trained on, and `model.load_adapter` back here.
+
+        Args:
+          directory: the adapter folder (replaced atomically).
+          base_model: adapter_config's base_model_name_or_path (the checkpoint's name or folder).
+        """
+        from flaxtrain.hub import adapters
+
+        config = getattr(self.model, "lora", None)
+        if config is None:
+            raise FlaxtrainError("this model has no LoRA adapters: add them with learner.add_lora(...) before fit")
+        encoder = getattr(self.model.config, "encoder", None)
+        if encoder is None or self.hf_head is None:
+            raise FlaxtrainError(f"PEFT adapters are written for pretrained-encoder models; save this {self.model.name} "
+                                 "model with predictor.save(), which keeps its adapters")
+        return adapters.save_adapter(directory, encoder, self.model.params, config, task=self.hf_head,
+                                     head=self.model.lora_trainable(), base_model=base_model)

@@ -38,6 +38,8 @@ def predict_log_probs(apply_fn: Callable[..., jax.Array], params: Any, batch: Ba
 class ClassifierPredictor(Predictor):
     """Predicts class names and probabilities of raw texts."""
 
+    hf_head = "sequence"
+
     def log_probs(self, input_ids: list[np.ndarray]) -> np.ndarray:
         """Float32 log-probabilities [n, c] of encoded texts (regression: predictions [n]), in their order."""
         data = TextDataset(texts=[""] * len(input_ids), input_ids=input_ids, labels=None, preproc=self.preproc)
@@ -74,11 +76,11 @@ class ClassifierPredictor(Predictor):
             raise FlaxtrainError("no texts to evaluate: pass at least one labelled text")
         return data
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def _save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes a pretrained-encoder classifier in Hugging Face format (PyTorch `transformers` loads it
         as *ForSequenceClassification)."""
         if getattr(self.model.config, "encoder", None) is None:
-            return super().save_pretrained(directory)
+            return super()._save_pretrained(directory)
         return hub.save_pretrained(directory, self.model.config.encoder, self.model.params, self.preproc.tokenizer,
                                    task="sequence", class_names=self.preproc.class_names, **self._hf_options())
 

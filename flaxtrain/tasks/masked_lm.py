@@ -68,6 +68,8 @@ class MaskedLMPredictor(StreamedPredictor):
     """Fills masks: `predict("The capital of France is [MASK].")` -> for each [MASK], the best
     (token, probability) pairs, best first (one list per mask)."""
 
+    hf_head = "mlm"
+
     def top_tokens(self, texts: Sequence[str]) -> tuple[list[np.ndarray], np.ndarray]:
         """(token ids of each text, [n, t, TOP_K, 2] best log-probabilities and ids at every position)."""
         p = self.preproc
@@ -97,7 +99,7 @@ class MaskedLMPredictor(StreamedPredictor):
                             for t in np.flatnonzero(ids == self.preproc.mask_id)])
         return results[0] if single else results
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def _save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format (transformers' *ForMaskedLM, head tied to the embeddings)."""
         return hub.save_pretrained(directory, self.model.config.encoder, self.model.params, self.preproc.tokenizer,
                                    task="mlm")

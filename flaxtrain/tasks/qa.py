@@ -57,6 +57,8 @@ class QAPredictor(Predictor):
     """Answers questions from contexts: `predict(question, context)` ->
     {'answer': text, 'start': char offset, 'end': char offset, 'score': probability}."""
 
+    hf_head = "span"
+
     def __init__(self, model: TaskModel, preproc: Any = None, batch_size: int = 32, *, n_best: int = 20,
                  allow_no_answer: bool = False):
         super().__init__(model, preproc, batch_size)

@@ -124,7 +124,7 @@ class Seq2SeqPredictor(Predictor):
         predicted = self.preproc.decode(self.generate_ids(data.input_ids, self.generation_config(**settings)))
         return generation_metrics(self.preproc.task, predicted, data.targets)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def _save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes a T5 / BART / Marian model in Hugging Face format (transformers' *ForConditionalGeneration)."""
         return hub.save_seq2seq(directory, self.model.config, self.model.params, self.preproc.tokenizer,
                                 generation=self.model.generation or None)

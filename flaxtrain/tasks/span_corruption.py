@@ -104,7 +104,7 @@ class SpanCorruptionPredictor(StreamedPredictor):
         out = p.tokenizer.decode_batch([[int(t) for t in row if t != p.pad_id] for row in rows], skip_special_tokens=False)
         return out[0] if single else out
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def _save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format (transformers' T5ForConditionalGeneration)."""
         return hub.save_seq2seq(directory, self.model.config, self.model.params, self.preproc.tokenizer)
 

@@ -75,6 +75,8 @@ class TaggerPredictor(Predictor):
     """Tags raw text with a sequence tagger: `predict("Barack Obama visited Paris")` ->
     [('Barack', 'B-PER'), ('Obama', 'I-PER'), ('visited', 'O'), ('Paris', 'B-LOC')]."""
 
+    hf_head = "token"
+
     def tag_ids(self, data: TaggedDataset) -> list[np.ndarray]:
         """Tag ids of each sentence's kept words (words past maxlen are left out)."""
         batches, count = data.batches(batch_size=self.rows_per_batch(len(data.words)))
@@ -125,11 +127,11 @@ class TaggerPredictor(Predictor):
         metrics = entity_metrics(data.tags, predicted, scheme=self.preproc.tag_scheme)
         return sums["loss"], {"acc": sums["acc"], **{k: v for k, v in metrics.items() if k != "report"}}
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def _save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes a pretrained-encoder tagger in Hugging Face format (*ForTokenClassification)."""
         config = self.model.config
         if getattr(config, "encoder", None) is None:
-            return super().save_pretrained(directory)
+            return super()._save_pretrained(directory)
         if config.use_crf:
             raise FlaxtrainError("Hugging Face token classification has no CRF layer: save a CRF tagger with save()")
         return hub.save_pretrained(directory, config.encoder, self.model.params, self.preproc.tokenizer, task="token",

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxtrain import models
+from flaxtrain.models import lora
 from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
 from flaxtrain.tasks.classification import classification_loss
@@ -85,7 +86,15 @@ def _model(name: str, dropout: float):
                                   "dropout_rate": dropout})
         return models.build_model("span_corruption", config), span_corruption_loss, pretraining_batches("t5")
     config = models.HeadConfig(encoder, num_classes=3)
-    return models.build_model("transformer", config), classification_loss, batches()
+    module = models.build_model("transformer", config)
+    if name.startswith("lora"):  # adapters on the query, value and attention-output kernels ([m, h, d] and [h, d, m])
+        kernels = lora.kernel_paths(jax.eval_shape(lambda rng: module.init(
+            {"params": rng, "dropout": rng}, input_ids=jnp.zeros((1, LENGTH), jnp.int32), deterministic=True),
+            jax.random.key(0))["params"])
+        targets = lora.match_targets(list(kernels), ("query", "value", "attention/out"))
+        module = lora.LoraModule(module, lora.LoraConfig(4, 8.0, tuple(targets),
+                                                         tuple(lora.input_axes(*kernels[t]) for t in targets)))
+    return module, classification_loss, batches()
 
 
 def run(spec: str, dropout: float) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, str]]:
@@ -98,7 +107,7 @@ def run(spec: str, dropout: float) -> tuple[np.ndarray, dict[str, np.ndarray], d
     initial_encoder = jax.device_get(params.get("encoder"))  # a host copy: the steps donate the state's buffers
     steps = compile_steps(module.apply, loss_fn, strategy=make_strategy(strategy, mesh_shape),
                           grad_accum_steps=int(accum or 1), param_specs=logical_param_specs(module, sample))
-    tx = make_optimizer(3e-3, weight_decay=0.01, frozen=("encoder",) if name.startswith("frozen") else ())
+    tx = make_optimizer(3e-3, weight_decay=0.01, frozen=("encoder",) if name.startswith(("frozen", "lora")) else ())
     if name.startswith("born"):  # params created sharded by a jitted init
         state = steps.init_state(module, sample, jax.random.key(0), tx)
     else:
@@ -118,7 +127,7 @@ def run(spec: str, dropout: float) -> tuple[np.ndarray, dict[str, np.ndarray], d
             for path, x in jax.tree_util.tree_flatten_with_path(final)[0]}
     specs = {jax.tree_util.keystr(path): str(getattr(x.sharding, "spec", ""))
              for path, x in jax.tree_util.tree_flatten_with_path(final)[0]}
-    if name.startswith("frozen"):  # the encoder leaves the steps as it came in (no weight decay either)
+    if name.startswith(("frozen", "lora")):  # the encoder leaves the steps as it came in (no weight decay either)
         same = jax.tree.map(lambda a, b: np.array_equal(a, np.asarray(b)), initial_encoder, final["encoder"])
         assert all(jax.tree.leaves(same)), same
     return np.asarray(losses), flat, specs

@@ -69,6 +69,8 @@ def runs(tmp_path_factory) -> dict[str, tuple[list[subprocess.Popen], Path]]:
                     tmp / "dropout.npz"),
         "frozen": ([_start(tmp / "frozen.npz", ["frozen:single", "frozen-pmap:pmap", "frozen-spmd:spmd:2x2x2"])],
                    tmp / "frozen.npz"),
+        # LoRA adapters on a frozen encoder (models/lora.py), sharded as their kernels are.
+        "lora": ([_start(tmp / "lora.npz", ["lora:single", "lora-pmap:pmap", "lora-spmd:spmd:2x2x2"])], tmp / "lora.npz"),
         # Pretraining: masked-LM and T5 span corruption on packed rows (segment ids).
         "pretraining": ([_start(tmp / "pretraining.npz", ["mlm:single", "mlm-pmap:pmap", "mlm-spmd:spmd:2x2x2", "t5:single",
                                                           "t5-pmap:pmap", "t5-spmd:spmd:2x2x2"])], tmp / "pretraining.npz"),
@@ -128,6 +130,19 @@ def test_a_frozen_encoder_trains_the_same_head_under_every_strategy(runs, eight_
     frozen, trained = _params(result, "frozen:single"), _params(eight_devices, "single")
     assert not np.allclose(result["frozen:single/losses"], eight_devices["single/losses"])
     assert not np.allclose(frozen["['classifier']['kernel']"], trained["['classifier']['kernel']"])
+
+
+def test_lora_adapters_train_the_same_under_every_strategy(runs):
+    result = _results(runs, "lora")  # the worker checks that the encoder params came back unchanged
+    for spec in ("lora-pmap:pmap", "lora-spmd:spmd:2x2x2"):
+        _assert_same_run(result, spec, result, "lora:single")
+    adapters = {k: v for k, v in _params(result, "lora:single").items() if k.startswith("['lora']")}
+    assert len(adapters) == 2 * 3 * 2  # A and B of query, value and attention/out in two layers
+    assert all(np.abs(v).max() > 0 for v in adapters.values())  # B left zero, or A untouched, would fail the sums
+    spec = lambda path: str(result[f"lora-spmd:spmd:2x2x2/spec['lora']['encoder']['layer_0']['attention']{path}"])
+    assert spec("['query']['a']") == "P('fsdp', None)"  # the kernel's input axis, rank whole
+    assert spec("['query']['b']") == "P(None, 'tensor', None)"  # the kernel's heads axis
+    assert spec("['out']['a']") == "P('tensor', None, None)"
 
 
 @pytest.mark.slow
