@@ -162,6 +162,14 @@ class TextPreprocessor(Preprocessor):
         encodings = self.tokenizer.encode_batch(texts, add_special_tokens=self.add_special_tokens)
         return [np.asarray(e.ids, np.int32) for e in encodings]
 
+    def tokens_of(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """Token ids of one text (as `encode` gives them) and, per token, the span of the text it covers
+        (the token itself where it covers none, as special tokens)."""
+        (text,) = check_texts([text], "text")
+        encoding = self.tokenizer.encode(text, add_special_tokens=self.add_special_tokens)
+        pieces = [text[start:end] if end > start else token for token, (start, end) in zip(encoding.tokens, encoding.offsets)]
+        return np.asarray(encoding.ids, np.int32), pieces
+
     def encode_labels(self, labels: Any, num_texts: int) -> np.ndarray:
         """Class indices [n] int32 of labels given as class names or one-hot / probability rows;
         float32 targets [n] for a regression preprocessor."""

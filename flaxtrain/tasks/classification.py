@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +15,8 @@ import numpy as np
 from flaxtrain import hub, ops
 from flaxtrain.data import TextDataset, TextPreprocessor
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import classification_metrics, classification_report
+from flaxtrain.eval import attribution, classification_metrics, classification_report
+from flaxtrain.eval.explanation import Explanation
 from flaxtrain.tasks.base import Predictor, Task, TaskModel
 from flaxtrain.train import loop
 
@@ -69,6 +71,57 @@ class ClassifierPredictor(Predictor):
         log_probs = self.log_probs(data.input_ids)
         loss = float(-np.mean(log_probs[np.arange(len(data)), data.labels]))
         return loss, classification_metrics(data.labels, log_probs.argmax(-1), self.preproc.num_classes)
+
+    def explain(self, text: str, class_name: Any = None, *, steps: int = 64) -> Explanation:
+        """Per-token attributions of the prediction on `text` by integrated gradients (eval/attribution.py):
+        [(token, attribution), ...] toward `class_name`'s probability (default: the predicted class; for
+        a regressor, toward the predicted value), from a baseline of zero token embeddings. They add up
+        to score - baseline (`.error` is the quadrature's remainder; more `steps`, less error). The result
+        renders itself: `.html()` (Jupyter shows it coloured), `.terminal()`, `.plot(path)`.
+        """
+        if not isinstance(text, str):
+            raise FlaxtrainError(f"explain takes one text (a str), got {type(text).__name__}: call it once per text")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise FlaxtrainError(f"steps must be a whole number of at least 2, got {steps!r}")
+        ids, tokens = self.preproc.tokens_of(text)
+        if len(ids) == 0:
+            raise FlaxtrainError(f"{text!r} has no tokens to explain")
+        length = next((b for b in self.preproc.buckets if b >= len(ids)), len(ids))
+        row = np.full((1, length), self.preproc.pad_id, np.int32)
+        row[0, :len(ids)] = ids
+        target, name = self._explained(row, class_name)
+        key = (steps, length)
+        if key not in self._explainers:
+            self._explainers[key] = attribution.make_explainer(self.model.module.apply, self._explain_score, steps)
+        inputs = {"input_ids": jnp.asarray(row)}
+        per_lookup, score, baseline = self._explainers[key](self.model.params, inputs, jnp.asarray(target, jnp.int32))
+        names = attribution.lookup_names(self.model.module.apply, self.model.params, inputs, self._explain_score)
+        values = attribution.token_attributions([np.asarray(v) for v in per_lookup], names)
+        padding = float(np.abs(values[len(ids):]).sum())
+        if padding > 1e-6 * max(float(np.abs(values).sum()), 1e-12):
+            raise FlaxtrainError(f"the padding after {text!r} takes {padding:.3g} of the attribution: this network does "
+                                 "not mask its padding, so no explanation of the text alone exists")
+        return Explanation([(tok, float(v)) for tok, v in zip(tokens, values)], target=name, score=float(score),
+                           baseline=float(baseline))
+
+    @functools.cached_property
+    def _explainers(self) -> dict[tuple[int, int], Any]:
+        """The jitted explainers made so far, by (steps, padded length)."""
+        return {}
+
+    @staticmethod
+    def _explain_score(outputs: jax.Array, target: jax.Array) -> jax.Array:
+        return jax.nn.softmax(outputs[0].astype(jnp.float32))[target]
+
+    def _explained(self, row: np.ndarray, class_name: Any) -> tuple[int, Any]:
+        """(class index, class name) an explanation is toward."""
+        names = list(self.preproc.class_names)
+        if class_name is None:
+            index = int(self.log_probs([row[0][row[0] != self.preproc.pad_id]])[0].argmax())
+            return index, names[index]
+        if class_name not in names:
+            raise FlaxtrainError(f"class {class_name!r} is not one of the model's classes {names}")
+        return names.index(class_name), class_name
 
     def _labelled(self, texts: list[str], labels: Any) -> TextDataset:
         data = self.preproc.preprocess_test(texts, labels)

@@ -53,6 +53,16 @@ class RegressorPredictor(ClassifierPredictor):
     def _hf_options(self) -> dict[str, Any]:
         return {"problem_type": "regression"}
 
+    @staticmethod
+    def _explain_score(outputs: jax.Array, target: jax.Array) -> jax.Array:
+        del target
+        return outputs[0, 0].astype(jnp.float32)
+
+    def _explained(self, row: np.ndarray, class_name: Any) -> tuple[int, Any]:
+        if class_name is not None:
+            raise FlaxtrainError("a regressor's explanation is toward its predicted value: drop class_name")
+        return 0, "value"
+
 
 class TextRegression(TextClassification):
     name = "text_regression"

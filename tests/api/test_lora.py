@@ -9,10 +9,10 @@ import pytest
 
 import flaxtrain
 import flaxtrain.text
-from flaxtrain import hub
 from flaxtrain.errors import FlaxtrainError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+from encoder_families import FAMILIES, family_checkpoint  # noqa: E402
 from make_predictor_folders import tiny_bert  # noqa: E402
 
 import peft  # noqa: E402  (the test extra: a missing reference must fail, not skip)
@@ -86,28 +86,10 @@ def test_lora_trains_adapters_and_head_only_and_peft_gives_the_same_outputs(spli
     np.testing.assert_allclose(flaxtrain.get_predictor(model, t).predict_proba(probe), probs, atol=1e-5)
 
 
-def _family_checkpoint(family: str, path: Path) -> Path:
-    """A random checkpoint of `family` with MiniLM's tokenizer (whose [PAD] is 0: RoBERTa's pad id follows it)."""
-    sizes = dict(vocab_size=30522, num_hidden_layers=2, num_attention_heads=3, hidden_size=15, intermediate_size=37,
-                 max_position_embeddings=40)
-    config = {
-        "bert": lambda: transformers.BertConfig(**sizes),
-        "roberta": lambda: transformers.RobertaConfig(**sizes, type_vocab_size=1, pad_token_id=0),
-        "xlm-roberta": lambda: transformers.XLMRobertaConfig(**sizes, type_vocab_size=1, pad_token_id=0),
-        "distilbert": lambda: transformers.DistilBertConfig(vocab_size=30522, n_layers=2, n_heads=3, dim=15, hidden_dim=37,
-                                                           max_position_embeddings=40),
-        "albert": lambda: transformers.AlbertConfig(**sizes, embedding_size=7),
-    }[family]()
-    torch.manual_seed(0)
-    transformers.AutoModel.from_config(config).save_pretrained(path, safe_serialization=True)
-    hub.load_tokenizer("minilm").save(str(path / "tokenizer.json"))
-    return path
-
-
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "distilbert", "albert"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_adapters_with_large_random_weights_match_peft_for_every_encoder_family(family, sentiment_texts, tmp_path):
     texts, labels = sentiment_texts
-    checkpoint = _family_checkpoint(family, tmp_path / "ckpt")
+    checkpoint = family_checkpoint(family, tmp_path / "ckpt")
     t = flaxtrain.text.Transformer(str(checkpoint), maxlen=20)
     trn = t.preprocess_train(texts[:30], [["neg", "pos", "meh"][i % 3] for i in range(30)], verbose=0)
     model = flaxtrain.get_model(str(checkpoint), trn, lora={"rank": 3, "alpha": 5, "targets": ("query", "value", "attention/out")})
