@@ -22,7 +22,7 @@ from flaxtrain.errors import FlaxtrainError
 _LAZY = {
     "get_model": "flaxtrain.api.factory",
     "Model": "flaxtrain.api.model",
-    "get_learner": "flaxtrain.api.learner",
+    "get_learner": "flaxtrain.api.factory",
     "Learner": "flaxtrain.api.learner",
     "get_predictor": "flaxtrain.api.predictor",
     "load_predictor": "flaxtrain.api.predictor",
@@ -38,8 +38,8 @@ __all__ = ["FlaxtrainError", "__version__", *_LAZY, "text"]
 
 if TYPE_CHECKING:
     from flaxtrain import text
-    from flaxtrain.api.learner import Learner, get_learner
-    from flaxtrain.api.factory import get_model
+    from flaxtrain.api.learner import Learner
+    from flaxtrain.api.factory import get_learner, get_model
     from flaxtrain.api.model import Model
     from flaxtrain.api.predictor import Predictor, get_predictor, load_predictor
     from flaxtrain.allocator import tune_allocator

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import flax.linen as nn
 
 import jax.numpy as jnp
 
 from flaxtrain import hub, models, tasks
+from flaxtrain.api import learner as learner_lib
+from flaxtrain.api.custom import custom_model
 from flaxtrain.api.model import Model
 from flaxtrain.api.pretraining import masked_lm_model, span_corruption_model
 from flaxtrain.api.qa import qa_model
@@ -81,6 +86,21 @@ def get_model(
                                  f"it takes {', '.join(known)}")
         model.add_lora(**lora, seed=seed)
     return model
+
+
+def get_learner(model: Any, train_data: Any = None, val_data: Any = None, batch_size: int | str = 32,
+                eval_batch_size: int | None = None, *, loss: str | Callable[..., Any] | None = None,
+                **kwargs: Any) -> learner_lib.Learner:
+    """ktrain's `get_learner(model, train_data, val_data, batch_size)`, for a flaxtrain model or any
+    `flax.linen.Module` of your own (api/custom.py): `__call__(input_ids [b, t], *, deterministic)` ->
+    logits [b, c] (or values [b, 1] for regression data), trained with `loss='classification'`,
+    `'regression'`, or `loss(outputs, batch) -> per-example losses [b]`. The Learner's keyword arguments
+    (weight_decay, strategy, mesh, seed, ...) follow."""
+    if isinstance(model, nn.Module):
+        model = custom_model(model, train_data, val_data, loss=loss, seed=kwargs.get("seed", 0))
+    elif loss is not None:
+        raise FlaxtrainError("loss= is for custom modules: a flaxtrain model trains with its task's own loss")
+    return learner_lib.get_learner(model, train_data, val_data, batch_size, eval_batch_size, **kwargs)
 
 
 def _classifier(name: str, train_data: Any, val_data: TextDataset | None, *, preproc: TextPreprocessor | None,

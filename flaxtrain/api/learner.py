@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flaxtrain import models, tasks
+from flaxtrain import tasks
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.models import lora
 from flaxtrain.tasks import TaskModel
@@ -141,8 +141,8 @@ class Learner:
         if self._steps is None:
             module = self.model.module
             if self.precision != "float32":  # compute in bf16; params and optimizer state stay float32
-                module = self.model.build(models.with_compute_dtype(self.model.config, self.precision))
-            sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
+                module = self.model.build(self.precision)
+            sample = self.model.sample_inputs
             self._steps = compile_steps(module.apply, self.model.loss_fn, strategy=self.strategy,
                                         grad_accum_steps=self.grad_accum_steps, param_specs=logical_param_specs(module, sample),
                                         predict_fn=self.model.predict_fn, skip_nonfinite=self.skip_nonfinite)
@@ -475,7 +475,7 @@ class Learner:
         """One fit call (train/fitting.py): `make_schedule(first_step) -> (schedule, epochs or None)`
         gives the plan's schedule; checkpoints, resume, SIGTERM, SWA and TensorBoard are the run's."""
         plan = {**plan, "batch_size": self.batch_size, "seed": self.seed, "grad_accum_steps": self.grad_accum_steps,
-                **_flat_config("model", {"name": self.model.name, **models.config_to_dict(self.model.config)})}
+                **_flat_config("model", {"name": self.model.name, **_plain_config(self.model)})}
         if self.frozen:
             plan["frozen"] = list(self.frozen)
         val = self.val_data
@@ -557,6 +557,14 @@ class Learner:
         if data is None or not data.labelled:
             raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
         return self.task.report(self._predictor(), data, class_names=class_names, print_report=print_report)
+
+
+def _plain_config(model: TaskModel) -> dict[str, Any]:
+    """The model's config as a run plan records it (a custom module's as far as it can be named)."""
+    try:
+        return model.folder_config()
+    except FlaxtrainError:
+        return dict(model.config)
 
 
 def _flat_config(prefix: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -44,10 +44,10 @@ class Model:
     """
 
     def __init__(self, name: str, config: Any, params: Any, preproc: Any, *, train_data: Any = None,
-                 val_data: Any = None):
+                 val_data: Any = None, module: Any = None):
         self.name = name
         self.config = config
-        self.module = models.build_model(name, config)
+        self.module = module if module is not None else models.build_model(name, config)
         self.params = params
         self.preproc = preproc
         self.train_data = train_data
@@ -58,10 +58,20 @@ class Model:
         self.generation: dict[str, Any] = {}
         self.lora: lora_lib.LoraConfig | None = None
 
-    def build(self, config: Any = None) -> Any:
-        """The model's module (for `config`, default its own), with its LoRA adapters when it has them."""
-        module = models.build_model(self.name, config or self.config)
+    def build(self, precision: str | None = None) -> Any:
+        """The model's module computing in `precision` (default: its config's), with its LoRA adapters."""
+        config = self.config if precision is None else models.with_compute_dtype(self.config, precision)
+        module = models.build_model(self.name, config)
         return module if self.lora is None else lora_lib.LoraModule(module, self.lora)
+
+    @property
+    def sample_inputs(self) -> dict[str, jax.Array]:
+        """Inputs of one row that `module.init` takes (for shapes and sharding specs)."""
+        return {"input_ids": jnp.zeros((1, 16), jnp.int32)}
+
+    def folder_config(self) -> dict[str, Any]:
+        """The model's config as a saved predictor's config.json holds it."""
+        return models.config_to_dict(self.config)
 
     # --- LoRA -------------------------------------------------------------------------------------
     def add_lora(self, rank: int = 8, alpha: float = 16, targets: str | Sequence[str] = ("query", "value"),
@@ -83,7 +93,7 @@ class Model:
                                  "model's own dropout still applies)")
         if not targets:
             raise FlaxtrainError("targets is empty: name the kernels to adapt, e.g. targets=('query', 'value')")
-        boxed = jax.eval_shape(lambda rng: self.module.init({"params": rng, "dropout": rng}, input_ids=jnp.zeros((1, 16), jnp.int32),
+        boxed = jax.eval_shape(lambda rng: self.module.init({"params": rng, "dropout": rng}, **self.sample_inputs,
                                                             deterministic=True), jax.random.key(0))["params"]
         kernels = lora_lib.kernel_paths(boxed)
         chosen = lora_lib.match_targets(list(kernels), targets)

@@ -9,6 +9,7 @@ from typing import Any
 import jax
 
 from flaxtrain import models, tasks
+from flaxtrain.api import custom
 from flaxtrain.api.model import Model
 from flaxtrain.api.weights import init_model_params
 from flaxtrain.errors import FlaxtrainError
@@ -35,6 +36,9 @@ def load_predictor(directory: str | os.PathLike, batch_size: int = 32) -> Predic
     section = config["preprocessor"]
     preproc = tasks.preprocessor_type(section).load(path, section)
     name = config["model"].get("name", "?")
+    if name == custom.CUSTOM:  # a user's module, imported again by its path
+        model = custom.rebuild(config["model"].get("config", {}), preproc, lambda abstract: folder.read_params(path, abstract))
+        return model.task.predictor(model, preproc, batch_size)
     model_config = models.make_config(name, **config["model"].get("config", {}))
     module = models.build_model(name, model_config)
     adapters = config.get("lora")

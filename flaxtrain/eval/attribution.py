@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxtrain.errors import FlaxtrainError
 from flaxtrain.layers import Embed
 
 # Module names of embeddings looked up by token ids (encoder 'word', TextCNN/fastText/tagger 'embed',
@@ -29,8 +30,13 @@ from flaxtrain.layers import Embed
 TOKEN_EMBEDDINGS = ("word", "embed", "ngrams")
 
 
-def _is_token_lookup(context: Any) -> bool:
-    return context.method_name == "__call__" and isinstance(context.module, Embed) and context.module.name in TOKEN_EMBEDDINGS
+def _is_token_lookup(context: Any, args: Any, input_ids: Any) -> bool:
+    """flaxtrain's token tables by name; any other `nn.Embed` (a custom module's) when it looks up the input ids."""
+    if context.method_name != "__call__":
+        return False
+    if isinstance(context.module, Embed):
+        return context.module.name in TOKEN_EMBEDDINGS
+    return isinstance(context.module, nn.Embed) and bool(args) and args[0] is input_ids
 
 
 Score = Callable[[Any, jax.Array], jax.Array]  # (network outputs, target) -> the scalar explained
@@ -45,7 +51,7 @@ def _forward(apply_fn: Callable[..., Any], params: Any, inputs: dict[str, jax.Ar
 
     def interceptor(next_fun: Callable[..., Any], args: Any, kwargs: Any, context: Any) -> Any:
         out = next_fun(*args, **kwargs)
-        if not _is_token_lookup(context):
+        if not _is_token_lookup(context, args, inputs.get("input_ids")):
             return out
         i = len(outputs)
         outputs.append(out)
@@ -82,6 +88,9 @@ def make_explainer(apply_fn: Callable[..., Any], score: Score, steps: int) -> Ca
 
     def explain(params: Any, inputs: dict[str, jax.Array], target: jax.Array) -> tuple[list[jax.Array], jax.Array, jax.Array]:
         full, embedded, _ = _forward(apply_fn, params, inputs, score, target, jnp.ones((), jnp.float32), None)
+        if not embedded:
+            raise FlaxtrainError("this network makes no token-embedding lookup that explain can scale (a flaxtrain Embed "
+                                 "or an nn.Embed applied to input_ids): integrated gradients need one")
         baseline, _, _ = _forward(apply_fn, params, inputs, score, target, jnp.zeros((), jnp.float32), None)
         zeros = [jnp.zeros_like(e) for e in embedded]
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import jax
 
-from flaxtrain import models
 from flaxtrain._version import __version__
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.files import atomic_directory, written_by_main_process
@@ -34,8 +33,8 @@ def write(directory: str | os.PathLike, model: Any, preproc: Any, host_params: A
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "flaxtrain_version": __version__,
-                "task": models.get_entry(model.name).task,
-                "model": {"name": model.name, "config": models.config_to_dict(model.config)},
+                "task": model.task.family,
+                "model": {"name": model.name, "config": model.folder_config()},
                 "preprocessor": preproc.save(staging),
                 **extra,
             }
