@@ -126,6 +126,9 @@ class CustomModel(Model):
                                  "module a dtype field and set it there")
         return self.module
 
+    def initial_params(self, seed: int) -> Any:
+        return jax.device_get(_init(self.module, self.sample["input_ids"], seed))
+
     def folder_config(self) -> dict[str, Any]:
         if self.config["module"] is None:
             raise FlaxtrainError(f"{type(self.user_module).__qualname__} is defined inside a function: define it at the top "

@@ -151,7 +151,10 @@ def _classifier(name: str, train_data: Any, val_data: TextDataset | None, *, pre
     weights = init_model_params(module, seed)
     if table is not None:
         weights = {**weights, "embed": {**weights["embed"], "embedding": jnp.asarray(table, weights["embed"]["embedding"].dtype)}}
-    return Model(name, config, weights, preproc, train_data=train_set, val_data=val_data)
+    model = Model(name, config, weights, preproc, train_data=train_set, val_data=val_data)
+    if table is not None:
+        model.pretrained_parts = ("embed",)
+    return model
 
 
 def _pretrained_classifier(name: str, train_data: Any, val_data: TextDataset | None, *, preproc: TextPreprocessor | None,

@@ -20,6 +20,7 @@ from flaxtrain.models import lora
 from flaxtrain.tasks import TaskModel
 from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, plots, schedules
 from flaxtrain.train import batch_size as batch_search
+from flaxtrain.train import seeds as seed_runs
 from flaxtrain.train.fitting import Checkpointing, FitRun, Progress
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.optim import is_frozen, param_path
@@ -111,6 +112,7 @@ class Learner:
         self.skip_nonfinite = skip_nonfinite
         self.log_dir = log_dir
         self._eval_follows = eval_batch_size is None
+        self.runs: list[seed_runs.SeedRun] = []  # the runs of the last fit_onecycle(..., seeds=K)
         if getattr(model, "lora", None) is not None:  # get_model(..., lora=...), or a loaded LoRA predictor's model
             self._freeze_for_lora()
         if auto:
@@ -338,13 +340,24 @@ class Learner:
     def fit_onecycle(self, lr: float, epochs: int | None = None, *, max_steps: int | None = None,
                      swa_from: int | None = None, verbose: int = 1, checkpoint_dir: str | os.PathLike | None = None,
                      checkpoint_every: int | None = None, keep_checkpoints: int = 3,
-                     resume: bool = False, evaluate_every: int | None = None) -> list[dict[str, float]]:
+                     resume: bool = False, evaluate_every: int | None = None, seeds: int | None = None) -> list[dict[str, float]]:
         """Trains `epochs` epochs (or `max_steps` optimizer steps, the last epoch cut short) with the 1cycle
         policy peaking at `lr` (train/schedules.onecycle): warm-up then cosine annealing, Adam's b1 cycled
-        inversely (0.95 -> 0.85 -> 0.95). Checkpoint and evaluate_every arguments as for `fit`."""
+        inversely (0.95 -> 0.85 -> 0.95). Checkpoint and evaluate_every arguments as for `fit`.
+
+        With `seeds=K`, trains K runs at once (train/seeds.py): run i starts from the model's
+        `initial_params(seed + i)` and has the data order and dropout keys of a learner with seed + i, all K
+        in one vmapped step. `learner.runs[i]` keeps each run's seed, weights and history; the returned
+        history has the mean of every metric over the runs and its standard deviation (`val_acc_std`, ...);
+        the model takes run 0's weights."""
         epochs = self._epochs_for(epochs, max_steps)
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
+        if seeds is not None:
+            unused = {"max_steps": max_steps, "swa_from": swa_from, "checkpoint_dir": checkpoint_dir, "resume": resume,
+                      "evaluate_every": evaluate_every}
+            return self._fit_seeds(seeds, lambda total: schedules.onecycle(lr, total), epochs, verbose=verbose,
+                                   unused=unused)
         plan = {"method": "fit_onecycle", "lr": lr, "epochs": epochs, "max_steps": max_steps, "swa_from": swa_from}
 
         def make(first_step: int) -> tuple[Any, int | None]:
@@ -354,6 +367,34 @@ class Learner:
         return self._fit(plan, make, swa_from=swa_from, verbose=verbose, checkpoint_dir=checkpoint_dir,
                          checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, resume=resume,
                          max_steps=max_steps, evaluate_every=evaluate_every)
+
+    def _fit_seeds(self, count: int, make_schedule: Any, epochs: int, *, verbose: int, unused: dict[str, Any]) -> list[dict[str, float]]:
+        """`count` runs in one vmapped job (train/seeds.py); sets `self.runs` and run 0's weights on the model."""
+        if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise FlaxtrainError(f"seeds must be a whole number of runs (at least 1), got {count!r}")
+        given = [name for name, value in unused.items() if value]
+        if given:
+            raise FlaxtrainError(f"seeds= trains its runs together without {given[0]}: drop it, or train the seeds one by one")
+        if self.strategy.kind != "single" or self.grad_accum_steps != 1 or self.precision != "float32" or self.skip_nonfinite:
+            raise FlaxtrainError("seeds= vmaps its runs on one device in float32: use strategy='single', grad_accum_steps=1, "
+                                 "precision='float32' and skip_nonfinite=False")
+        seeds = [self.seed + i for i in range(int(count))]
+
+        def batches(seed: int, epoch: int) -> Any:
+            return self.task.batches(self.train_data, batch_size=self.batch_size, shuffle=True, seed=seed, epoch=epoch,
+                                     process_index=0, process_count=1)[0]
+
+        val = None if self.val_data is None else (lambda: self._batches(self.val_data, train=False, local=True)[0])
+        runs, summary = seed_runs.fit_seeds(
+            apply_fn=self.model.module.apply, loss_fn=self.model.loss_fn, tx=self._tx,
+            params=[self.model.initial_params(seed) for seed in seeds], seeds=seeds,
+            schedule=make_schedule(epochs * self._steps_per_epoch()), epochs=epochs, train_batches=batches, val_batches=val,
+            pad_values={"input_ids": getattr(self.model.preproc, "pad_id", 0)}, verbose=bool(verbose))
+        self.runs = runs
+        self.progress.history.extend(summary)
+        self.model.params = runs[0].params
+        self._state = None
+        return summary
 
     def _epochs_for(self, epochs: int | None, max_steps: int | None) -> int:
         """The epochs a call runs: `epochs`, or as many as `max_steps` steps reach into."""

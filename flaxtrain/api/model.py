@@ -17,6 +17,7 @@ from flax import traverse_util
 
 from flaxtrain import models, tasks
 from flaxtrain.api.learner import get_learner
+from flaxtrain.api.weights import init_model_params
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.hub import adapters
 from flaxtrain.models import lora as lora_lib
@@ -41,6 +42,8 @@ class Model:
       label_smoothing: seq2seq: target smoothing of the training loss.
       generation: seq2seq: a checkpoint's decoding settings (transformers' names).
       lora: the LoRA adapters' `LoraConfig` (None without adapters); their params are params['lora'].
+      pretrained_parts: top-level params that came from a checkpoint (a pretrained encoder, word vectors):
+        `initial_params(seed)` keeps them and initialises the rest from the seed.
     """
 
     def __init__(self, name: str, config: Any, params: Any, preproc: Any, *, train_data: Any = None,
@@ -57,6 +60,13 @@ class Model:
         self.label_smoothing = 0.0
         self.generation: dict[str, Any] = {}
         self.lora: lora_lib.LoraConfig | None = None
+        self.pretrained_parts: tuple[str, ...] = ("encoder",) if getattr(config, "encoder", None) is not None else ()
+
+    def initial_params(self, seed: int) -> Any:
+        """The params this model would start from with initialisation seed `seed`: its own initialiser for
+        everything but `pretrained_parts`, which keep their current (checkpoint) values."""
+        fresh = jax.device_get(init_model_params(self.module, seed))
+        return {**fresh, **{name: self.params[name] for name in self.pretrained_parts if name in self.params}}
 
     def build(self, precision: str | None = None) -> Any:
         """The model's module computing in `precision` (default: its config's), with its LoRA adapters."""

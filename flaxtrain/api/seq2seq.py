@@ -81,6 +81,8 @@ def seq2seq_model(name: str, train_data: Seq2SeqDataset | None = None, val_data:
     model = Model("seq2seq", config, weights, preproc, train_data=train_data, val_data=val_data)
     model.label_smoothing = label_smoothing
     model.generation = generation
+    if name not in PRESETS:  # a checkpoint folder, or bert2bert's pretrained encoder and decoder
+        model.pretrained_parts = tuple(weights)
     return model
 
 
