@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import tasks
+from flaxtrain.api.reports import Reports
+from flaxtrain.api.sizing import BatchSizing
 from flaxtrain.errors import FlaxtrainError, nearest
 from flaxtrain.models import lora
 from flaxtrain.tasks import TaskModel
 from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, plots, schedules
-from flaxtrain.train import batch_size as batch_search
 from flaxtrain.train import seeds as seed_runs
 from flaxtrain.train.fitting import Checkpointing, FitRun, Progress
 from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
@@ -30,7 +31,7 @@ from flaxtrain.train.plateau import Plateau
 PRECISIONS = ("float32", "bfloat16")
 
 
-class Learner:
+class Learner(BatchSizing, Reports):
     """Trains `model` on `train_data`, validating on `val_data` after every epoch.
 
     Training runs under a strategy (train/partition.py): 'auto' (default) is data parallel over
@@ -220,68 +221,6 @@ class Learner:
         process_index, process_count = (0, 1) if local else (jax.process_index(), jax.process_count())
         return self.task.batches(data, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
                                  seed=self.seed, epoch=epoch, process_index=process_index, process_count=process_count)
-
-    def find_batch_size(self, target: int | None = None, *, memory_limit: int | None = None, max_batch_size: int = 1024,
-                        headroom: float = 0.9, verbose: int = 1) -> int:
-        """Sets the largest batch whose compiled train step fits the device memory (ktrain's users pick it by
-        trial and out-of-memory errors), from XLA's memory analysis of the compiled step: nothing runs, so
-        nothing runs out of memory. Returns the batch size (global, all devices) and sets it, with
-        `eval_batch_size` when that was not given.
-
-        The step is compiled on copies of the training set's longest rows: at two sizes, to learn its
-        fixed and per-example bytes, then at the predicted size and its neighbours, in steps of
-        8 x the data-parallel devices (1 x below 8). With `target`, a global batch larger than fits is
-        kept and split into the fewest micro-batches that fit (`grad_accum_steps`).
-
-        Args:
-          target: the global batch wanted (None: the largest that fits, at most `max_batch_size` and the
-            training set's size).
-          memory_limit: bytes per device (default: the device's limit; on CPU the host's available memory).
-          headroom: the share of `memory_limit` a step may take.
-        """
-        limit = memory_limit if memory_limit is not None else batch_search.device_memory_limit()
-        budget = int(limit * headroom)
-        dp, processes = self.strategy.data_parallel, jax.process_count()
-        cap = min(max_batch_size, len(self.train_data)) // dp * dp
-        if cap < dp:
-            raise FlaxtrainError(f"the training set has {len(self.train_data)} examples: fewer than the {dp} "
-                                 "data-parallel devices")
-        batches, _ = self.task.batches(self.train_data, batch_size=dp, shuffle=False, seed=self.seed,
-                                       process_index=jax.process_index(), process_count=processes)
-        sample = batch_search.longest_rows(batches)
-        if sample is None:
-            raise FlaxtrainError(f"train_data gave no batches: {self.train_data.empty_hint}")
-        accum, self.grad_accum_steps = self.grad_accum_steps, 1
-        self._steps = None  # compiled without accumulation: the memory of one micro-batch
-        state, measured = self._train_state(), {}
-
-        def peak(size: int) -> int:
-            if size not in measured:
-                rows = {k: np.resize(v, (size // processes, *np.shape(v)[1:])) for k, v in sample.items()}
-                sizes = self.steps.memory(state, rows, jax.random.key(self.seed))
-                if sizes is None:
-                    raise FlaxtrainError(f"the {jax.default_backend()} backend gives no memory analysis of the "
-                                         "compiled step: pass a whole number as batch_size")
-                measured[size] = sizes["peak"]
-            return measured[size]
-
-        try:
-            best, step = batch_search.largest_fitting(peak, data_parallel=dp, cap=cap, budget=budget)
-            accum = 1 if target is None else batch_search.micro_batches(target, best, dp)
-        finally:
-            self.grad_accum_steps, self._steps = accum, None
-        chosen = best if target is None else target
-        self.batch_size = chosen
-        if self._eval_follows:
-            self.eval_batch_size = chosen // accum
-        if verbose:
-            size = batch_search.format_bytes
-            fits = f"{best} fits in {size(measured[best])} of the {size(budget)} allowed per device"
-            if best + step in measured:
-                fits += f" ({best + step} would need {size(measured[best + step])})"
-            print(f"batch size {chosen} as {accum} micro-batches of {chosen // accum}: {fits}" if accum > 1
-                  else f"batch size {chosen}: {fits}")
-        return chosen
 
     def _train_state(self) -> TrainState:
         if self._state is None:
@@ -551,54 +490,6 @@ class Learner:
         if self.val_data is not None:
             keys |= {f"val_{k}" for k in keys}
         return keys
-
-    def top_losses(self, n: int = 4, val_data: Any = None) -> list[tuple[int, float, Any, Any]]:
-        """The `n` validation examples with the highest loss, worst first, as
-        (index, loss, true label, predicted label) — ktrain's top_losses, in the task's terms (tags,
-        answers, generated text). Per-example losses are the model's own loss function vmapped over
-        rows on the device."""
-        data = val_data or self.val_data
-        if data is None or not data.labelled:
-            raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to top_losses")
-        if n < 1:
-            raise FlaxtrainError(f"n must be at least 1, got {n}")
-        steps = self.model.steps
-        losses = np.zeros(data.num_rows(), np.float32)
-        batches, _ = self._batches(data, train=False, local=True)
-        pending = [(b["index"], b["weight"], steps.example_losses(self.model.params, b)) for b in batches]
-        for index, weight, values in pending:
-            keep = weight > 0
-            losses[index[keep]] = np.asarray(values)[keep]
-        task = self.task
-        return task.top_losses(self._predictor(), data, task.example_losses(data, losses), n)
-
-    def _predictor(self) -> tasks.Predictor:
-        return self.task.predictor(self.model, batch_size=self.eval_batch_size)
-
-    def view_top_losses(self, n: int = 4, preproc: Any = None, val_data: Any = None) -> list[tuple]:
-        """Prints the `n` worst validation examples (loss, true and predicted label, the text) and
-        returns them as `top_losses` does. `preproc` is accepted for ktrain's signature; the texts
-        come from the dataset itself."""
-        data = val_data or self.val_data
-        worst = self.top_losses(n, data)
-        for index, loss, truth, predicted in worst:
-            print("-" * 40)
-            print(f"id {index} | loss {loss:.4f} | true {truth} | predicted {predicted}")
-            text = data.text_of(index)
-            if text is not None:
-                print(text)
-        return worst
-
-    def validate(self, val_data: Any = None, class_names: list[Any] | None = None, print_report: bool = True) -> Any:
-        """Prints and returns the task's report on labelled validation data: for a classifier a per-class
-        precision/recall/F1 report, returning the confusion matrix (rows true); for regression
-        {'mae', 'mse', 'rmse', 'r2'}; entity-level scores for a tagger; SQuAD's for QA; BLEU/chrF or
-        ROUGE for generation."""
-        data = val_data or self.val_data
-        if data is None or not data.labelled:
-            raise FlaxtrainError("no labelled validation data: pass val_data to get_learner or to validate")
-        return self.task.report(self._predictor(), data, class_names=class_names, print_report=print_report)
-
 
 def _plain_config(model: TaskModel) -> dict[str, Any]:
     """The model's config as a run plan records it (a custom module's as far as it can be named)."""

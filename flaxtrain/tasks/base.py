@@ -9,15 +9,19 @@ Learner, get_model, get_predictor, load_predictor and the CLI reach a task only 
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.eval import attribution
+from flaxtrain.eval.explanation import Explanation
 from flaxtrain.tasks import folder
 from flaxtrain.train import TrainState, loop
 
@@ -192,6 +196,31 @@ class Predictor:
         from flaxtrain.export import export
 
         return export(self, path, format, texts=texts, labels=labels, quantize=quantize, tolerance=tolerance)
+
+    @functools.cached_property
+    def _explainers(self) -> dict[tuple[Any, int], Any]:
+        """The jitted explainers made so far, by (score function, steps); each compiles once per input shape."""
+        return {}
+
+    def _attribute(self, inputs: dict[str, np.ndarray], *, length: int, tokens: Sequence[str], target: int, name: Any,
+                   score: Any, steps: int) -> Explanation:
+        """Integrated gradients (eval/attribution.py) of `score(outputs, target)` on one row of `inputs`, whose
+        first `length` positions are the `tokens` shown; the rest is padding, whose share must be zero."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise FlaxtrainError(f"steps must be a whole number of at least 2, got {steps!r}")
+        key = (score, steps)
+        if key not in self._explainers:
+            self._explainers[key] = attribution.make_explainer(self.model.module.apply, score, steps)
+        placed = {k: jnp.asarray(v) for k, v in inputs.items()}
+        per_lookup, value, baseline = self._explainers[key](self.model.params, placed, jnp.asarray(target, jnp.int32))
+        names = attribution.lookup_names(self.model.module.apply, self.model.params, placed, score)
+        values = attribution.token_attributions([np.asarray(v) for v in per_lookup], names)
+        padding = float(np.abs(values[length:]).sum())
+        if padding > 1e-6 * max(float(np.abs(values).sum()), 1e-12):
+            raise FlaxtrainError(f"padding takes {padding:.3g} of the attribution: this network does not mask its padding, "
+                                 "so no explanation of the text alone exists")
+        return Explanation([(tok, float(v)) for tok, v in zip(tokens, values[:length])], target=name, score=float(value),
+                           baseline=float(baseline))
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Writes the model in Hugging Face format, where its task has one (see the task's `_save_pretrained`);

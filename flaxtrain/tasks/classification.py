@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 from flaxtrain import hub, ops
 from flaxtrain.data import TextDataset, TextPreprocessor
 from flaxtrain.errors import FlaxtrainError
-from flaxtrain.eval import attribution, classification_metrics, classification_report
+from flaxtrain.eval import classification_metrics, classification_report
 from flaxtrain.eval.explanation import Explanation
 from flaxtrain.tasks.base import Predictor, Task, TaskModel
 from flaxtrain.train import loop
@@ -81,8 +80,6 @@ class ClassifierPredictor(Predictor):
         """
         if not isinstance(text, str):
             raise FlaxtrainError(f"explain takes one text (a str), got {type(text).__name__}: call it once per text")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise FlaxtrainError(f"steps must be a whole number of at least 2, got {steps!r}")
         ids, tokens = self.preproc.tokens_of(text)
         if len(ids) == 0:
             raise FlaxtrainError(f"{text!r} has no tokens to explain")
@@ -90,24 +87,8 @@ class ClassifierPredictor(Predictor):
         row = np.full((1, length), self.preproc.pad_id, np.int32)
         row[0, :len(ids)] = ids
         target, name = self._explained(row, class_name)
-        key = (steps, length)
-        if key not in self._explainers:
-            self._explainers[key] = attribution.make_explainer(self.model.module.apply, self._explain_score, steps)
-        inputs = {"input_ids": jnp.asarray(row)}
-        per_lookup, score, baseline = self._explainers[key](self.model.params, inputs, jnp.asarray(target, jnp.int32))
-        names = attribution.lookup_names(self.model.module.apply, self.model.params, inputs, self._explain_score)
-        values = attribution.token_attributions([np.asarray(v) for v in per_lookup], names)
-        padding = float(np.abs(values[len(ids):]).sum())
-        if padding > 1e-6 * max(float(np.abs(values).sum()), 1e-12):
-            raise FlaxtrainError(f"the padding after {text!r} takes {padding:.3g} of the attribution: this network does "
-                                 "not mask its padding, so no explanation of the text alone exists")
-        return Explanation([(tok, float(v)) for tok, v in zip(tokens, values)], target=name, score=float(score),
-                           baseline=float(baseline))
-
-    @functools.cached_property
-    def _explainers(self) -> dict[tuple[int, int], Any]:
-        """The jitted explainers made so far, by (steps, padded length)."""
-        return {}
+        return self._attribute({"input_ids": row}, length=len(ids), tokens=tokens, target=target, name=name,
+                               score=self._explain_score, steps=steps)
 
     @staticmethod
     def _explain_score(outputs: jax.Array, target: jax.Array) -> jax.Array:

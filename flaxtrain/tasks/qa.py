@@ -11,6 +11,7 @@ import numpy as np
 
 from flaxtrain.data.qa import QADataset, QAPreprocessor, examples_from_arrays
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.eval.explanation import Explanation
 from flaxtrain.eval import squad_metrics
 from flaxtrain.eval.spans import best_span
 from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
@@ -102,6 +103,41 @@ class QAPredictor(Predictor):
 
     def predict_proba(self, *args: Any) -> np.ndarray:
         raise FlaxtrainError("a QA model returns answer spans with a score: use predict(question, context)")
+
+    def explain(self, question: str, context: str, *, steps: int = 64) -> Explanation:
+        """Per-token attributions (integrated gradients, as ClassifierPredictor.explain) over the question and
+        context toward the answer the model picks: p(start) x p(end) of its span, each a softmax over the
+        window's tokens. The explanation's `target` is the answer text. Contexts longer than one window
+        (maxlen) are refused: the answer's probability is then spread over windows."""
+        if not isinstance(question, str) or not isinstance(context, str):
+            raise FlaxtrainError("explain takes one question and its context (two strings): call it once per pair")
+        data = QADataset(examples_from_arrays([question], [context], None, None, "questions"), self.preproc)
+        windows = data.windows
+        if len(windows.input_ids) != 1:
+            raise FlaxtrainError(f"the context fills {len(windows.input_ids)} windows of {self.preproc.maxlen} word pieces: "
+                                 "explain a shorter context (one window)")
+        answer = self.answers(data)[0]
+        offsets = np.asarray(windows.offsets[0])
+        starts = np.flatnonzero(offsets[:, 0] == answer["start"])
+        ends = np.flatnonzero(offsets[:, 1] == answer["end"])
+        if not answer["answer"] or not len(starts) or not len(ends):
+            raise FlaxtrainError("the model gives no answer span in this context: there is nothing to explain")
+        ids = np.asarray(windows.input_ids[0])
+        length = len(ids)
+        inputs = {"input_ids": ids[None], "token_type_ids": np.asarray(windows.token_type_ids[0])[None],
+                  "attention_mask": np.ones((1, length), np.int32)}
+        tokenizer = self.preproc.tokenizer
+        tokens = [tokenizer.id_to_token(int(i)) or str(int(i)) for i in ids]
+        target = int(starts[0]) * length + int(ends[-1])
+        return self._attribute(inputs, length=length, tokens=tokens, target=target, name=answer["answer"],
+                               score=self._explain_score, steps=steps)
+
+    @staticmethod
+    def _explain_score(outputs: Any, target: jax.Array) -> jax.Array:
+        start, end = outputs  # [1, L] logits each; target = start index * L + end index
+        length = start.shape[-1]
+        p_start = jax.nn.softmax(start[0].astype(jnp.float32))[target // length]
+        return p_start * jax.nn.softmax(end[0].astype(jnp.float32))[target % length]
 
     def evaluate(self, questions: Sequence[str], contexts: Sequence[str], answers: Sequence[Any],
                  answer_starts: Sequence[Any] | None = None) -> tuple[float, dict[str, float]]:

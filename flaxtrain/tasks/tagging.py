@@ -16,6 +16,7 @@ from flaxtrain import hub, ops
 from flaxtrain.data.entities import EntityPreprocessor, TaggedDataset, entities, split_words
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import entity_metrics
+from flaxtrain.eval.explanation import Explanation
 from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
 from flaxtrain.train import loop
 
@@ -117,6 +118,49 @@ class TaggerPredictor(Predictor):
 
     def predict_proba(self, texts: Any) -> np.ndarray:
         raise FlaxtrainError("a sequence tagger returns tags, not class probabilities: use predict(text)")
+
+    def explain(self, text: str, word: int | str | None = None, *, steps: int = 64) -> Explanation:
+        """Per-token attributions (integrated gradients, as ClassifierPredictor.explain) toward the tag the model
+        gives `word` (its index among the text's words, or the word itself; default the first word tagged
+        other than 'O'): the softmax of the tagger's scores for that word at that tag (a CRF tagger's
+        emission scores, before its transitions). The explanation's `target` is (word, tag)."""
+        if not isinstance(text, str):
+            raise FlaxtrainError(f"explain takes one text (a str), got {type(text).__name__}: call it once per text")
+        words, _ = split_words(text)
+        if not words:
+            raise FlaxtrainError(f"{text!r} has no words to explain")
+        data = self.preproc.preprocess([words], where="text")
+        tags = self.predict_words([words])[0]
+        kept = len(data.encoded()[1][0])
+        if word is None:
+            index = next((i for i, tag in enumerate(tags[:kept]) if tag != "O"), 0)
+        elif isinstance(word, str):
+            if word not in words[:kept]:
+                raise FlaxtrainError(f"{word!r} is not one of the text's words {words[:kept]}")
+            index = words.index(word)
+        elif isinstance(word, (int, np.integer)) and not isinstance(word, bool) and 0 <= word < kept:
+            index = int(word)
+        else:
+            raise FlaxtrainError(f"word must be a word of the text or its index below {kept}, got {word!r}")
+        batch = next(iter(data.batches(batch_size=1)[0]))
+        ids = np.asarray(batch["input_ids"][0])
+        length = int(np.count_nonzero(ids != self.preproc.pad_id))
+        tokenizer = self.preproc.tokenizer
+        tokens = [tokenizer.id_to_token(int(i)) or str(int(i)) for i in ids[:length]]
+        tag = self.preproc.class_names.index(tags[index])
+        target = index * len(self.preproc.class_names) + tag
+        return self._attribute({"input_ids": batch["input_ids"], "word_starts": batch["word_starts"]}, length=length,
+                               tokens=tokens, target=target, name=(words[index], tags[index]), score=self._explain_score,
+                               steps=steps)
+
+    @functools.cached_property
+    def _explain_score(self) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        classes = len(self.preproc.class_names)
+
+        def score(outputs: jax.Array, target: jax.Array) -> jax.Array:  # target: word * classes + tag
+            return jax.nn.softmax(outputs[0, target // classes].astype(jnp.float32))[target % classes]
+
+        return score
 
     def evaluate(self, words: Sequence[Sequence[str]], tags: Sequence[Sequence[str]]) -> tuple[float, dict[str, float]]:
         """(mean loss per word, entity-level {'precision', 'recall', 'f1'} and token 'acc') on pre-split,

@@ -93,3 +93,35 @@ def test_explain_mistakes_get_one_line_errors(words):
         predictor.explain("")
     with pytest.raises(FlaxtrainError, match="steps must be a whole number"):
         predictor.explain("a film", steps=1)
+
+
+def test_tagger_and_qa_explanations_are_complete(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "text"))
+    from ner_data import make_ner_sentences
+
+    checkpoint = family_checkpoint("bert", tmp_path / "ckpt")
+    words, tags = make_ner_sentences(8, seed=5)
+    _, _, preproc = flaxtrain.text.entities_from_array(words, tags, val_pct=0, maxlen=32, verbose=0)
+    tagger = flaxtrain.get_predictor(flaxtrain.text.sequence_tagger(str(checkpoint), preproc, verbose=0))
+    text = " ".join(words[0])
+    predicted = tagger.predict(text)
+    explanation = tagger.explain(text, 2)
+    assert explanation.target == predicted[2]  # (word, its predicted tag)
+    assert explanation[0][0] == "[CLS]" and explanation[-1][0] == "[SEP]"
+    assert abs(explanation.error) <= 1e-3, explanation.error
+    assert tagger.explain(text, words[0][2]).target == predicted[2]
+    with pytest.raises(FlaxtrainError, match="word must be a word of the text or its index"):
+        tagger.explain(text, 99)
+
+    context = "The treasure was buried in Lagos by the old pirate in 1820."
+    _, _, qa_preproc = flaxtrain.text.qa_from_array(["Where is the treasure?"] * 2, [context] * 2, ["Lagos"] * 2,
+                                                    [context.index("Lagos")] * 2, val_pct=0, maxlen=40, doc_stride=8,
+                                                    max_query_length=16, verbose=0)
+    qa = flaxtrain.get_predictor(flaxtrain.text.qa_model(str(checkpoint), qa_preproc, verbose=0))
+    answer = qa.predict("Where is the treasure?", context)
+    explanation = qa.explain("Where is the treasure?", context)
+    assert explanation.target == answer["answer"]
+    assert [t for t, _ in explanation][:2] == ["[CLS]", "where"]
+    assert abs(explanation.error) <= 1e-3 * max(explanation.score, 1e-3), (explanation.error, explanation.score)
+    with pytest.raises(FlaxtrainError, match="windows of 40 word pieces"):
+        qa.explain("Where is the treasure?", context * 12)
