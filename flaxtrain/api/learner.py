@@ -7,7 +7,6 @@ task only through `model.task` (flaxtrain/tasks): its batches, report and top-lo
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -15,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import tasks
+from flaxtrain.api.adapting import Adapters
 from flaxtrain.api.reports import Reports
 from flaxtrain.api.sizing import BatchSizing
 from flaxtrain.errors import FlaxtrainError, nearest
-from flaxtrain.models import lora
 from flaxtrain.tasks import TaskModel
 from flaxtrain.train import TrainState, create_train_state, loop, make_optimizer, plots, schedules
 from flaxtrain.train import seeds as seed_runs
@@ -31,7 +30,7 @@ from flaxtrain.train.plateau import Plateau
 PRECISIONS = ("float32", "bfloat16")
 
 
-class Learner(BatchSizing, Reports):
+class Learner(BatchSizing, Reports, Adapters):
     """Trains `model` on `train_data`, validating on `val_data` after every epoch.
 
     Training runs under a strategy (train/partition.py): 'auto' (default) is data parallel over
@@ -173,29 +172,6 @@ class Learner(BatchSizing, Reports):
         if all(is_frozen(path, frozen) for path in paths):
             raise FlaxtrainError(f"freezing {', '.join(frozen)} leaves no params to train: freeze fewer")
         self._set_frozen(frozen)
-
-    def add_lora(self, rank: int = 8, alpha: float = 16, targets: str | Sequence[str] = ("query", "value"),
-                 dropout: float = 0.0) -> None:
-        """Trains LoRA adapters (Hu et al. 2021) instead of the whole model: rank-`rank` updates scaled by
-        alpha / rank on the kernels `targets` names (module names such as 'query', 'value', 'attention/out',
-        or one regular expression over whole param paths, as PEFT's target_modules). Everything else is
-        frozen except the task head (PEFT's modules_to_save): the frozen params get no optimizer state
-        and no backward pass. `merge_lora()` folds the adapters in; a predictor's `save_adapter` writes
-        them in PEFT's format. Call it before fit; a train state in progress starts afresh."""
-        self.model.add_lora(rank=rank, alpha=alpha, targets=targets, dropout=dropout, seed=self.seed)
-        self._state, self._steps, self.frozen = None, None, ()
-        self._freeze_for_lora()
-
-    def _freeze_for_lora(self) -> None:
-        """Freezes what LoRA leaves fixed: every top-level part but the adapters and the task head."""
-        trainable = {lora.LORA, *self.model.lora_trainable()}
-        self._set_frozen(tuple(name for name in self.model.params if name not in trainable))
-
-    def merge_lora(self) -> None:
-        """Folds the LoRA adapters into their kernels and trains the whole (plain) model from here on."""
-        self.model.merge_lora()
-        self._state, self._steps, self.frozen = None, None, ()
-        self._tx = make_optimizer(self.model.default_lr, **self._optimizer)
 
     def unfreeze(self, *names: str) -> None:
         """Trains the named frozen paths again (all of them when no name is given)."""
