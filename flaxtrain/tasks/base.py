@@ -198,8 +198,9 @@ class Predictor:
         return export(self, path, format, texts=texts, labels=labels, quantize=quantize, tolerance=tolerance)
 
     @functools.cached_property
-    def _explainers(self) -> dict[tuple[Any, int], Any]:
-        """The jitted explainers made so far, by (score function, steps); each compiles once per input shape."""
+    def _explainers(self) -> dict[tuple[Any, ...], Any]:
+        """The jitted explainers made so far, by (score function, steps), each compiling once per input shape; and
+        the token-embedding lookups of each input layout."""
         return {}
 
     def _attribute(self, inputs: dict[str, np.ndarray], *, length: int, tokens: Sequence[str], target: int, name: Any,
@@ -213,7 +214,10 @@ class Predictor:
             self._explainers[key] = attribution.make_explainer(self.model.module.apply, score, steps)
         placed = {k: jnp.asarray(v) for k, v in inputs.items()}
         per_lookup, value, baseline = self._explainers[key](self.model.params, placed, jnp.asarray(target, jnp.int32))
-        names = attribution.lookup_names(self.model.module.apply, self.model.params, placed, score)
+        layout = ("lookups", score, tuple((k, np.shape(v)) for k, v in sorted(inputs.items())))
+        if layout not in self._explainers:  # which embeddings a forward looks up: traced once per input shape
+            self._explainers[layout] = attribution.lookup_names(self.model.module.apply, self.model.params, placed, score)
+        names = self._explainers[layout]
         values = attribution.token_attributions([np.asarray(v) for v in per_lookup], names)
         padding = float(np.abs(values[length:]).sum())
         if padding > 1e-6 * max(float(np.abs(values).sum()), 1e-12):
