@@ -3,7 +3,7 @@
   flaxtrain train [--config configs/x.py[:variant]] [--config.section.key=value ...]
   flaxtrain evaluate --model DIR [--data NAME] [--data_dir DIR] [--download]
   flaxtrain predict --model DIR "text" ["text" ...]
-  flaxtrain export --model DIR [--format jax|onnx|saved_model|tflite] [--quantize] OUT
+  flaxtrain export --model DIR [--format jax|onnx|saved_model|tflite] [--quantize] [--ids-dtype int64] OUT
   flaxtrain verify OUT
 
 Bad input ends with one line on stderr (`error: ...`) and exit status 2.
@@ -113,7 +113,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from flaxtrain.api.predictor import load_predictor
 
-    out = load_predictor(args.model).export(args.out, format=args.format, quantize=args.quantize)
+    out = load_predictor(args.model).export(args.out, format=args.format, quantize=args.quantize,
+                                              ids_dtype=args.ids_dtype)
     folder = out.parent if out.is_file() else out
     report, spec = (json.loads((folder / name).read_text()) for name in ("parity.json", "export.json"))
     size = f"; {spec['bytes'] / 1e6:.2f} MB (float32 {spec['float32_bytes'] / 1e6:.2f} MB)" if "bytes" in spec else ""
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--model", required=True, help="saved predictor directory")
     export.add_argument("--format", default="jax", help="'jax' (StableHLO for cpu, cuda and tpu), 'onnx', 'saved_model' or 'tflite'")
     export.add_argument("--quantize", action="store_true", help="int8 weights (tflite)")
+    export.add_argument("--ids-dtype", default="int32", choices=("int32", "int64"),
+                        help="integer type of the token-id inputs (onnx, saved_model, tflite)")
     export.add_argument("out", help="the export folder to write (for onnx, tflite also NAME.onnx, NAME.tflite)")
     verify = commands.add_parser("verify", help="re-run an export's parity check in its own runtime")
     verify.add_argument("path", help="the export folder (or .onnx, .tflite file)")

@@ -39,6 +39,7 @@ TOLERANCE = 1e-4  # float32 max |diff| of every output
 QUANTIZED_TOLERANCE = 0.1  # int8 weights (dynamic range): max |diff| of probabilities or logits,
 QUANTIZED_AGREEMENT = 0.95  # and the share of sample rows whose label is JAX's
 SAMPLE_ROWS = 8
+ID_DTYPES = ("int32", "int64")
 DIMS = {"input_ids": ("batch", "length"), "word_starts": ("batch", "words")}  # symbolic input dimensions
 PAD_VALUES = {"word_starts": -1, "token_type_ids": 0, "attention_mask": 0}  # input_ids: the preprocessor's pad id
 CONSTRAINTS = {"words": "words >= 2"}  # a CRF's Viterbi pass steps over word pairs: pad word_starts with -1
@@ -47,7 +48,8 @@ EXTRA = "pip install 'flaxtrain[export]'"
 
 
 def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
-           labels: list[Any] | None = None, quantize: bool = False, tolerance: float | None = None) -> Path:
+           labels: list[Any] | None = None, quantize: bool = False, tolerance: float | None = None,
+           ids_dtype: str = "int32") -> Path:
     """Writes `predictor`'s model to `path` in `format`, checked in the format's own runtime first.
 
     Args:
@@ -69,6 +71,9 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
         size before and after.
       tolerance: the largest max |diff| of any output that passes (default 1e-4; with quantize 0.1, and
         a classifier's label must be JAX's on 95% of the sample rows).
+      ids_dtype: the integer type of the artifact's token-id inputs: 'int32' or 'int64' (what ONNX and
+        TFLite serving stacks built around PyTorch exports feed); 'onnx', 'saved_model' and 'tflite' take
+        it and cast to int32 as their first op, 'jax' keeps JAX's int32.
 
     Returns the export folder, or the .onnx / .tflite file when `path` named one; raises a one-line
     FlaxtrainError when the task or format cannot be exported, or when the runtime's outputs differ from
@@ -81,6 +86,11 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
     if labels is not None and (texts is None or len(labels) != len(texts)):
         raise FlaxtrainError(f"labels= needs texts= of the same length ({len(labels)} labels, "
                              f"{0 if texts is None else len(texts)} texts): pass both")
+    if ids_dtype not in ID_DTYPES:
+        raise FlaxtrainError(f"ids_dtype must be 'int32' or 'int64', not {ids_dtype!r}")
+    if ids_dtype != "int32" and format == "jax":
+        raise FlaxtrainError("format='jax' takes int32 token ids (JAX's integer type without x64): drop ids_dtype, "
+                             "or export format='onnx', 'saved_model' or 'tflite' for int64 inputs")
     tolerance = (QUANTIZED_TOLERANCE if quantize else TOLERANCE) if tolerance is None else tolerance
     folder, filename = _placement(Path(path), format)
     task = predictor.task
@@ -93,7 +103,7 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
     _require(format)
     sample = task.export_sample(predictor, texts)
     label_ids = _label_ids(predictor, labels)
-    inputs = [{"name": name, "dtype": "int32", "shape": list(DIMS.get(name, DIMS["input_ids"]))}
+    inputs = [{"name": name, "dtype": ids_dtype, "shape": list(DIMS.get(name, DIMS["input_ids"]))}
               for name in task.export_inputs]
     if format == "tflite":  # TFLite's converter takes a symbolic batch only: rows are padded to the model's maxlen
         width = int(getattr(predictor.preproc, "maxlen", 0) or max(v.shape[1] for v in sample.values()))
@@ -379,10 +389,40 @@ def _write_onnx(staging: Path, serving: Any, params: Any, inputs: list[dict[str,
         raise FlaxtrainError(f"jax2onnx could not convert this model ({detail}): export format='jax' instead") from None
     finally:
         quiet.setLevel(level)
+    if any(spec["dtype"] == "int64" for spec in inputs):
+        model = _onnx_int64_inputs(model, [spec["name"] for spec in inputs if spec["dtype"] == "int64"])
     name = filename or "model.onnx"
     (staging / name).write_bytes(model.SerializeToString())
     return {"files": {"model": name}, "opset": int(model.opset_import[0].version), "inputs": inputs,
             "outputs": list(outputs)}
+
+
+def _onnx_int64_inputs(model: Any, names: list[str]) -> Any:
+    """The graph with its inputs `names` taking int64: each feeds a Cast to int32 whose output every node
+    (subgraphs of If/Loop included) reads in the input's place."""
+    import onnx
+
+    renamed = {name: f"{name}__int32" for name in names}
+
+    def rename(graph: Any) -> None:
+        for node in graph.node:
+            node.input[:] = [renamed.get(x, x) for x in node.input]
+            for attribute in node.attribute:
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    rename(sub)
+
+    graph = model.graph
+    rename(graph)
+    for given in graph.input:
+        if given.name in renamed:
+            given.type.tensor_type.elem_type = onnx.TensorProto.INT64
+    casts = [onnx.helper.make_node("Cast", [name], [renamed[name]], to=onnx.TensorProto.INT32, name=f"{name}_to_int32")
+             for name in names]
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
 
 
 def _polymorphic(inputs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -413,10 +453,11 @@ def _write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[di
                                    polymorphic_constraints=constraints, native_serialization_platforms=PLATFORMS)
         module = tf.Module()
         module.params = [tf.Variable(np.asarray(x), trainable=False, name=f"p{i:05d}") for i, x in enumerate(leaves)]
-        signature = [tf.TensorSpec([d if isinstance(d, int) else None for d in spec["shape"]], tf.int32, name=spec["name"])
-                     for spec in inputs]
-        module.serve = tf.function(lambda *arrays: dict(zip(outputs, converted(module.params, *arrays))),
-                                   input_signature=signature, autograph=False)
+        signature = [tf.TensorSpec([d if isinstance(d, int) else None for d in spec["shape"]], tf.as_dtype(spec["dtype"]),
+                                   name=spec["name"]) for spec in inputs]
+        module.serve = tf.function(
+            lambda *arrays: dict(zip(outputs, converted(module.params, *(tf.cast(a, tf.int32) for a in arrays)))),
+            input_signature=signature, autograph=False)
         signatures = {"serving_default": module.serve, "serve_ids": module.serve}
         if text is not None:
             signatures["serving_default"] = module.serve_texts = _texts_function(module, converted, outputs, text)

@@ -94,9 +94,9 @@ def _interpreter() -> Any:
     return Interpreter
 
 
-def pad_to(rows: np.ndarray, width: int, pad: int) -> np.ndarray:
-    """Int32 rows [n, width]: `rows` [n, k <= width] followed by `pad` (the fixed width of a TFLite export)."""
-    rows = np.asarray(rows, np.int32)
+def pad_to(rows: np.ndarray, width: int, pad: int, dtype: str = "int32") -> np.ndarray:
+    """Integer rows [n, width]: `rows` [n, k <= width] followed by `pad` (the fixed width of a TFLite export)."""
+    rows = np.asarray(rows, dtype)
     if rows.shape[1] > width:
         raise ValueError(f"rows of {rows.shape[1]} tokens do not fit this export's {width}: truncate them first")
     return np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=pad)
@@ -107,7 +107,8 @@ def _load_tflite(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.n
     runner = interpreter.get_signature_runner(spec.get("signature", "serving_default"))  # resizes the batch
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feed = {name["name"]: pad_to(inputs[name["name"]], name["shape"][1], name["pad"]) for name in spec["inputs"]}
+        feed = {name["name"]: pad_to(inputs[name["name"]], name["shape"][1], name["pad"], name.get("dtype", "int32"))
+                for name in spec["inputs"]}
         if isinstance(spec["inputs"][0]["shape"][0], str):  # a symbolic batch
             results = runner(**feed)
             return {name: np.asarray(results[name]) for name in spec["outputs"]}

@@ -187,15 +187,18 @@ class Predictor:
         return min(self.batch_size, 1 << max(count - 1, 0).bit_length())
 
     def export(self, path: str | os.PathLike, format: str = "jax", *, texts: list[str] | None = None,
-               labels: list[Any] | None = None, quantize: bool = False, tolerance: float | None = None) -> Path:
+               labels: list[Any] | None = None, quantize: bool = False, tolerance: float | None = None,
+               ids_dtype: str = "int32") -> Path:
         """Writes the model for serving in `format` ('jax': StableHLO for cpu, cuda and tpu; 'onnx': an
         onnxruntime graph, `path` a folder or a NAME.onnx file; 'saved_model': a TF SavedModel; 'tflite':
         a TFLite flatbuffer, `quantize=True` for int8 weights, `path` a folder or a NAME.tflite file), after
         checking it in the format's own runtime in a separate process (parity.json beside it, with the
-        accuracy on `texts` when their `labels` are given); see flaxtrain/export/artifact.py."""
+        accuracy on `texts` when their `labels` are given); `ids_dtype='int64'` makes the token-id inputs of
+        'onnx', 'saved_model' and 'tflite' int64; see flaxtrain/export/artifact.py."""
         from flaxtrain.export import export
 
-        return export(self, path, format, texts=texts, labels=labels, quantize=quantize, tolerance=tolerance)
+        return export(self, path, format, texts=texts, labels=labels, quantize=quantize, tolerance=tolerance,
+                      ids_dtype=ids_dtype)
 
     @functools.cached_property
     def _explainers(self) -> dict[tuple[Any, ...], Any]:

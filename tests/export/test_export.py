@@ -349,3 +349,34 @@ def test_a_translation_model_exports_its_generation_loop(tmp_path):
     with pytest.raises(FlaxtrainError, match=r"the tflite format cannot hold a seq2seq model \(its decoding loop\): "
                                              r"use format='jax' or 'saved_model'"):
         predictor.export(tmp_path / "mt.tflite", format="tflite")
+
+
+def test_int64_token_ids_for_onnx_and_tflite(textcnn, sentiment_texts, tmp_path):
+    """ids_dtype='int64': the graphs take int64 input_ids (as serving stacks built around PyTorch exports
+    feed them), cast to int32 inside, and give the int32 export's probabilities."""
+    import onnxruntime
+    import tensorflow as tf
+
+    probe = sentiment_texts[0][200:209]
+    ids = pad_rows(textcnn.preproc.encode(probe), textcnn.preproc.pad_id, 1).astype(np.int64)
+    onnx_file = textcnn.export(tmp_path / "o" / "model.onnx", format="onnx", ids_dtype="int64")
+    assert runtime.manifest(onnx_file.parent)["inputs"][0]["dtype"] == "int64"
+    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [("input_ids", "tensor(int64)")]
+    np.testing.assert_allclose(session.run(["probabilities"], {"input_ids": ids})[0], textcnn.predict_proba(probe),
+                               atol=1e-5)
+    with pytest.raises(Exception, match="int32"):  # the int32 type is gone from the graph's input
+        session.run(["probabilities"], {"input_ids": ids.astype(np.int32)})
+
+    lite = textcnn.export(tmp_path / "l" / "model.tflite", format="tflite", ids_dtype="int64")
+    runner = tf.lite.Interpreter(model_path=str(lite)).get_signature_runner("serving_default")
+    assert runner.get_input_details()["input_ids"]["dtype"] == np.int64
+    padded = runtime.pad_to(ids, 40, textcnn.preproc.pad_id, "int64")
+    np.testing.assert_allclose(runner(input_ids=padded)["probabilities"], textcnn.predict_proba(probe), atol=1e-5)
+    assert flaxtrain.verify_export(lite)["passed"] and flaxtrain.verify_export(onnx_file)["passed"]
+
+    with pytest.raises(FlaxtrainError, match="format='jax' takes int32 token ids"):
+        textcnn.export(tmp_path / "j", format="jax", ids_dtype="int64")
+    with pytest.raises(FlaxtrainError, match="ids_dtype must be 'int32' or 'int64', not 'int16'"):
+        textcnn.export(tmp_path / "j", format="onnx", ids_dtype="int16")
+    assert not (tmp_path / "j").exists()
