@@ -191,6 +191,46 @@ def decode_loop(params: Any, input_ids: jax.Array, attention_mask: jax.Array, rn
     return _greedy_or_sample(step, logits, cache, rows, rng, g)
 
 
+def step_functions(module: Any, g: GenerationConfig) -> tuple[Any, Any]:
+    """Greedy decoding cut into the two functions a runtime without loops of its own runs (the ONNX export):
+
+      prefill(params, input_ids [b, s]) -> (scores [b, v], cache): the encoder, the empty cache and the
+        decoder start token's step; `scores` are the processed scores of the first generated token;
+      step(params, tokens [b, 1], cur_len [], sequences [b, max_length], attention_mask [b, s], cache)
+        -> (scores, cache): `tokens` (the token just written at position cur_len - 1 of `sequences`)
+        through the decoder, the processed scores of the token at `cur_len`.
+
+    The runtime takes argmax(scores), pads finished rows and stops at max_length or when every row has
+    ended, as `_greedy_or_sample` does."""
+    if g.num_beams > 1 or g.do_sample:
+        raise FlaxtrainError("step functions decode greedily: set num_beams=1 and do_sample=False")
+    pad = module.config.pad_id
+
+    def prefill(params: Any, input_ids: jax.Array) -> tuple[jax.Array, Any]:
+        # arrays of the batch's (symbolic) size are broadcast scalars: converters of shape-polymorphic
+        # graphs take broadcasts where their jnp.full / jnp.zeros rewrites want concrete sizes
+        def filled(shape: tuple[Any, ...], value: Any, dtype: Any) -> jax.Array:
+            return jnp.broadcast_to(jnp.asarray(value, dtype), shape)
+
+        valid = input_ids != pad
+        hidden = module.apply({"params": params}, input_ids, valid.astype(jnp.int32), method="encode")
+        rows = input_ids.shape[0]
+        cache = jax.tree.map(lambda s: filled(s.shape, 0, s.dtype),
+                             jax.eval_shape(lambda: _empty_cache(module, params, rows, g.max_length, hidden, valid)))
+        start = filled((rows, 1), g.decoder_start_id, jnp.int32)
+        logits, cache = _step_fn(module, params, valid)(cache, start, hidden)
+        positions = jax.lax.broadcasted_iota(jnp.int32, (rows, g.max_length), 1)
+        sequences = jnp.where(positions == 0, g.decoder_start_id, g.pad_id).astype(jnp.int32)
+        return _process(logits, jnp.asarray(1, jnp.int32), sequences, g), cache
+
+    def step(params: Any, tokens: jax.Array, cur_len: jax.Array, sequences: jax.Array, attention_mask: jax.Array,
+             cache: Any) -> tuple[jax.Array, Any]:
+        logits, cache = _step_fn(module, params, attention_mask.astype(bool))(cache, tokens, None)
+        return _process(logits, cur_len, sequences, g), cache
+
+    return prefill, step
+
+
 def _greedy_or_sample(step, logits, cache, rows, rng, g: GenerationConfig):
     length = g.max_length
     sequences = jnp.full((rows, length), g.pad_id, jnp.int32).at[:, 0].set(g.decoder_start_id)

@@ -100,6 +100,9 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
     serving, outputs = task.export_outputs(predictor.model)  # a one-line error where the task has none
     writer = {"jax": _write_jax, "onnx": _write_onnx, "saved_model": _write_saved_model,
               "tflite": functools.partial(_write_tflite, quantize=quantize)}[format]
+    if format == "onnx" and hasattr(task, "export_steps"):  # a decoding loop: its graphs hold one step
+        writer = functools.partial(_write_onnx_generation, steps=task.export_steps(predictor.model),
+                                   source_pad_id=int(predictor.model.config.pad_id))
     _require(format)
     sample = task.export_sample(predictor, texts)
     label_ids = _label_ids(predictor, labels)
@@ -359,11 +362,9 @@ def _write_jax(staging: Path, serving: Any, params: Any, inputs: list[dict[str, 
             "inputs": inputs, "outputs": list(outputs)}
 
 
-def _write_onnx(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],
-                filename: str | None) -> dict[str, Any]:
-    """The 'onnx' format: jax2onnx's graph of the serving function (params as initializers), int32 inputs
-    named as the task names them ('input_ids' [batch, length], ...) with symbolic dimensions, outputs
-    likewise."""
+def _onnx_graph(fn: Any, inputs: list[tuple[str, tuple[Any, ...], Any]], outputs: list[str]) -> Any:
+    """jax2onnx's graph of fn(*arrays) -> tuple of arrays; `inputs` are (name, shape with symbolic names,
+    dtype); a one-line FlaxtrainError naming the primitive it cannot map."""
     import io
     import logging
     import types
@@ -375,26 +376,97 @@ def _write_onnx(staging: Path, serving: Any, params: Any, inputs: list[dict[str,
         with contextlib.redirect_stdout(io.StringIO()):  # its converters print debug lines
             from jax2onnx import to_onnx
 
-            host = jax.device_get(params)
             # jax2onnx's rewrites of flax layers broadcast by rank and mix dtypes: the standard promotion
             # rules apply while it traces, whatever the caller has configured.
             with jax.numpy_rank_promotion("allow"), jax.numpy_dtype_promotion("standard"):
-                model = to_onnx(lambda *arrays: tuple(serving(host, *arrays)),
-                                inputs=[types.SimpleNamespace(shape=tuple(spec["shape"]), dtype=np.dtype(np.int32))
-                                        for spec in inputs],
-                                input_names=[spec["name"] for spec in inputs], output_names=list(outputs),
-                                model_name="flaxtrain")
+                return to_onnx(fn, inputs=[types.SimpleNamespace(shape=tuple(shape), dtype=np.dtype(dtype))
+                                           for _, shape, dtype in inputs],
+                               input_names=[name for name, _, _ in inputs], output_names=outputs, model_name="flaxtrain")
     except Exception as err:  # the converter names the primitive it cannot map
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise FlaxtrainError(f"jax2onnx could not convert this model ({detail}): export format='jax' instead") from None
     finally:
         quiet.setLevel(level)
+
+
+def _write_onnx(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],
+                filename: str | None) -> dict[str, Any]:
+    """The 'onnx' format: jax2onnx's graph of the serving function (params as initializers), int32 inputs
+    named as the task names them ('input_ids' [batch, length], ...) with symbolic dimensions, outputs
+    likewise."""
+    host = jax.device_get(params)
+    model = _onnx_graph(lambda *arrays: tuple(serving(host, *arrays)),
+                        [(spec["name"], spec["shape"], np.int32) for spec in inputs], list(outputs))
     if any(spec["dtype"] == "int64" for spec in inputs):
         model = _onnx_int64_inputs(model, [spec["name"] for spec in inputs if spec["dtype"] == "int64"])
     name = filename or "model.onnx"
     (staging / name).write_bytes(model.SerializeToString())
     return {"files": {"model": name}, "opset": int(model.opset_import[0].version), "inputs": inputs,
             "outputs": list(outputs)}
+
+
+def _write_onnx_generation(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]],
+                           outputs: tuple[str, ...], filename: str | None, *, steps: Any, source_pad_id: int
+                           ) -> dict[str, Any]:
+    """The 'onnx' format of a seq2seq model: greedy decoding as two graphs (eval/decode.py's step_functions),
+    NAME.onnx (input_ids [batch, length] -> the first token's `scores` [batch, vocab] and the decoder's
+    key/value cache `next_cache.NNN`) and NAME.step.onnx (tokens [batch, 1], cur_len [], sequences [batch,
+    max_length], attention_mask [batch, length] and the cache `cache.NNN` -> the next token's scores and the
+    cache leaves it changes, `next_cache.NNN`),
+    which serve.py loops over: argmax, pad ids once a row has ended, stop at max_length."""
+    prefill, step, g = steps
+    host = jax.device_get(params)
+
+    def cache_shapes(batch: int, length: int) -> Any:
+        return jax.eval_shape(lambda ids: prefill(host, ids)[1], jax.ShapeDtypeStruct((batch, length), np.int32))
+
+    small, treedef = jax.tree.flatten(cache_shapes(2, 5))
+    large = jax.tree.leaves(cache_shapes(3, 11))  # a dimension that changes with the batch or the source length
+
+    def symbolic(a: Any, b: Any) -> tuple[Any, ...]:
+        return tuple({(2, 3): "batch", (5, 11): "length"}.get((x, y), x) for x, y in zip(a.shape, b.shape))
+
+    names = [f"cache.{i:03d}" for i in range(len(small))]
+    cache_inputs = [(name, symbolic(a, b), a.dtype) for name, a, b in zip(names, small, large)]
+
+    def prefill_flat(input_ids: jax.Array) -> tuple[jax.Array, ...]:
+        scores, cache = prefill(host, input_ids)
+        return (scores, *jax.tree.leaves(cache))
+
+    def step_all(tokens: jax.Array, cur_len: jax.Array, sequences: jax.Array, attention_mask: jax.Array,
+                 *leaves: jax.Array) -> tuple[jax.Array, ...]:
+        scores, cache = step(host, tokens, cur_len, sequences, attention_mask, jax.tree.unflatten(treedef, leaves))
+        return (scores, *jax.tree.leaves(cache))
+
+    # A step leaves some of the cache as it was (the encoder's keys and values): the step graph returns
+    # only the leaves it changes, and serve.py keeps the others from the first graph.
+    probe = jax.make_jaxpr(step_all)(jax.ShapeDtypeStruct((2, 1), np.int32), jax.ShapeDtypeStruct((), np.int32),
+                                     jax.ShapeDtypeStruct((2, g.max_length), np.int32),
+                                     jax.ShapeDtypeStruct((2, 5), np.int32), *small).jaxpr
+    kept = {v for v in probe.invars}
+    changed = [i for i, v in enumerate(probe.outvars[1:]) if hasattr(v, "val") or v not in kept]  # .val: a literal
+
+    def step_flat(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+        scores, *leaves = step_all(*arrays)
+        return (scores, *(leaves[i] for i in changed))
+
+    updated = [f"next_{name}" for name in names]
+    first = _onnx_graph(prefill_flat, [("input_ids", ("batch", "length"), np.int32)], ["scores", *updated])
+    if inputs[0]["dtype"] == "int64":
+        first = _onnx_int64_inputs(first, ["input_ids"])
+    then = _onnx_graph(step_flat, [("tokens", ("batch", 1), np.int32), ("cur_len", (), np.int32),
+                                   ("sequences", ("batch", g.max_length), np.int32),
+                                   ("attention_mask", ("batch", "length"), np.int32), *cache_inputs],
+                       ["scores", *(updated[i] for i in changed)])
+    name = filename or "model.onnx"
+    step_name = f"{Path(name).stem}.step.onnx"
+    (staging / step_name).write_bytes(then.SerializeToString())
+    (staging / name).write_bytes(first.SerializeToString())
+    return {"files": {"model": name, "step": step_name}, "opset": int(first.opset_import[0].version),
+            "inputs": inputs, "outputs": list(outputs),
+            "generation": {"decoding": "greedy", "max_length": g.max_length, "decoder_start_id": g.decoder_start_id,
+                           "eos_id": g.eos_id, "pad_id": g.pad_id, "source_pad_id": int(source_pad_id),
+                           "cache": names, "step_updates": changed}}
 
 
 def _onnx_int64_inputs(model: Any, names: list[str]) -> Any:

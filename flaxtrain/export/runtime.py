@@ -47,10 +47,45 @@ def _load_onnx(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.nda
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(folder / spec["files"]["model"]), providers=["CPUExecutionProvider"])
+    if spec.get("generation"):
+        return _onnx_generation(session, onnxruntime.InferenceSession(
+            str(folder / spec["files"]["step"]), providers=["CPUExecutionProvider"]), spec)
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {name["name"]: np.asarray(inputs[name["name"]], name["dtype"]) for name in spec["inputs"]}
         return dict(zip(spec["outputs"], session.run(list(spec["outputs"]), feed)))
+
+    return run
+
+
+def _onnx_generation(first: Any, step: Any, spec: dict[str, Any]
+                     ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Greedy decoding over the two graphs of a seq2seq export: the first runs the encoder and the decoder
+    start token, the second one decoder step on the key/value cache, until max_length or every row ended."""
+    gen = spec["generation"]
+    cache_names, length, pad, eos = gen["cache"], gen["max_length"], gen["pad_id"], gen["eos_id"]
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = np.asarray(inputs["input_ids"], spec["inputs"][0]["dtype"])
+        mask = (ids != gen["source_pad_id"]).astype(np.int32)
+        scores, *cache = first.run(None, {"input_ids": ids})
+        sequences = np.full((len(ids), length), pad, np.int32)
+        sequences[:, 0] = gen["decoder_start_id"]
+        finished = np.zeros(len(ids), bool)
+        for cur_len in range(1, length):
+            token = np.where(finished, pad, scores.argmax(-1)).astype(np.int32)
+            sequences[:, cur_len] = token
+            finished |= token == eos
+            if finished.all() or cur_len + 1 == length:
+                break
+            scores, *changed = step.run(None, {"tokens": token[:, None], "cur_len": np.asarray(cur_len + 1, np.int32),
+                                               "sequences": sequences, "attention_mask": mask,
+                                               **dict(zip(cache_names, cache))})
+            for i, value in zip(gen["step_updates"], changed):  # the encoder's keys and values stay as they are
+                cache[i] = value
+        tokens = sequences[:, 1:]
+        ended = np.cumsum(tokens == eos, axis=1) - (tokens == eos) > 0
+        return {"sequences": np.where(ended, pad, tokens)}
 
     return run
 

@@ -13,6 +13,7 @@ import dataclasses
 import math
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
@@ -194,7 +195,8 @@ class Stack(nn.Module):
             if not initialising:
                 start = position.value
                 position.value = start + length
-        positions = start + jnp.arange(length, dtype=jnp.int32)  # [t]
+        # iotas over the input's own (possibly symbolic) dimensions: shape-polymorphic exports keep them
+        positions = start + jax.lax.broadcasted_iota(jnp.int32, (length,), 0)  # [t]
         if segment_ids is not None:
             positions = ops.segment_positions(segment_ids)  # [b, t]
         x = jnp.take(table, ids, axis=0).astype(dtypes["dtype"])
@@ -204,11 +206,11 @@ class Stack(nn.Module):
             table_rows = cfg.max_positions + cfg.position_offset
             embedded = Embed(table_rows, cfg.hidden_size, init_stddev=cfg.init_std, name="position", **dtypes)(
                 positions + cfg.position_offset)
-            x = x + (embedded if segment_ids is not None else embedded[None])
+            x = x + (embedded if segment_ids is not None else jnp.expand_dims(embedded, 0))
         elif cfg.positions == "sinusoidal":
             sinusoids = jnp.asarray(ops.sinusoidal_table(cfg.max_positions, cfg.hidden_size))
             embedded = jnp.take(sinusoids, positions, axis=0).astype(x.dtype)
-            x = x + (embedded if segment_ids is not None else embedded[None])
+            x = x + (embedded if segment_ids is not None else jnp.expand_dims(embedded, 0))
         if cfg.embed_norm:
             x = LayerNorm(cfg.layer_norm_eps, name="embed_norm", **dtypes)(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
@@ -217,14 +219,15 @@ class Stack(nn.Module):
         if cfg.positions == "relative":
             table_bias = Embed(cfg.relative_buckets, cfg.num_heads, init_stddev=cfg.init_std, name="relative_bias", **dtypes)
             if segment_ids is None:
-                relative = jnp.arange(key_length, dtype=jnp.int32)[None, :] - positions[:, None]  # [t, s]
+                relative = (jax.lax.broadcasted_iota(jnp.int32, (1, key_length), 1)
+                            - jnp.expand_dims(positions, 1))  # [t, s]
             else:
                 relative = positions[:, None, :] - positions[:, :, None]  # [b, t, s], within each document
             buckets = ops.relative_position_buckets(relative, bidirectional=not self.decoder,
                                                     num_buckets=cfg.relative_buckets,
                                                     max_distance=cfg.relative_max_distance)
             bias = jnp.moveaxis(table_bias(buckets), -1, -3)  # [h, t, s] or [b, h, t, s]
-            bias = bias if segment_ids is not None else bias[None]
+            bias = bias if segment_ids is not None else jnp.expand_dims(bias, 0)
         if segment_ids is not None:  # documents packed in a row: attention stays inside each
             same = ops.make_segment_mask(segment_ids)
             mask = same & ops.make_causal_mask(length) if self.decoder else same

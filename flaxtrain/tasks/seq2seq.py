@@ -158,13 +158,13 @@ class Seq2SeqGeneration(Task):
         outputs = predictor.predict([data.sources[i] for i in order])
         return [(int(i), float(losses[i]), data.targets[i], o) for i, o in zip(order, outputs)]
 
-    export_formats = ("jax", "saved_model")  # the generation loop is a while loop over a growing cache
+    # 'onnx' holds greedy decoding as two graphs (the encoder with the first step, and one cached decoder
+    # step) that the export's serve.py loops over; 'jax' and 'saved_model' hold the whole generation loop.
+    export_formats = ("jax", "onnx", "saved_model")
 
-    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
-        """'sequences' [b, max_new_tokens] int32 of source ids [b, L]: the whole generation loop with the
-        predictor's default settings (greedy, or the checkpoint's beams and length penalty), pad ids after
-        each row's end-of-sequence token, as `predictor.predict` decodes them."""
-        cfg, module = model.config, model.module
+    def _export_generation(self, model: TaskModel) -> decode.GenerationConfig:
+        """The predictor's default decoding settings (greedy, or the checkpoint's beams and length penalty)."""
+        cfg = model.config
         defaults = {"decoder_start_token_id": cfg.decoder_start_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id,
                     "forced_bos_token_id": cfg.forced_bos_id, "forced_eos_token_id": cfg.forced_eos_id,
                     "max_new_tokens": model.preproc.max_target_length, **getattr(model, "generation", {})}
@@ -172,6 +172,14 @@ class Seq2SeqGeneration(Task):
         if g.do_sample:
             raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
                                  "set its do_sample to False first")
+        return g
+
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """'sequences' [b, max_new_tokens] int32 of source ids [b, L]: the whole generation loop with the
+        predictor's default settings, pad ids after each row's end-of-sequence token, as `predictor.predict`
+        decodes them."""
+        cfg, module = model.config, model.module
+        g = self._export_generation(model)
 
         def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
             mask = (input_ids != cfg.pad_id).astype(jnp.int32)
@@ -181,6 +189,17 @@ class Seq2SeqGeneration(Task):
             return (jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, g.pad_id, tokens).astype(jnp.int32),)
 
         return serving, ("sequences",)
+
+    def export_steps(self, model: TaskModel) -> tuple[Callable[..., Any], Callable[..., Any], decode.GenerationConfig]:
+        """(prefill, step, settings) of eval/decode.py's `step_functions` for the formats that hold one decoder
+        step; a one-line error for a model that decodes with beams."""
+        g = self._export_generation(model)
+        if g.num_beams > 1:
+            raise FlaxtrainError(f"format='onnx' holds greedy decoding (one cached decoder step that serve.py loops "
+                                 f"over), but this model decodes with {g.num_beams} beams: export format='jax' or "
+                                 "'saved_model' (the whole beam search), or set model.generation['num_beams'] = 1")
+        prefill, step = decode.step_functions(model.module, g)
+        return prefill, step, g
 
     def export_sample(self, predictor: Seq2SeqPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
         """The source texts encoded as `predict` encodes them (default: rows of random token ids)."""

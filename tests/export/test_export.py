@@ -335,19 +335,30 @@ def test_a_translation_model_exports_its_generation_loop(tmp_path):
     flaxtrain.get_learner(model, trn, batch_size=16).fit_onecycle(3e-3, 2, verbose=0)
     predictor = flaxtrain.get_predictor(model)
     probe = sources[:5]
-    for fmt in ("jax", "saved_model"):
+    for fmt in ("jax", "saved_model", "onnx"):
         out = predictor.export(tmp_path / fmt, format=fmt, texts=probe)
-        assert json.loads((out / "parity.json").read_text())["passed"]
+        report = json.loads((out / "parity.json").read_text())
+        assert report["passed"] and report["max_abs_diff"] == 0, report
         ids = np.load(out / "sample.npz")["input_ids"]
         sequences = runtime.load(out)({"input_ids": ids})["sequences"]
-        assert sequences.shape == (len(probe), 12) and sequences.dtype == np.int32
+        assert sequences.shape == (len(probe), 12) and np.issubdtype(sequences.dtype, np.integer)
         assert preproc.decode(sequences) == predictor.predict(probe), fmt  # the whole greedy loop, in the artifact
+    # ONNX: the encoder with the first step, and one cached decoder step, looped by serve.py with onnxruntime alone
+    assert report["runtime_imported"] == [] and sorted(p.name for p in out.glob("*.onnx")) == ["model.onnx",
+                                                                                                "model.step.onnx"]
+    probe = sources[60:67]  # unseen texts of other lengths, int64 ids
+    out = predictor.export(tmp_path / "mt64.onnx", format="onnx", texts=probe, ids_dtype="int64")
+    ids = pad_rows(preproc.encode_sources(probe), preproc.pad_id, 1).astype(np.int64)
+    assert preproc.decode(runtime.load(out)({"input_ids": ids})["sequences"]) == predictor.predict(probe)
     model.generation = {"num_beams": 3, "length_penalty": 0.8}  # a checkpoint's settings: beam search exported
     out = predictor.export(tmp_path / "beams", format="jax", texts=probe)
     sequences = runtime.load(out)({"input_ids": np.load(out / "sample.npz")["input_ids"]})["sequences"]
     assert preproc.decode(sequences) == predictor.predict(probe)
+    with pytest.raises(FlaxtrainError, match=r"format='onnx' holds greedy decoding .* decodes with 3 beams: export "
+                                             r"format='jax' or 'saved_model'"):
+        predictor.export(tmp_path / "beams.onnx", format="onnx")
     with pytest.raises(FlaxtrainError, match=r"the tflite format cannot hold a seq2seq model \(its decoding loop\): "
-                                             r"use format='jax' or 'saved_model'"):
+                                             r"use format='jax' or 'onnx' or 'saved_model'"):
         predictor.export(tmp_path / "mt.tflite", format="tflite")
 
 
