@@ -191,6 +191,25 @@ def decode_loop(params: Any, input_ids: jax.Array, attention_mask: jax.Array, rn
     return _greedy_or_sample(step, logits, cache, rows, rng, g)
 
 
+def serving_function(module: Any, g: GenerationConfig) -> Any:
+    """serving(params, input_ids [b, s]) -> ('sequences' [b, max_new_tokens] int32,): the whole generation
+    loop under `g` (deterministic), pad ids after each row's end-of-sequence token, as `generate` returns
+    them; the source padding is the model's pad id. The exports of the 'jax' and 'saved_model' formats."""
+    if g.do_sample:
+        raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
+                             "set its do_sample to False first")
+    pad = module.config.pad_id
+
+    def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
+        mask = (input_ids != pad).astype(jnp.int32)
+        sequences, _ = decode_loop(params, input_ids, mask, jax.random.key(0), module=module, g=g)
+        tokens = sequences[:, 1:]
+        eos = (tokens == g.eos_id).astype(jnp.int32)
+        return (jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, g.pad_id, tokens).astype(jnp.int32),)
+
+    return serving
+
+
 def step_functions(module: Any, g: GenerationConfig) -> tuple[Any, Any]:
     """Greedy decoding cut into the two functions a runtime without loops of its own runs (the ONNX export):
 
@@ -202,8 +221,13 @@ def step_functions(module: Any, g: GenerationConfig) -> tuple[Any, Any]:
 
     The runtime takes argmax(scores), pads finished rows and stops at max_length or when every row has
     ended, as `_greedy_or_sample` does."""
-    if g.num_beams > 1 or g.do_sample:
-        raise FlaxtrainError("step functions decode greedily: set num_beams=1 and do_sample=False")
+    if g.do_sample:
+        raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
+                             "set its do_sample to False first")
+    if g.num_beams > 1:
+        raise FlaxtrainError(f"format='onnx' holds greedy decoding (one cached decoder step that serve.py loops "
+                             f"over), but this model decodes with {g.num_beams} beams: export format='jax' or "
+                             "'saved_model' (the whole beam search), or set model.generation['num_beams'] = 1")
     pad = module.config.pad_id
 
     def prefill(params: Any, input_ids: jax.Array) -> tuple[jax.Array, Any]:

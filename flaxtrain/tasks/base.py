@@ -101,7 +101,7 @@ class Task:
         """(serving(params, *inputs) -> output arrays, their names) for `predictor.export`; the inputs
         are `export_inputs`, int32 [batch, length] ('word_starts': [batch, words])."""
         raise FlaxtrainError(f"a {self.name} model cannot be exported yet: export supports text classification, "
-                             "regression, sequence tagging, extractive QA, masked-LM and seq2seq")
+                             "regression, sequence tagging, extractive QA, masked-LM, span corruption and seq2seq")
 
     def export_sample(self, predictor: Predictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
         """The parity sample: `export_inputs` arrays of `texts` encoded as the predictor encodes them (default:

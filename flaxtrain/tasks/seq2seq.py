@@ -162,44 +162,24 @@ class Seq2SeqGeneration(Task):
     # step) that the export's serve.py loops over; 'jax' and 'saved_model' hold the whole generation loop.
     export_formats = ("jax", "onnx", "saved_model")
 
-    def _export_generation(self, model: TaskModel) -> decode.GenerationConfig:
+    def export_generation(self, model: TaskModel) -> decode.GenerationConfig:
         """The predictor's default decoding settings (greedy, or the checkpoint's beams and length penalty)."""
         cfg = model.config
         defaults = {"decoder_start_token_id": cfg.decoder_start_id, "eos_token_id": cfg.eos_id, "pad_token_id": cfg.pad_id,
                     "forced_bos_token_id": cfg.forced_bos_id, "forced_eos_token_id": cfg.forced_eos_id,
                     "max_new_tokens": model.preproc.max_target_length, **getattr(model, "generation", {})}
-        g = decode.generation_config(defaults)
-        if g.do_sample:
-            raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
-                                 "set its do_sample to False first")
-        return g
+        return decode.generation_config(defaults)
 
     def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
         """'sequences' [b, max_new_tokens] int32 of source ids [b, L]: the whole generation loop with the
-        predictor's default settings, pad ids after each row's end-of-sequence token, as `predictor.predict`
-        decodes them."""
-        cfg, module = model.config, model.module
-        g = self._export_generation(model)
-
-        def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
-            mask = (input_ids != cfg.pad_id).astype(jnp.int32)
-            sequences, _ = decode.decode_loop(params, input_ids, mask, jax.random.key(0), module=module, g=g)
-            tokens = sequences[:, 1:]
-            eos = (tokens == g.eos_id).astype(jnp.int32)
-            return (jnp.where(jnp.cumsum(eos, axis=1) - eos > 0, g.pad_id, tokens).astype(jnp.int32),)
-
-        return serving, ("sequences",)
+        predictor's default settings, as `predictor.predict` decodes them (eval/decode.py's serving_function)."""
+        return decode.serving_function(model.module, self.export_generation(model)), ("sequences",)
 
     def export_steps(self, model: TaskModel) -> tuple[Callable[..., Any], Callable[..., Any], decode.GenerationConfig]:
         """(prefill, step, settings) of eval/decode.py's `step_functions` for the formats that hold one decoder
-        step; a one-line error for a model that decodes with beams."""
-        g = self._export_generation(model)
-        if g.num_beams > 1:
-            raise FlaxtrainError(f"format='onnx' holds greedy decoding (one cached decoder step that serve.py loops "
-                                 f"over), but this model decodes with {g.num_beams} beams: export format='jax' or "
-                                 "'saved_model' (the whole beam search), or set model.generation['num_beams'] = 1")
-        prefill, step = decode.step_functions(model.module, g)
-        return prefill, step, g
+        step (a one-line error for a model that decodes with beams)."""
+        g = self.export_generation(model)
+        return (*decode.step_functions(model.module, g), g)
 
     def export_sample(self, predictor: Seq2SeqPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
         """The source texts encoded as `predict` encodes them (default: rows of random token ids)."""

@@ -84,6 +84,13 @@ def predict_targets(apply_fn: Callable[..., jax.Array], params: Any, batch: Batc
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
+def generation(cfg: Any, preproc: Any, max_new_tokens: int | None = None, **settings: Any) -> decode.GenerationConfig:
+    """The sentinel filler's decoding settings: greedy, up to the preprocessor's target length."""
+    return decode.generation_config({"decoder_start_token_id": cfg.decoder_start_id, "eos_token_id": cfg.eos_id,
+                                     "pad_token_id": cfg.pad_id,
+                                     "max_new_tokens": max_new_tokens or preproc.target_length}, **settings)
+
+
 class SpanCorruptionPredictor(StreamedPredictor):
     """Fills sentinels: `predict("The <extra_id_0> walks in <extra_id_1> park")` -> the generated targets
     ('<extra_id_0> cute dog <extra_id_1> the ...'), greedy unless generation settings say otherwise."""
@@ -92,9 +99,7 @@ class SpanCorruptionPredictor(StreamedPredictor):
         p, cfg = self.preproc, self.model.config
         single = isinstance(texts, str)
         encoded = [row[: p.maxlen] for row in p.encode_documents([texts] if single else list(texts))]
-        g = decode.generation_config({"decoder_start_token_id": cfg.decoder_start_id, "eos_token_id": cfg.eos_id,
-                                      "pad_token_id": cfg.pad_id, "max_new_tokens": max_new_tokens or p.target_length},
-                                     **settings)
+        g = generation(cfg, p, max_new_tokens, **settings)
         generate = decode.compiled_generate(self.model.module, g)
         ids = np.full((len(encoded), p.maxlen), p.pad_id, np.int32)
         for r, row in enumerate(encoded):
@@ -133,6 +138,33 @@ class SpanCorruption(StreamedObjective):
     def objective_batch(self, batch: dict[str, np.ndarray], preproc: LMPreprocessor, rng: np.random.Generator,
                         prepared: None) -> dict[str, np.ndarray]:
         return corrupt_batch(batch, preproc, rng)
+
+    # The sentinel filler exports as a translation model does: the whole greedy loop ('jax', 'saved_model'),
+    # or the encoder with the first step and one cached decoder step ('onnx').
+    export_formats = ("jax", "onnx", "saved_model")
+
+    def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
+        """'sequences' [b, target_length] int32 of token ids [b, L] (one text per row, padded with the pad id):
+        the sentinels and their fills as `predict` generates them, before detokenizing."""
+        return decode.serving_function(model.module, generation(model.config, model.preproc)), ("sequences",)
+
+    def export_steps(self, model: TaskModel) -> tuple[Callable[..., Any], Callable[..., Any], decode.GenerationConfig]:
+        """(prefill, step, settings) of eval/decode.py's `step_functions`."""
+        g = generation(model.config, model.preproc)
+        return (*decode.step_functions(model.module, g), g)
+
+    def export_sample(self, predictor: SpanCorruptionPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
+        """The texts encoded as `predict` encodes them (default: rows of random token ids of different lengths)."""
+        from flaxtrain.export import pad_rows
+
+        p = predictor.preproc
+        if texts:
+            rows = [ids[: p.maxlen] for ids in p.encode_documents(list(texts))]
+        else:
+            rng = np.random.default_rng(0)
+            rows = [rng.integers(1, p.tokenizer.get_vocab_size(), size=n).astype(np.int32)
+                    for n in np.linspace(4, min(p.maxlen, 32), 6).astype(int)]
+        return {"input_ids": pad_rows(rows, p.pad_id)}
 
     def top_losses(self, predictor: SpanCorruptionPredictor, data: LMDataset, losses: np.ndarray, n: int) -> list[tuple]:
         """(row index, mean target-token loss, the corrupted input, its targets)."""

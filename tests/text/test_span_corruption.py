@@ -14,6 +14,7 @@ import flaxtrain.text
 from flaxtrain import models
 from flaxtrain.data.lm import span_corruption_lengths
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.export import runtime as export_runtime
 from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
 
 import torch  # noqa: E402  (the test extra: a missing reference must fail, not skip)
@@ -126,6 +127,15 @@ def test_t5_from_scratch_trains_saves_and_matches_pytorch(corpus, tmp_path):
         [t for t in generated[0, 1:].tolist() if t != preproc.pad_id], skip_special_tokens=False)
     again = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn)  # continued pretraining of the saved folder
     assert again.task.name == "span_corruption" and flaxtrain.get_predictor(again).predict(text) == predictor.predict(text)
+    # Exported: the whole greedy loop (StableHLO) and the ONNX graphs (T5's relative positions, one cached step),
+    # each generating the predictor's fills in its own runtime.
+    texts = [text, "a <extra_id_0> sat <extra_id_1> mat", "on the <extra_id_0>"]
+    for fmt in ("jax", "onnx"):
+        out = predictor.export(tmp_path / f"export-{fmt}", format=fmt, texts=texts)
+        assert json.loads((out / "parity.json").read_text())["passed"]
+        rows = export_runtime.load(out)({"input_ids": np.load(out / "sample.npz")["input_ids"]})["sequences"]
+        assert preproc.tokenizer.decode_batch([[int(t) for t in row if t != preproc.pad_id] for row in rows],
+                                              skip_special_tokens=False) == predictor.predict(texts), fmt
     # The same folder with its blocks scanned and rematerialized: the same generation, the same saved weights.
     scanned = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn, params={"scan_layers": True, "remat": "full"})
     assert scanned.config.scan_layers and "layers" in scanned.params["encoder"]
