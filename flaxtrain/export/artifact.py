@@ -218,6 +218,12 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
                            "tensorflow-text, the version of your TensorFlow)"}
     texts = [str(t) for t in (texts or DEFAULT_TEXTS)]
     ids = pad_rows(preproc.encode(texts), int(preproc.pad_id), text_graph.MIN_WIDTH)
+    in_graph = text_graph.string_tokenizer(settings, int(preproc.pad_id))(np.asarray(texts, object)).numpy()
+    if in_graph.shape != ids.shape or not np.array_equal(in_graph, ids):
+        differ = next((i for i in range(len(texts)) if i >= len(in_graph) or in_graph.shape != ids.shape
+                       or not np.array_equal(in_graph[i], ids[i])), 0)
+        return {"missing": f"serving_default takes input_ids: tensorflow-text's ids differ from the tokenizer's on "
+                           f"sample text {differ} ({texts[differ][:40]!r})"}
     got = {name: np.asarray(v) for name, v in zip(outputs, jax.jit(serving)(predictor.model.params, ids))}
     names = [str(c) for c in (getattr(preproc, "class_names", None) or [])]
     if "probabilities" in got and names:
