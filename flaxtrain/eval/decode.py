@@ -210,7 +210,7 @@ def serving_function(module: Any, g: GenerationConfig) -> Any:
     return serving
 
 
-def step_functions(module: Any, g: GenerationConfig) -> tuple[Any, Any]:
+def step_functions(module: Any, g: GenerationConfig, format: str = "onnx") -> tuple[Any, Any]:
     """Greedy decoding cut into the two functions a runtime without loops of its own runs (the ONNX export):
 
       prefill(params, input_ids [b, s]) -> (scores [b, v], cache): the encoder, the empty cache and the
@@ -225,7 +225,7 @@ def step_functions(module: Any, g: GenerationConfig) -> tuple[Any, Any]:
         raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
                              "set its do_sample to False first")
     if g.num_beams > 1:
-        raise FlaxtrainError(f"format='onnx' holds greedy decoding (one cached decoder step that serve.py loops "
+        raise FlaxtrainError(f"format={format!r} holds greedy decoding (one cached decoder step that serve.py loops "
                              f"over), but this model decodes with {g.num_beams} beams: export format='jax' or "
                              "'saved_model' (the whole beam search), or set model.generation['num_beams'] = 1")
     pad = module.config.pad_id

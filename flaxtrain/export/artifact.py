@@ -100,8 +100,10 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
     serving, outputs = task.export_outputs(predictor.model)  # a one-line error where the task has none
     writer = {"jax": _write_jax, "onnx": _write_onnx, "saved_model": _write_saved_model,
               "tflite": functools.partial(_write_tflite, quantize=quantize)}[format]
-    if format == "onnx" and hasattr(task, "export_steps"):  # a decoding loop: its graphs hold one step
-        writer = functools.partial(_write_onnx_generation, steps=task.export_steps(predictor.model),
+    if format in ("onnx", "tflite") and hasattr(task, "export_steps"):  # a decoding loop: the graphs hold one step
+        writer = functools.partial(_write_onnx_generation if format == "onnx" else
+                                   functools.partial(_write_tflite_generation, quantize=quantize),
+                                   steps=task.export_steps(predictor.model, format),
                                    source_pad_id=int(predictor.model.config.pad_id))
     _require(format)
     sample = task.export_sample(predictor, texts)
@@ -150,7 +152,8 @@ def _placement(target: Path, format: str) -> tuple[Path, str | None]:
             raise FlaxtrainError(f"{target} exists and is not a {format} file: pass a new path or remove it first")
         folder = target.parent
         if not (folder / runtime.MANIFEST).is_file():  # a folder of other things: never overwrite them
-            taken = [name for name in (*SIDECARS, target.name) if (folder / name).exists()]
+            step = f"{target.stem}.step{suffix}"  # a seq2seq export's decoder step
+            taken = [name for name in (*SIDECARS, target.name, step) if (folder / name).exists()]
             if taken:
                 raise FlaxtrainError(f"{folder} already holds {', '.join(taken)} (not from a flaxtrain export): export "
                                      f"into a folder of its own, e.g. {folder / target.stem / target.name}")
@@ -206,18 +209,23 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
     from flaxtrain.export import text_graph
 
     preproc = predictor.preproc
-    if predictor.task.export_inputs != ("input_ids",) or not hasattr(preproc, "encode") or \
-            not hasattr(preproc, "tokenizer"):
+    encode = getattr(preproc, "encode", None) or getattr(preproc, "encode_sources", None)
+    if predictor.task.export_inputs != ("input_ids",) or encode is None or not hasattr(preproc, "tokenizer"):
         return None
     try:
-        settings = text_graph.describe(preproc.tokenizer, int(preproc.maxlen), bool(preproc.add_special_tokens))
+        settings = text_graph.describe(preproc.tokenizer, int(preproc.maxlen),
+                                       bool(getattr(preproc, "add_special_tokens", True)))
     except text_graph.Unsupported as why:
         return {"missing": f"serving_default takes input_ids: {why}"}
+    generates = "sequences" in outputs
+    if generates and not settings.get("detokenize"):
+        return {"missing": "serving_default takes input_ids: generated ids become text in the graph only for "
+                           "sentencepiece-style (Metaspace) tokenizers"}
     if importlib.util.find_spec("tensorflow_text") is None:
         return {"missing": "serving_default takes input_ids: tensorflow-text is not installed (pip install --no-deps "
                            "tensorflow-text, the version of your TensorFlow)"}
     texts = [str(t) for t in (texts or DEFAULT_TEXTS)]
-    ids = pad_rows(preproc.encode(texts), int(preproc.pad_id), text_graph.MIN_WIDTH)
+    ids = pad_rows(encode(texts), int(preproc.pad_id), text_graph.MIN_WIDTH)
     in_graph = text_graph.string_tokenizer(settings, int(preproc.pad_id))(np.asarray(texts, object)).numpy()
     if in_graph.shape != ids.shape or not np.array_equal(in_graph, ids):
         differ = next((i for i in range(len(texts)) if i >= len(in_graph) or in_graph.shape != ids.shape
@@ -228,6 +236,8 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
     names = [str(c) for c in (getattr(preproc, "class_names", None) or [])]
     if "probabilities" in got and names:
         got["labels"] = np.asarray([names[i] for i in got["probabilities"].argmax(-1)], np.str_)
+    if generates:
+        got["generated"] = np.asarray(preproc.decode(got["sequences"]), np.str_)
     return {"settings": settings, "pad_id": int(preproc.pad_id), "class_names": names, "texts": texts, "expected": got}
 
 
@@ -411,15 +421,12 @@ def _write_onnx(staging: Path, serving: Any, params: Any, inputs: list[dict[str,
             "outputs": list(outputs)}
 
 
-def _write_onnx_generation(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]],
-                           outputs: tuple[str, ...], filename: str | None, *, steps: Any, source_pad_id: int
-                           ) -> dict[str, Any]:
-    """The 'onnx' format of a seq2seq model: greedy decoding as two graphs (eval/decode.py's step_functions),
-    NAME.onnx (input_ids [batch, length] -> the first token's `scores` [batch, vocab] and the decoder's
-    key/value cache `next_cache.NNN`) and NAME.step.onnx (tokens [batch, 1], cur_len [], sequences [batch,
-    max_length], attention_mask [batch, length] and the cache `cache.NNN` -> the next token's scores and the
-    cache leaves it changes, `next_cache.NNN`),
-    which serve.py loops over: argmax, pad ids once a row has ended, stop at max_length."""
+def _step_graphs(params: Any, steps: Any) -> dict[str, Any]:
+    """eval/decode.py's prefill and step with the cache as flat arrays, for the formats that hold one decoder
+    step: {'prefill': f(params, input_ids) -> (scores, *cache), 'step': f(params, tokens, cur_len,
+    sequences, attention_mask, *cache) -> (scores, *the leaves it changes), 'cache': [(name, shape with
+    'batch' / 'length' for the dimensions that follow the batch / source length, dtype)], 'changed':
+    indices of the leaves a step returns, 'updated': their output names, 'g': the settings}."""
     prefill, step, g = steps
     host = jax.device_get(params)
 
@@ -433,46 +440,73 @@ def _write_onnx_generation(staging: Path, serving: Any, params: Any, inputs: lis
         return tuple({(2, 3): "batch", (5, 11): "length"}.get((x, y), x) for x, y in zip(a.shape, b.shape))
 
     names = [f"cache.{i:03d}" for i in range(len(small))]
-    cache_inputs = [(name, symbolic(a, b), a.dtype) for name, a, b in zip(names, small, large)]
 
-    def prefill_flat(input_ids: jax.Array) -> tuple[jax.Array, ...]:
-        scores, cache = prefill(host, input_ids)
+    def prefill_flat(p: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
+        scores, cache = prefill(p, input_ids)
         return (scores, *jax.tree.leaves(cache))
 
-    def step_all(tokens: jax.Array, cur_len: jax.Array, sequences: jax.Array, attention_mask: jax.Array,
+    def step_all(p: Any, tokens: jax.Array, cur_len: jax.Array, sequences: jax.Array, attention_mask: jax.Array,
                  *leaves: jax.Array) -> tuple[jax.Array, ...]:
-        scores, cache = step(host, tokens, cur_len, sequences, attention_mask, jax.tree.unflatten(treedef, leaves))
+        scores, cache = step(p, tokens, cur_len, sequences, attention_mask, jax.tree.unflatten(treedef, leaves))
         return (scores, *jax.tree.leaves(cache))
 
     # A step leaves some of the cache as it was (the encoder's keys and values): the step graph returns
     # only the leaves it changes, and serve.py keeps the others from the first graph.
-    probe = jax.make_jaxpr(step_all)(jax.ShapeDtypeStruct((2, 1), np.int32), jax.ShapeDtypeStruct((), np.int32),
-                                     jax.ShapeDtypeStruct((2, g.max_length), np.int32),
-                                     jax.ShapeDtypeStruct((2, 5), np.int32), *small).jaxpr
-    kept = {v for v in probe.invars}
+    probe = jax.make_jaxpr(functools.partial(step_all, host))(
+        jax.ShapeDtypeStruct((2, 1), np.int32), jax.ShapeDtypeStruct((), np.int32),
+        jax.ShapeDtypeStruct((2, g.max_length), np.int32), jax.ShapeDtypeStruct((2, 5), np.int32), *small).jaxpr
+    kept = set(probe.invars)
     changed = [i for i, v in enumerate(probe.outvars[1:]) if hasattr(v, "val") or v not in kept]  # .val: a literal
 
-    def step_flat(*arrays: jax.Array) -> tuple[jax.Array, ...]:
-        scores, *leaves = step_all(*arrays)
+    def step_flat(p: Any, *arrays: jax.Array) -> tuple[jax.Array, ...]:
+        scores, *leaves = step_all(p, *arrays)
         return (scores, *(leaves[i] for i in changed))
 
-    updated = [f"next_{name}" for name in names]
-    first = _onnx_graph(prefill_flat, [("input_ids", ("batch", "length"), np.int32)], ["scores", *updated])
+    return {"prefill": prefill_flat, "step": step_flat, "g": g, "changed": changed,
+            "cache": [(name, symbolic(a, b), a.dtype) for name, a, b in zip(names, small, large)],
+            "updated": [f"next_{name}" for name in names]}
+
+
+def _generation_spec(graphs: dict[str, Any], source_pad_id: int) -> dict[str, Any]:
+    """export.json's 'generation' section: what serve.py's greedy loop needs."""
+    g = graphs["g"]
+    return {"decoding": "greedy", "max_length": g.max_length, "decoder_start_id": g.decoder_start_id,
+            "eos_id": g.eos_id, "pad_id": g.pad_id, "source_pad_id": int(source_pad_id),
+            "cache": [name for name, _, _ in graphs["cache"]], "step_updates": graphs["changed"]}
+
+
+def _step_inputs(graphs: dict[str, Any], length: Any) -> list[tuple[str, tuple[Any, ...], Any]]:
+    """(name, shape, dtype) of the step graph's inputs; `length` stands for the source length."""
+    fix = lambda shape: tuple(length if d == "length" else d for d in shape)  # noqa: E731
+    return [("tokens", ("batch", 1), np.int32), ("cur_len", (), np.int32),
+            ("sequences", ("batch", graphs["g"].max_length), np.int32), ("attention_mask", ("batch", length), np.int32),
+            *((name, fix(shape), dtype) for name, shape, dtype in graphs["cache"])]
+
+
+def _write_onnx_generation(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]],
+                           outputs: tuple[str, ...], filename: str | None, *, steps: Any, source_pad_id: int
+                           ) -> dict[str, Any]:
+    """The 'onnx' format of a seq2seq model: greedy decoding as two graphs (eval/decode.py's step_functions),
+    NAME.onnx (input_ids [batch, length] -> the first token's `scores` [batch, vocab] and the decoder's
+    key/value cache `next_cache.NNN`) and NAME.step.onnx (tokens [batch, 1], cur_len [], sequences [batch,
+    max_length], attention_mask [batch, length] and the cache `cache.NNN` -> the next token's scores and the
+    cache leaves it changes, `next_cache.NNN`), which serve.py loops over: argmax, pad ids once a row has
+    ended, stop at max_length."""
+    graphs = _step_graphs(params, steps)
+    host = jax.device_get(params)
+    updated = graphs["updated"]
+    first = _onnx_graph(lambda ids: graphs["prefill"](host, ids), [("input_ids", ("batch", "length"), np.int32)],
+                        ["scores", *updated])
     if inputs[0]["dtype"] == "int64":
         first = _onnx_int64_inputs(first, ["input_ids"])
-    then = _onnx_graph(step_flat, [("tokens", ("batch", 1), np.int32), ("cur_len", (), np.int32),
-                                   ("sequences", ("batch", g.max_length), np.int32),
-                                   ("attention_mask", ("batch", "length"), np.int32), *cache_inputs],
-                       ["scores", *(updated[i] for i in changed)])
+    then = _onnx_graph(lambda *arrays: graphs["step"](host, *arrays), _step_inputs(graphs, "length"),
+                       ["scores", *(updated[i] for i in graphs["changed"])])
     name = filename or "model.onnx"
     step_name = f"{Path(name).stem}.step.onnx"
     (staging / step_name).write_bytes(then.SerializeToString())
     (staging / name).write_bytes(first.SerializeToString())
     return {"files": {"model": name, "step": step_name}, "opset": int(first.opset_import[0].version),
-            "inputs": inputs, "outputs": list(outputs),
-            "generation": {"decoding": "greedy", "max_length": g.max_length, "decoder_start_id": g.decoder_start_id,
-                           "eos_id": g.eos_id, "pad_id": g.pad_id, "source_pad_id": int(source_pad_id),
-                           "cache": names, "step_updates": changed}}
+            "inputs": inputs, "outputs": list(outputs), "generation": _generation_spec(graphs, source_pad_id)}
 
 
 def _onnx_int64_inputs(model: Any, names: list[str]) -> Any:
@@ -534,7 +568,8 @@ def _write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[di
         signature = [tf.TensorSpec([d if isinstance(d, int) else None for d in spec["shape"]], tf.as_dtype(spec["dtype"]),
                                    name=spec["name"]) for spec in inputs]
         module.serve = tf.function(
-            lambda *arrays: dict(zip(outputs, converted(module.params, *(tf.cast(a, tf.int32) for a in arrays)))),
+            lambda *arrays: dict(zip(outputs, converted(module.params, *(tf.cast(a, tf.int32) if a.dtype == tf.int64
+                                                                         else a for a in arrays)))),
             input_signature=signature, autograph=False)
         signatures = {"serving_default": module.serve, "serve_ids": module.serve}
         if text is not None:
@@ -555,7 +590,8 @@ def _write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[di
 
 
 def _texts_function(module: Any, converted: Any, outputs: tuple[str, ...], text: dict[str, Any]) -> Any:
-    """tf.function: texts (tf.string [batch]) -> the outputs (and 'labels', the class names) of the model."""
+    """tf.function: texts (tf.string [batch]) -> the outputs (and 'labels', the class names, or 'generated',
+    the generated text) of the model."""
     import tensorflow as tf
 
     from flaxtrain.export import text_graph
@@ -568,6 +604,8 @@ def _texts_function(module: Any, converted: Any, outputs: tuple[str, ...], text:
         results = dict(zip(outputs, converted(module.params, tokenize(texts))))
         if "probabilities" in results and text["class_names"]:
             results["labels"] = tf.gather(names, tf.argmax(results["probabilities"], axis=-1))
+        if "sequences" in results:  # a generating model: its text too
+            results["generated"] = tokenize.detokenize(results["sequences"])
         return results
 
     return tf.function(serve_texts, input_signature=[tf.TensorSpec([None], tf.string, name="texts")], autograph=False)
@@ -609,3 +647,56 @@ def _write_tflite(staging: Path, serving: Any, params: Any, inputs: list[dict[st
     return {"files": {"model": name}, "signature": "serving_default", "inputs": inputs, "outputs": list(outputs),
             "quantized": "int8 weights (dynamic range)" if quantize else None,
             "bytes": len(model), "float32_bytes": len(float_model), "tensorflow_version": tf.__version__}
+
+
+def _write_tflite_generation(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]],
+                             outputs: tuple[str, ...], filename: str | None, *, steps: Any, source_pad_id: int,
+                             quantize: bool) -> dict[str, Any]:
+    """The 'tflite' format of a seq2seq model: the two graphs of the ONNX export (the encoder with the first
+    step, one cached decoder step) as NAME.tflite and NAME.step.tflite, sources padded to the model's maxlen;
+    serve.py loops greedily over them. Where the converter cannot take a symbolic batch, one row at a time."""
+    import tensorflow as tf
+
+    graphs = _step_graphs(params, steps)
+    width = inputs[0]["shape"][1]
+    updated = graphs["updated"]
+    step_inputs = [{"name": name, "dtype": np.dtype(dtype).name, "shape": list(shape)}
+                   for name, shape, dtype in _step_inputs(graphs, width)]
+    first_outputs, step_outputs = ("scores", *updated), ("scores", *(updated[i] for i in graphs["changed"]))
+
+    def convert(fn: Any, specs: list[dict[str, Any]], names: tuple[str, ...], optimize: bool) -> bytes:
+        try:
+            _write_saved_model(staging, fn, params, specs, names, None, folder=".saved_model")
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(staging / ".saved_model"), ["serving_default"])
+            if optimize:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            return converter.convert()
+        finally:
+            shutil.rmtree(staging / ".saved_model", ignore_errors=True)
+
+    def both(first_specs: list[dict[str, Any]], then_specs: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+        return (convert(graphs["prefill"], first_specs, first_outputs, quantize),
+                convert(graphs["step"], then_specs, step_outputs, quantize))
+
+    try:
+        try:
+            first, then = both(inputs, step_inputs)
+        except Exception:  # noqa: BLE001 - retried with one row, whose error is the one reported
+            one = lambda specs: [{**spec, "shape": [1 if d == "batch" else d for d in spec["shape"]]}  # noqa: E731
+                                 for spec in specs]
+            inputs, step_inputs = one(inputs), one(step_inputs)
+            first, then = both(inputs, step_inputs)
+    except FlaxtrainError:
+        raise
+    except Exception as err:  # the converter names the op it has no TFLite kernel for
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise FlaxtrainError(f"the TFLite converter could not convert this model's decoder step ({detail}): export "
+                             "format='onnx' or 'saved_model' instead") from None
+    name = filename or "model.tflite"
+    step_name = f"{Path(name).stem}.step.tflite"
+    (staging / step_name).write_bytes(then)
+    (staging / name).write_bytes(first)
+    return {"files": {"model": name, "step": step_name}, "signature": "serving_default", "inputs": inputs,
+            "step_inputs": step_inputs, "outputs": list(outputs), "generation": _generation_spec(graphs, source_pad_id),
+            "quantized": "int8 weights (dynamic range)" if quantize else None, "bytes": len(first) + len(then),
+            "tensorflow_version": tf.__version__}

@@ -60,15 +60,28 @@ def _load_onnx(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.nda
 
 def _onnx_generation(first: Any, step: Any, spec: dict[str, Any]
                      ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Greedy decoding over the two graphs of a seq2seq export: the first runs the encoder and the decoder
-    start token, the second one decoder step on the key/value cache, until max_length or every row ended."""
+    """Greedy decoding over the two ONNX graphs of a seq2seq export."""
+    return _greedy(lambda ids: first.run(None, {"input_ids": ids}), lambda feed: step.run(None, feed), spec)
+
+
+def _greedy(first: Callable[[np.ndarray], list[np.ndarray]], step: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+            spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Greedy decoding over a seq2seq export's two graphs: `first` runs the encoder and the decoder start
+    token (-> scores and the whole cache), `step` one decoder step (-> scores and the cache leaves it
+    changes), until max_length or every row ended."""
     gen = spec["generation"]
     cache_names, length, pad, eos = gen["cache"], gen["max_length"], gen["pad_id"], gen["eos_id"]
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids = np.asarray(inputs["input_ids"], spec["inputs"][0]["dtype"])
+        width = spec["inputs"][0]["shape"][1]
+        if isinstance(width, int):  # a fixed-width graph (TFLite): sources padded to it
+            ids = pad_to(ids, width, gen["source_pad_id"], spec["inputs"][0]["dtype"])
+        if spec["inputs"][0]["shape"][0] == 1 and len(ids) > 1:  # a graph of one row: row by row
+            rows = [run({"input_ids": ids[i:i + 1]})["sequences"] for i in range(len(ids))]
+            return {"sequences": np.concatenate(rows)}
         mask = (ids != gen["source_pad_id"]).astype(np.int32)
-        scores, *cache = first.run(None, {"input_ids": ids})
+        scores, *cache = first(ids)
         sequences = np.full((len(ids), length), pad, np.int32)
         sequences[:, 0] = gen["decoder_start_id"]
         finished = np.zeros(len(ids), bool)
@@ -78,9 +91,8 @@ def _onnx_generation(first: Any, step: Any, spec: dict[str, Any]
             finished |= token == eos
             if finished.all() or cur_len + 1 == length:
                 break
-            scores, *changed = step.run(None, {"tokens": token[:, None], "cur_len": np.asarray(cur_len + 1, np.int32),
-                                               "sequences": sequences, "attention_mask": mask,
-                                               **dict(zip(cache_names, cache))})
+            scores, *changed = step({"tokens": token[:, None], "cur_len": np.asarray(cur_len + 1, np.int32),
+                                     "sequences": sequences, "attention_mask": mask, **dict(zip(cache_names, cache))})
             for i, value in zip(gen["step_updates"], changed):  # the encoder's keys and values stay as they are
                 cache[i] = value
         tokens = sequences[:, 1:]
@@ -111,7 +123,7 @@ def _load_saved_model(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str,
         def run_texts(texts: Any) -> dict[str, np.ndarray]:
             """Raw strings in (tokenized inside the graph), {'probabilities', 'labels', ...} out."""
             results = serve_texts(**{text["input"]: tf.constant([str(t) for t in texts])})
-            return {name: (np.char.decode(results[name].numpy().astype(bytes), "utf-8") if name == "labels"
+            return {name: (np.char.decode(results[name].numpy().astype(bytes), "utf-8") if name in ("labels", "generated")
                            else results[name].numpy()) for name in text["outputs"]}
 
         run.texts = run_texts
@@ -137,7 +149,28 @@ def pad_to(rows: np.ndarray, width: int, pad: int, dtype: str = "int32") -> np.n
     return np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=pad)
 
 
+def _tflite_generation(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Greedy decoding over the two TFLite graphs of a seq2seq export."""
+    first = _interpreter()(model_path=str(folder / spec["files"]["model"])).get_signature_runner("serving_default")
+    step = _interpreter()(model_path=str(folder / spec["files"]["step"])).get_signature_runner("serving_default")
+    names = [f"next_{name}" for name in spec["generation"]["cache"]]
+    changed = [names[i] for i in spec["generation"]["step_updates"]]
+
+    def run_first(ids: np.ndarray) -> list[np.ndarray]:
+        out = first(input_ids=ids)
+        return [out["scores"], *(out[name] for name in names)]
+
+    def run_step(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        types = {item["name"]: item["dtype"] for item in spec["step_inputs"]}
+        out = step(**{name: np.asarray(value, types[name]) for name, value in feed.items()})
+        return [out["scores"], *(out[name] for name in changed)]
+
+    return _greedy(run_first, run_step, spec)
+
+
 def _load_tflite(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    if spec.get("generation"):
+        return _tflite_generation(folder, spec)
     interpreter = _interpreter()(model_path=str(folder / spec["files"]["model"]))
     runner = interpreter.get_signature_runner(spec.get("signature", "serving_default"))  # resizes the batch
 

@@ -9,7 +9,8 @@ gives a word or [UNK], as a word-level lookup does). Unigram models (T5, XLM-R, 
 tensorflow-text's `SentencepieceTokenizer` over a sentencepiece model built from tokenizer.json: the pieces
 and scores in vocabulary order (so its ids are the tokenizer's), the precompiled normalization map, runs
 of spaces collapsed and "▁" for spaces (Metaspace); ALBERT's NFKD, accent stripping and lower-casing run
-as string ops before it. Truncation and the special-token template ([CLS] ... [SEP], <s> ... </s>,
+as string ops before it (NFKC likewise). Generated ids go back to text through the same model (special ids
+dropped, as `skip_special_tokens` does). Truncation and the special-token template ([CLS] ... [SEP], <s> ... </s>,
 ... </s>) follow the tokenizer's settings. Byte-level BPE (RoBERTa) has no such ops: `Unsupported` says
 why. The export compares the graph's ids with the tokenizer's on the sample texts before it keeps the
 text signature, and the SavedModel's outputs on them after.
@@ -72,7 +73,7 @@ def _template(spec: dict[str, Any], maxlen: int, add_special_tokens: bool) -> di
     return {"prefix": prefix, "suffix_ids": suffix, "room": int(maxlen) - len(prefix) - len(suffix)}
 
 
-_ALBERT_STEPS = ("NFKD", "StripAccents", "Lowercase")  # string ops before the sentencepiece model
+_STRING_STEPS = ("NFKD", "NFKC", "NFD", "NFC", "StripAccents", "Lowercase")  # string ops before the sentencepiece model
 
 
 def _unigram(spec: dict[str, Any], model: dict[str, Any], normalizer: dict[str, Any], pre: dict[str, Any]
@@ -91,7 +92,7 @@ def _unigram(spec: dict[str, Any], model: dict[str, Any], normalizer: dict[str, 
             collapse = True
         elif kind == "Replace" and "String" in pattern:
             before.append(("replace", pattern["String"], step.get("content", "")))
-        elif kind in _ALBERT_STEPS:
+        elif kind in _STRING_STEPS:
             before.append((kind.lower(),))
         else:
             raise Unsupported(f"normalizer step {kind} has no sentencepiece counterpart here")
@@ -124,7 +125,10 @@ def _unigram(spec: dict[str, Any], model: dict[str, Any], normalizer: dict[str, 
 
         norm.precompiled_charsmap = base64.b64decode(charsmap)
     norm.add_dummy_prefix, norm.escape_whitespaces, norm.remove_extra_whitespaces = True, True, collapse
-    return {"kind": "sentencepiece", "model": proto.SerializeToString(), "before": before}
+    decoder = spec.get("decoder") or {}
+    special = sorted(entry["id"] for entry in spec.get("added_tokens", []) if entry.get("special"))
+    return {"kind": "sentencepiece", "model": proto.SerializeToString(), "before": before,
+            "detokenize": decoder.get("type") == "Metaspace", "special_ids": special}
 
 
 def _before(texts: Any, steps: list[tuple[str, ...]]) -> Any:
@@ -135,8 +139,8 @@ def _before(texts: Any, steps: list[tuple[str, ...]]) -> Any:
     for step in steps:
         if step[0] == "replace":
             texts = tf.strings.regex_replace(texts, _regex_literal(step[1]), step[2])
-        elif step[0] == "nfkd":
-            texts = tft.normalize_utf8(texts, "NFKD")
+        elif step[0] in ("nfkd", "nfkc", "nfd", "nfc"):
+            texts = tft.normalize_utf8(texts, step[0].upper())
         elif step[0] == "stripaccents":
             texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
         elif step[0] == "lowercase":
@@ -185,4 +189,13 @@ def string_tokenizer(settings: dict[str, Any], pad_id: int) -> Callable[[Any], A
         return tf.pad(ids, [[0, 0], [0, short]], constant_values=pad_id)
 
     tokenize.table = table
+    if settings.get("detokenize"):
+        drop = tf.constant(settings["special_ids"] or [-1], tf.int32)
+
+        def detokenize(ids: Any) -> Any:
+            """int32 ids [batch, n] -> tf.string [batch]: special ids dropped, pieces joined, '▁' -> space."""
+            keep = tf.reduce_all(tf.not_equal(ids[..., None], drop), axis=-1)
+            return model.detokenize(tf.ragged.boolean_mask(ids, keep))
+
+        tokenize.detokenize = detokenize
     return tokenize

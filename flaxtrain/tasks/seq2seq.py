@@ -160,7 +160,7 @@ class Seq2SeqGeneration(Task):
 
     # 'onnx' holds greedy decoding as two graphs (the encoder with the first step, and one cached decoder
     # step) that the export's serve.py loops over; 'jax' and 'saved_model' hold the whole generation loop.
-    export_formats = ("jax", "onnx", "saved_model")
+    export_formats = ("jax", "onnx", "saved_model", "tflite")
 
     def export_generation(self, model: TaskModel) -> decode.GenerationConfig:
         """The predictor's default decoding settings (greedy, or the checkpoint's beams and length penalty)."""
@@ -175,11 +175,12 @@ class Seq2SeqGeneration(Task):
         predictor's default settings, as `predictor.predict` decodes them (eval/decode.py's serving_function)."""
         return decode.serving_function(model.module, self.export_generation(model)), ("sequences",)
 
-    def export_steps(self, model: TaskModel) -> tuple[Callable[..., Any], Callable[..., Any], decode.GenerationConfig]:
+    def export_steps(self, model: TaskModel, format: str = "onnx"
+                     ) -> tuple[Callable[..., Any], Callable[..., Any], decode.GenerationConfig]:
         """(prefill, step, settings) of eval/decode.py's `step_functions` for the formats that hold one decoder
         step (a one-line error for a model that decodes with beams)."""
         g = self.export_generation(model)
-        return (*decode.step_functions(model.module, g), g)
+        return (*decode.step_functions(model.module, g, format), g)
 
     def export_sample(self, predictor: Seq2SeqPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
         """The source texts encoded as `predict` encodes them (default: rows of random token ids)."""

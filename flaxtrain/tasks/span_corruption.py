@@ -141,17 +141,18 @@ class SpanCorruption(StreamedObjective):
 
     # The sentinel filler exports as a translation model does: the whole greedy loop ('jax', 'saved_model'),
     # or the encoder with the first step and one cached decoder step ('onnx').
-    export_formats = ("jax", "onnx", "saved_model")
+    export_formats = ("jax", "onnx", "saved_model", "tflite")
 
     def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
         """'sequences' [b, target_length] int32 of token ids [b, L] (one text per row, padded with the pad id):
         the sentinels and their fills as `predict` generates them, before detokenizing."""
         return decode.serving_function(model.module, generation(model.config, model.preproc)), ("sequences",)
 
-    def export_steps(self, model: TaskModel) -> tuple[Callable[..., Any], Callable[..., Any], decode.GenerationConfig]:
+    def export_steps(self, model: TaskModel, format: str = "onnx"
+                     ) -> tuple[Callable[..., Any], Callable[..., Any], decode.GenerationConfig]:
         """(prefill, step, settings) of eval/decode.py's `step_functions`."""
         g = generation(model.config, model.preproc)
-        return (*decode.step_functions(model.module, g), g)
+        return (*decode.step_functions(model.module, g, format), g)
 
     def export_sample(self, predictor: SpanCorruptionPredictor, texts: Sequence[Any] | None) -> dict[str, np.ndarray]:
         """The texts encoded as `predict` encodes them (default: rows of random token ids of different lengths)."""

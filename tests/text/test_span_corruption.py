@@ -127,10 +127,10 @@ def test_t5_from_scratch_trains_saves_and_matches_pytorch(corpus, tmp_path):
         [t for t in generated[0, 1:].tolist() if t != preproc.pad_id], skip_special_tokens=False)
     again = flaxtrain.get_model(str(tmp_path / "hf"), train_data=trn)  # continued pretraining of the saved folder
     assert again.task.name == "span_corruption" and flaxtrain.get_predictor(again).predict(text) == predictor.predict(text)
-    # Exported: the whole greedy loop (StableHLO) and the ONNX graphs (T5's relative positions, one cached step),
+    # Exported: the whole greedy loop (StableHLO) and the ONNX and TFLite graphs (T5's relative positions, one cached step),
     # each generating the predictor's fills in its own runtime.
     texts = [text, "a <extra_id_0> sat <extra_id_1> mat", "on the <extra_id_0>"]
-    for fmt in ("jax", "onnx"):
+    for fmt in ("jax", "onnx", "tflite"):
         out = predictor.export(tmp_path / f"export-{fmt}", format=fmt, texts=texts)
         assert json.loads((out / "parity.json").read_text())["passed"]
         rows = export_runtime.load(out)({"input_ids": np.load(out / "sample.npz")["input_ids"]})["sequences"]
