@@ -1,6 +1,7 @@
 """MiniLM-size encoder classifier: flaxtrain train and inference steps against PyTorch `transformers`.
 
 Run:  .venv/bin/python benchmarks/encoder_step.py [--rounds 5] [--steps 5] [--lengths 128 256]
+      .venv/bin/python benchmarks/encoder_step.py --options   # flaxtrain's XLA options against the previous set
 
 Both systems run in this one process in interleaved rounds. The model is all-MiniLM-L6-v2's shape (6
 layers, width 384, 12 heads, MLP 1536, vocabulary 30522) with a 2-class head, batch 32, dropout 0.1
@@ -127,12 +128,68 @@ def run(length: int, rounds: int, steps: int, peak: float, attention: str) -> No
         print(f"  {kind}: flaxtrain / PyTorch tokens/s (medians) = {ratio:.2f}")
 
 
+def options_ab(length: int, rounds: int, steps: int, peak: float) -> None:
+    """flaxtrain's train and predict steps compiled with its CPU compiler options (flaxtrain/_xla_flags.py) and
+    with the previous set (YNN dot fusions off only), interleaved in this process; outputs compared."""
+    from flaxtrain import _xla_flags
+
+    batch = 32
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, SIZES["vocab_size"], size=(batch, length)).astype(np.int32)
+    ids[np.arange(length)[None, :] >= rng.integers(length // 2, length + 1, size=batch)[:, None]] = 0
+    batch_j = {"input_ids": jnp.asarray(ids), "label": jnp.asarray(rng.integers(0, 2, size=batch).astype(np.int32)),
+               "weight": jnp.ones(batch, jnp.float32)}
+    module = models.build_model("transformer", models.HeadConfig(EncoderConfig(**SIZES, dropout_rate=0.1), num_classes=2))
+
+    def state():
+        params = init_params(module, {"input_ids": jnp.zeros((1, 16), jnp.int32)}, jax.random.key(0))
+        return create_train_state(module, params, make_optimizer(5e-5, weight_decay=0.01))
+
+    chosen = dict(_xla_flags.CPU_OPTIONS)
+    variants = {"previous (YNN off)": {"xla_cpu_experimental_ynn_fusion_type": ""}, "flaxtrain's options": chosen}
+    held, key = {}, jax.random.key(0)
+    for name, options in variants.items():
+        _xla_flags.CPU_OPTIONS = options
+        _xla_flags._options.cache_clear()
+        held[name] = [compile_steps(module.apply, classification_loss, predict_fn=predict_log_probs), state()]
+        held[name][1], out = held[name][0].train(held[name][1], batch_j, key)
+        jax.block_until_ready(out)
+    _xla_flags.CPU_OPTIONS = chosen
+    _xla_flags._options.cache_clear()
+    fresh = state().params
+    outputs = [np.asarray(steps_.predict(fresh, batch_j)) for steps_, _ in held.values()]
+    rates = {f"{name} {kind}": [] for name in held for kind in ("train", "infer")}
+    for _ in range(rounds):
+        for name, h in held.items():
+            def train(h=h):
+                out = None
+                for _ in range(steps):
+                    h[1], out = h[0].train(h[1], batch_j, key)
+                jax.block_until_ready(out)
+
+            def infer(h=h):
+                jax.block_until_ready([h[0].predict(h[1].params, batch_j) for _ in range(steps)])
+
+            rates[f"{name} train"].append(batch * length * steps / _timed(train))
+            rates[f"{name} infer"].append(batch * length * steps / _timed(infer))
+    print(f"\nbatch {batch} x {length}: flaxtrain steps under two XLA option sets; max |output diff| "
+          f"{float(np.max(np.abs(outputs[0] - outputs[1]))):.1e}")
+    for name, values in rates.items():
+        gflops = step_gflop(batch, length, name.endswith("train")) * statistics.median(values) / (batch * length)
+        print(f"  {name:26s} tokens/s median {statistics.median(values):8.0f}   {100 * gflops / peak:4.1f}% of peak")
+    for kind in ("train", "infer"):
+        names = list(held)
+        ratio = statistics.median(rates[f"{names[1]} {kind}"]) / statistics.median(rates[f"{names[0]} {kind}"])
+        print(f"  {kind}: flaxtrain's options / previous = {ratio:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--attention", default="einsum", choices=["einsum", "xla"], help="ops.dot_product_attention path")
+    parser.add_argument("--options", action="store_true", help="A/B of flaxtrain's XLA CPU options instead")
     args = parser.parse_args()
     from machine import describe
 
@@ -140,7 +197,10 @@ def main() -> None:
     xla_peak, torch_peak = matmul_peak_gflops()
     print(f"float32 2048x2048 matmul peak: XLA {xla_peak:.0f} GFLOP/s, PyTorch {torch_peak:.0f} GFLOP/s")
     for length in args.lengths:
-        run(length, args.rounds, args.steps, max(xla_peak, torch_peak), args.attention)
+        if args.options:
+            options_ab(length, args.rounds, args.steps, xla_peak)
+        else:
+            run(length, args.rounds, args.steps, max(xla_peak, torch_peak), args.attention)
 
 
 if __name__ == "__main__":
