@@ -2,12 +2,14 @@
 
 On CPU, XLA 0.10's YNNPACK dot fusions run the MiniLM-size encoder step 10-20% slower than its
 Eigen dots (benchmarks/README.md), so flaxtrain compiles its own train, eval and predict steps and
-its decoding loop with `xla_cpu_experimental_ynn_fusion_type` empty, and with XLA's oneDNN dot
-fusions on (`xla_cpu_use_onednn`, `xla_cpu_experimental_onednn_fusion_type` = dot): they read
-transposed and batched operands in place, and the same encoder step trained 1.13-1.14x faster at
-32 x 128 and 32 x 256 (inference 1.06x / 1.24x), outputs equal within 2.1e-6 (benchmarks/encoder_step.py
---options, an A/B in one process on the 2-core AVX-512 machine; `xla_cpu_prefer_vector_width=512`
-measured no gain there and is not passed). It goes to XLA per compilation
+its decoding loop with `xla_cpu_experimental_ynn_fusion_type` empty.
+
+XLA's oneDNN dot fusions (`ONEDNN_OPTIONS`: `xla_cpu_use_onednn`, `xla_cpu_experimental_onednn_fusion_type`
+= dot) trained the same encoder step 1.13-1.14x faster at 32 x 128 and 32 x 256 (inference 1.06x /
+1.24x, outputs within 2.1e-6; benchmarks/encoder_step.py --options, an A/B in one process on the 2-core
+AVX-512 machine), but with them the Marian-layout translation model's train step died with SIGILL
+(illegal instruction) on that machine: they are not passed. `xla_cpu_prefer_vector_width=512` measured
+no gain there. It goes to XLA per compilation
 (`jax.jit(..., compiler_options=...)`), never through `XLA_FLAGS`: the user's environment, and every
 other program JAX compiles, stay as they were. The user keeps the last word: when their XLA_FLAGS
 names the flag, flaxtrain passes nothing. The option is passed only for the jaxlib line it was
@@ -21,10 +23,10 @@ import functools
 import importlib.metadata
 import os
 
-CPU_OPTIONS: dict[str, object] = {"xla_cpu_experimental_ynn_fusion_type": "", "xla_cpu_use_onednn": True,
-                                  "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
-# Options that go together: the user naming one of them in XLA_FLAGS makes flaxtrain pass none of them.
-GROUPS = (("xla_cpu_use_onednn", "xla_cpu_experimental_onednn_fusion_type"),)
+CPU_OPTIONS: dict[str, object] = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# XLA's oneDNN dot fusions, measured faster but not passed: see the module docstring.
+ONEDNN_OPTIONS: dict[str, object] = {"xla_cpu_use_onednn": True,
+                                     "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
 TESTED_JAXLIB = ("0.10.",)
 
 
@@ -41,7 +43,5 @@ def _options(user_flags: str) -> dict[str, object] | None:
         return None
     if not jaxlib.startswith(TESTED_JAXLIB):
         return None
-    named = {name for name in CPU_OPTIONS if f"--{name}" in user_flags}
-    named |= {name for group in GROUPS if named & set(group) for name in group}
-    chosen = {name: value for name, value in CPU_OPTIONS.items() if name not in named}
+    chosen = {name: value for name, value in CPU_OPTIONS.items() if f"--{name}" not in user_flags}
     return chosen or None
