@@ -289,6 +289,22 @@ def _texts_function(module: Any, converted: Any, outputs: tuple[str, ...], text:
     return tf.function(serve_texts, input_signature=[tf.TensorSpec([None], tf.string, name="texts")], autograph=False)
 
 
+def _tflite_bytes(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],
+                  optimize: bool) -> bytes:
+    """The serving function through a scratch SavedModel (removed after) and TF's TFLite converter; int8
+    weights (dynamic range) when `optimize`."""
+    import tensorflow as tf
+
+    try:
+        write_saved_model(staging, serving, params, inputs, outputs, None, folder=".saved_model")
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(staging / ".saved_model"), ["serving_default"])
+        if optimize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return converter.convert()
+    finally:
+        shutil.rmtree(staging / ".saved_model", ignore_errors=True)
+
+
 def write_tflite(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],
                   filename: str | None, *, quantize: bool) -> dict[str, Any]:
     """The 'tflite' format: the SavedModel above converted by TF's TFLite converter (its StableHLO
@@ -298,14 +314,7 @@ def write_tflite(staging: Path, serving: Any, params: Any, inputs: list[dict[str
     import tensorflow as tf
 
     def convert(specs: list[dict[str, Any]], optimize: bool) -> bytes:
-        try:
-            write_saved_model(staging, serving, params, specs, outputs, None, folder=".saved_model")
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(staging / ".saved_model"), ["serving_default"])
-            if optimize:
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            return converter.convert()
-        finally:
-            shutil.rmtree(staging / ".saved_model", ignore_errors=True)
+        return _tflite_bytes(staging, serving, params, specs, outputs, optimize)
 
     try:
         try:
@@ -342,19 +351,9 @@ def write_tflite_generation(staging: Path, serving: Any, params: Any, inputs: li
                    for name, shape, dtype in _step_inputs(graphs, width)]
     first_outputs, step_outputs = ("scores", *updated), ("scores", *(updated[i] for i in graphs["changed"]))
 
-    def convert(fn: Any, specs: list[dict[str, Any]], names: tuple[str, ...], optimize: bool) -> bytes:
-        try:
-            write_saved_model(staging, fn, params, specs, names, None, folder=".saved_model")
-            converter = tf.lite.TFLiteConverter.from_saved_model(str(staging / ".saved_model"), ["serving_default"])
-            if optimize:
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            return converter.convert()
-        finally:
-            shutil.rmtree(staging / ".saved_model", ignore_errors=True)
-
     def both(first_specs: list[dict[str, Any]], then_specs: list[dict[str, Any]]) -> tuple[bytes, bytes]:
-        return (convert(graphs["prefill"], first_specs, first_outputs, quantize),
-                convert(graphs["step"], then_specs, step_outputs, quantize))
+        return (_tflite_bytes(staging, graphs["prefill"], params, first_specs, first_outputs, quantize),
+                _tflite_bytes(staging, graphs["step"], params, then_specs, step_outputs, quantize))
 
     try:
         try:
