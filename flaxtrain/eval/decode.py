@@ -191,13 +191,18 @@ def decode_loop(params: Any, input_ids: jax.Array, attention_mask: jax.Array, rn
     return _greedy_or_sample(step, logits, cache, rows, rng, g)
 
 
+def _deterministic(g: GenerationConfig) -> None:
+    """Exports decode deterministically: a one-line error for settings that sample."""
+    if g.do_sample:
+        raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
+                             "set its do_sample to False first")
+
+
 def serving_function(module: Any, g: GenerationConfig) -> Any:
     """serving(params, input_ids [b, s]) -> ('sequences' [b, max_new_tokens] int32,): the whole generation
     loop under `g` (deterministic), pad ids after each row's end-of-sequence token, as `generate` returns
     them; the source padding is the model's pad id. The exports of the 'jax' and 'saved_model' formats."""
-    if g.do_sample:
-        raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
-                             "set its do_sample to False first")
+    _deterministic(g)
     pad = module.config.pad_id
 
     def serving(params: Any, input_ids: jax.Array) -> tuple[jax.Array, ...]:
@@ -221,9 +226,7 @@ def step_functions(module: Any, g: GenerationConfig, format: str = "onnx") -> tu
 
     The runtime takes argmax(scores), pads finished rows and stops at max_length or when every row has
     ended, as `_greedy_or_sample` does."""
-    if g.do_sample:
-        raise FlaxtrainError("an export decodes deterministically, but this model's generation config samples: "
-                             "set its do_sample to False first")
+    _deterministic(g)
     if g.num_beams > 1:
         raise FlaxtrainError(f"format={format!r} holds greedy decoding (one cached decoder step that serve.py loops "
                              f"over), but this model decodes with {g.num_beams} beams: export format='jax' or "

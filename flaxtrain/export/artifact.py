@@ -234,11 +234,12 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
     texts = [str(t) for t in (texts or DEFAULT_TEXTS)]
     ids = pad_rows(encode(texts), int(preproc.pad_id), text_graph.MIN_WIDTH)
     in_graph = text_graph.string_tokenizer(settings, int(preproc.pad_id))(np.asarray(texts, object)).numpy()
-    if in_graph.shape != ids.shape or not np.array_equal(in_graph, ids):
-        differ = next((i for i in range(len(texts)) if i >= len(in_graph) or in_graph.shape != ids.shape
-                       or not np.array_equal(in_graph[i], ids[i])), 0)
+    width = max(in_graph.shape[1], ids.shape[1])  # both padded with the pad id to a common width
+    padded = [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=int(preproc.pad_id)) for x in (in_graph, ids)]
+    differ = np.flatnonzero((padded[0] != padded[1]).any(axis=1))
+    if len(differ):
         return {"missing": f"serving_default takes input_ids: tensorflow-text's ids differ from the tokenizer's on "
-                           f"sample text {differ} ({texts[differ][:40]!r})"}
+                           f"sample text {differ[0]} ({texts[differ[0]][:40]!r})"}
     got = {name: np.asarray(v) for name, v in zip(outputs, jax.jit(serving)(predictor.model.params, ids))}
     names = [str(c) for c in (getattr(preproc, "class_names", None) or [])]
     if "probabilities" in got and names:
