@@ -83,9 +83,12 @@ def train_step(
     # Finite loss and updated weights: a non-finite gradient of a trained param reaches its update
     # (through Adam's moments), while frozen params' gradients are never read, so XLA still drops
     # their backward pass.
-    finite = jnp.isfinite(sums["loss_sum"])
-    for x in jax.tree.leaves(new_state.params):
-        finite = finite & jnp.all(jnp.isfinite(x))
+    flags = [jnp.isfinite(sums["loss_sum"])] + [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_state.params)]
+    # One flag, computed once by an op XLA does not copy into its consumers (a sort; its first entry is
+    # the minimum). As a chain of `&` (or a reduce over the stacked flags, which XLA rewrites into one),
+    # the whole chain was fused into every leaf's update: quadratic in the number of leaves, 23k extra
+    # ops and half the compile time of a 4-layer translation model's step.
+    finite = jnp.sort(jnp.stack(flags).astype(jnp.int32))[0] > 0
     # The selects below fuse into the update's own element-wise pass over params and optimizer state.
     apply = finite if skip_nonfinite else finite & (state.halted == 0)
     keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
