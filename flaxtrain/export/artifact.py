@@ -210,20 +210,23 @@ DEFAULT_TEXTS = ("A triumph.", "Dull, and far too long!", "The cast is charming;
 
 def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], texts: list[str] | None
                     ) -> dict[str, Any] | None:
-    """For a SavedModel of a model that reads one row of token ids per text: the tokenizer as tensorflow-text
-    settings, the sample texts and what JAX computes of them ({'missing': why} where the tokenizer cannot
-    run in the graph); None for other tasks."""
+    """For a SavedModel of a model that reads one row of token ids per text (or, a sequence tagger, the ids
+    of the text's words and where each word starts): the tokenizer as tensorflow-text settings, the sample
+    texts and what JAX computes of them ({'missing': why} where the tokenizer cannot run in the graph);
+    None for other tasks."""
     from flaxtrain.export import text_graph
 
     preproc = predictor.preproc
     encode = getattr(preproc, "encode", None) or getattr(preproc, "encode_sources", None)
-    if predictor.task.export_inputs != ("input_ids",) or encode is None or not hasattr(preproc, "tokenizer"):
+    words = predictor.task.export_inputs == ("input_ids", "word_starts")
+    if (predictor.task.export_inputs != ("input_ids",) and not words) or encode is None \
+            or not hasattr(preproc, "tokenizer"):
         return None
     try:
         settings = text_graph.describe(preproc.tokenizer, int(preproc.maxlen),
                                        bool(getattr(preproc, "add_special_tokens", True)))
     except text_graph.Unsupported as why:
-        return {"missing": f"serving_default takes input_ids: {why}"}
+        return {"missing": f"serving_default takes {' and '.join(predictor.task.export_inputs)}: {why}"}
     generates = "sequences" in outputs
     if generates and not settings.get("detokenize"):
         return {"missing": "serving_default takes input_ids: generated ids become text in the graph only for "
@@ -232,14 +235,14 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
         return {"missing": "serving_default takes input_ids: tensorflow-text is not installed (pip install --no-deps "
                            "tensorflow-text, the version of your TensorFlow)"}
     texts = [str(t) for t in (texts or DEFAULT_TEXTS)]
+    if words:
+        return _tagger_text_signature(predictor, serving, outputs, texts, settings)
     ids = pad_rows(encode(texts), int(preproc.pad_id), text_graph.MIN_WIDTH)
     in_graph = text_graph.string_tokenizer(settings, int(preproc.pad_id))(np.asarray(texts, object)).numpy()
-    width = max(in_graph.shape[1], ids.shape[1])  # both padded with the pad id to a common width
-    padded = [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=int(preproc.pad_id)) for x in (in_graph, ids)]
-    differ = np.flatnonzero((padded[0] != padded[1]).any(axis=1))
-    if len(differ):
+    differ = _differing_rows(in_graph, ids, int(preproc.pad_id))
+    if differ is not None:
         return {"missing": f"serving_default takes input_ids: tensorflow-text's ids differ from the tokenizer's on "
-                           f"sample text {differ[0]} ({texts[differ[0]][:40]!r})"}
+                           f"sample text {differ} ({texts[differ][:40]!r})"}
     got = {name: np.asarray(v) for name, v in zip(outputs, jax.jit(serving)(predictor.model.params, ids))}
     names = [str(c) for c in (getattr(preproc, "class_names", None) or [])]
     if "probabilities" in got and names:
@@ -247,6 +250,49 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
     if generates:
         got["generated"] = np.asarray(preproc.decode(got["sequences"]), np.str_)
     return {"settings": settings, "pad_id": int(preproc.pad_id), "class_names": names, "texts": texts, "expected": got}
+
+
+def _tagger_text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], texts: list[str],
+                           settings: dict[str, Any]) -> dict[str, Any]:
+    """`_text_signature` of a sequence tagger: the graph splits each text into words as `predict` does
+    (`split_words`), tokenizes them and returns the words and their tag names ('O' past maxlen, as
+    `predict` gives) beside the word scores and tag ids."""
+    from flaxtrain.data.entities import split_words
+    from flaxtrain.export import text_graph
+
+    preproc = predictor.preproc
+    pad = int(preproc.pad_id)
+    unk = preproc.tokenizer.encode([preproc._unknown()], is_pretokenized=True, add_special_tokens=False).ids
+    split = [split_words(t)[0] for t in texts]
+    rows, starts = preproc.encode(split)
+    ids, word_starts = pad_rows(rows, pad, text_graph.MIN_WIDTH), pad_rows(starts, -1, 1)
+    graph = text_graph.word_tokenizer(settings, pad, unk)(np.asarray(texts, object))
+    width = max(1, max(len(w) for w in split))
+    found = [[w.decode() for w in row if w] for row in graph[2].numpy()]
+    for what, ours, theirs in (("words", found, split), ("ids", graph[0].numpy(), ids),
+                               ("word starts", graph[1].numpy(), word_starts)):
+        differ = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if list(a) != list(b)), None) \
+            if what == "words" else _differing_rows(ours, theirs, pad if what == "ids" else -1)
+        if differ is not None:
+            return {"missing": f"serving_default takes input_ids and word_starts: the graph's {what} differ from the "
+                               f"predictor's on sample text {differ} ({texts[differ][:40]!r})"}
+    got = {name: np.asarray(v) for name, v in zip(outputs, jax.jit(serving)(predictor.model.params, ids, word_starts))}
+    labels = np.full((len(texts), width), "", dtype=object)
+    for i, (row, kept) in enumerate(zip(got["tags"], starts)):
+        tags = preproc.decode_tags(row[: len(kept)]) + ["O"] * (len(split[i]) - len(kept))
+        labels[i, : len(tags)] = tags
+    got["labels"] = labels.astype(np.str_)
+    got["words"] = np.asarray([row + [""] * (width - len(row)) for row in split], dtype=object).astype(np.str_)
+    return {"settings": settings, "pad_id": pad, "unk_ids": [int(i) for i in unk], "class_names": list(preproc.class_names),
+            "texts": texts, "expected": got, "words": True}
+
+
+def _differing_rows(ours: np.ndarray, theirs: np.ndarray, pad: int) -> int | None:
+    """The first row where two id matrices differ once both are padded with `pad` to a common width."""
+    width = max(ours.shape[1], theirs.shape[1])
+    padded = [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=pad) for x in (ours, theirs)]
+    differ = np.flatnonzero((padded[0] != padded[1]).any(axis=1))
+    return int(differ[0]) if len(differ) else None
 
 
 def _require(format: str) -> None:

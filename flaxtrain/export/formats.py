@@ -269,16 +269,28 @@ def write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[dic
 
 def _texts_function(module: Any, converted: Any, outputs: tuple[str, ...], text: dict[str, Any]) -> Any:
     """tf.function: texts (tf.string [batch]) -> the outputs (and 'labels', the class names, or 'generated',
-    the generated text) of the model."""
+    the generated text, or a tagger's 'words' and their tag names as 'labels') of the model."""
     import tensorflow as tf
 
     from flaxtrain.export import text_graph
 
-    tokenize = text_graph.string_tokenizer(text["settings"], text["pad_id"])
+    if text.get("words"):
+        tokenize = text_graph.word_tokenizer(text["settings"], text["pad_id"], text["unk_ids"])
+    else:
+        tokenize = text_graph.string_tokenizer(text["settings"], text["pad_id"])
     module.vocabulary = tokenize.table  # tracked, so the SavedModel keeps the lookup table
     names = tf.constant(text["class_names"] or [""])
 
     def serve_texts(texts: Any) -> dict[str, Any]:
+        if text.get("words"):
+            ids, word_starts, words = tokenize(texts)
+            results = dict(zip(outputs, converted(module.params, ids, word_starts)))
+            tags = results["tags"]  # [batch, kept words]; words past maxlen are tagged 'O', as predict does
+            tags = tf.pad(tags, [[0, 0], [0, tf.shape(words)[1] - tf.shape(tags)[1]]], constant_values=-1)
+            outside = tf.where(tf.not_equal(words, ""), tf.constant("O"), tf.constant(""))
+            results["labels"] = tf.where(tags >= 0, tf.gather(names, tf.maximum(tags, 0)), outside)
+            results["words"] = words
+            return results
         results = dict(zip(outputs, converted(module.params, tokenize(texts))))
         if "probabilities" in results and text["class_names"]:
             results["labels"] = tf.gather(names, tf.argmax(results["probabilities"], axis=-1))

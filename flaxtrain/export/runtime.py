@@ -123,7 +123,7 @@ def _load_saved_model(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str,
         def run_texts(texts: Any) -> dict[str, np.ndarray]:
             """Raw strings in (tokenized inside the graph), {'probabilities', 'labels', ...} out."""
             results = serve_texts(**{text["input"]: tf.constant([str(t) for t in texts])})
-            return {name: (np.char.decode(results[name].numpy().astype(bytes), "utf-8") if name in ("labels", "generated")
+            return {name: (np.char.decode(results[name].numpy().astype(bytes), "utf-8") if name in ("labels", "generated", "words")
                            else results[name].numpy()) for name in text["outputs"]}
 
         run.texts = run_texts

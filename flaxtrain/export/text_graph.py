@@ -2,8 +2,8 @@
 
 `describe(tokenizer, maxlen, add_special_tokens)` reads the tokenizer's own description (its
 tokenizer.json); `string_tokenizer(settings, pad_id)` builds the same pipeline from tensorflow-text's
-`BertTokenizer` (BERT's basic tokenizer: lower case and accents stripped when the tokenizer lower-cases, punctuation and CJK split;
-then greedy longest-match-first WordPiece): word pieces (BERT, MiniLM, DistilBERT) and word-level
+`BertTokenizer` (BERT's basic tokenizer: punctuation and CJK split, then greedy longest-match-first WordPiece;
+accents stripped and lower case as string ops first when the tokenizer lower-cases): word pieces (BERT, MiniLM, DistilBERT) and word-level
 vocabularies (flaxtrain's own `texts_from_array` tokenizer: WordPiece over a vocabulary of whole words
 gives a word or [UNK], as a word-level lookup does). Unigram models (T5, XLM-R, ALBERT) run as
 tensorflow-text's `SentencepieceTokenizer` over a sentencepiece model built from tokenizer.json: the pieces
@@ -47,8 +47,10 @@ def describe(tokenizer: Any, maxlen: int, add_special_tokens: bool) -> dict[str,
         raise Unsupported("accents are stripped without lower-casing (or kept while lower-casing)")
     vocab = model["vocab"]
     template = _template(spec, maxlen, add_special_tokens)
+    # BERT's normalizer: NFD and nonspacing marks dropped, then Unicode lower case; tensorflow-text's own
+    # lower_case would case-fold under NFKC instead ('ﬁ' -> 'fi', '½' -> '1⁄2'), which BERT's does not.
     return {"kind": "wordpiece", "vocab": sorted(vocab, key=vocab.get), "ids": sorted(vocab.values()),
-            "lower_case": lower, "unk_token": model.get("unk_token", "[UNK]"),
+            "before": [("nfd",), ("stripaccents",), ("lowercase",)] if lower else [], "unk_token": model.get("unk_token", "[UNK]"),
             "suffix": model.get("continuing_subword_prefix", "##"), "max_chars": int(model.get("max_input_chars_per_word", 100)),
             **template}
 
@@ -153,40 +155,56 @@ def _regex_literal(text: str) -> str:
     return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in text)
 
 
-def string_tokenizer(settings: dict[str, Any], pad_id: int) -> Callable[[Any], Any]:
-    """texts (tf.string [batch]) -> int32 token ids [batch, width], padded with `pad_id` (tf ops only)."""
+def _pieces(settings: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
+    """(strings -> int64 piece ids with one more ragged dimension, the object the SavedModel must keep):
+    texts [batch] -> [batch, (pieces)]; words [batch, (words)] -> [batch, (words), (pieces)]."""
     import tensorflow as tf
     import tensorflow_text as tft
 
     if settings["kind"] == "sentencepiece":
         model = tft.SentencepieceTokenizer(model=settings["model"], out_type=tf.int32)
 
-        def pieces_of(texts: Any) -> Any:
-            return tf.cast(model.tokenize(_before(texts, settings["before"])), tf.int64)
+        def pieces_of(strings: Any) -> Any:
+            normalized = tf.ragged.map_flat_values(lambda flat: _before(flat, settings["before"]), strings)
+            return tf.cast(model.tokenize(normalized), tf.int64)
 
-        table = model  # tracked by the module, so the SavedModel keeps the sentencepiece model
-    else:
-        table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(settings["vocab"]), tf.constant(settings["ids"], tf.int64)),
-            default_value=-1)
-        tokenizer = tft.BertTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
-                                      token_out_type=tf.int64, unknown_token=settings["unk_token"],
-                                      lower_case=settings["lower_case"])
+        return pieces_of, model  # the module tracks the model, so the SavedModel keeps it
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(settings["vocab"]), tf.constant(settings["ids"], tf.int64)),
+        default_value=-1)
+    tokenizer = tft.BertTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
+                                  token_out_type=tf.int64, unknown_token=settings["unk_token"])
 
-        def pieces_of(texts: Any) -> Any:
-            return tokenizer.tokenize(texts).merge_dims(1, 2)
+    def pieces_of(strings: Any) -> Any:  # BERT's basic tokens, then their word pieces: one dimension of them
+        tokens = tokenizer.tokenize(tf.ragged.map_flat_values(lambda flat: _before(flat, settings["before"]), strings))
+        return tokens.merge_dims(tokens.shape.rank - 2, tokens.shape.rank - 1)
 
+    return pieces_of, table
+
+
+def _framed(pieces: Any, settings: dict[str, Any], pad_id: int) -> Any:
+    """Piece ids [batch, (n)] -> int32 [batch, width]: cut to the room, the special ids around them, padded
+    with `pad_id` to at least MIN_WIDTH."""
+    import tensorflow as tf
+
+    rows = pieces.nrows()
     prefix = tf.constant(settings["prefix"], tf.int64)
     suffix = tf.constant(settings["suffix_ids"], tf.int64)
+    pieces = tf.concat([tf.RaggedTensor.from_tensor(tf.tile(prefix[None], [rows, 1])), pieces[:, : settings["room"]],
+                        tf.RaggedTensor.from_tensor(tf.tile(suffix[None], [rows, 1]))], axis=1)
+    ids = tf.cast(pieces.to_tensor(default_value=pad_id), tf.int32)
+    short = tf.maximum(0, MIN_WIDTH - tf.shape(ids)[1])
+    return tf.pad(ids, [[0, 0], [0, short]], constant_values=pad_id)
+
+
+def string_tokenizer(settings: dict[str, Any], pad_id: int) -> Callable[[Any], Any]:
+    """texts (tf.string [batch]) -> int32 token ids [batch, width], padded with `pad_id` (tf ops only)."""
+    import tensorflow as tf
+
+    pieces_of, table = _pieces(settings)
 
     def tokenize(texts: Any) -> Any:
-        pieces = pieces_of(texts)[:, : settings["room"]]  # [batch, (tokens)]
-        rows = tf.shape(texts)[0]
-        pieces = tf.concat([tf.RaggedTensor.from_tensor(tf.tile(prefix[None], [rows, 1])), pieces,
-                            tf.RaggedTensor.from_tensor(tf.tile(suffix[None], [rows, 1]))], axis=1)
-        ids = tf.cast(pieces.to_tensor(default_value=pad_id), tf.int32)
-        short = tf.maximum(0, MIN_WIDTH - tf.shape(ids)[1])
-        return tf.pad(ids, [[0, 0], [0, short]], constant_values=pad_id)
+        return _framed(pieces_of(texts), settings, pad_id)
 
     tokenize.table = table
     if settings.get("detokenize"):
@@ -195,7 +213,52 @@ def string_tokenizer(settings: dict[str, Any], pad_id: int) -> Callable[[Any], A
         def detokenize(ids: Any) -> Any:
             """int32 ids [batch, n] -> tf.string [batch]: special ids dropped, pieces joined, '▁' -> space."""
             keep = tf.reduce_all(tf.not_equal(ids[..., None], drop), axis=-1)
-            return model.detokenize(tf.ragged.boolean_mask(ids, keep))
+            return table.detokenize(tf.ragged.boolean_mask(ids, keep))
 
         tokenize.detokenize = detokenize
+    return tokenize
+
+
+# flaxtrain.data.entities.split_words's pattern (words with inner - ' ’ ., or single punctuation marks) in
+# RE2, whose \w and \s are ASCII only: Python's \w is a letter, number or underscore, its \s Unicode space.
+_SPACE = r"\t\n\x{0B}\f\r\x{1C}-\x{1F} \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+_WORD = r"[\p{L}\p{N}_]+(?:[-'’.][\p{L}\p{N}_]+)*"
+_MARK = rf"[^\p{{L}}\p{{N}}_{_SPACE}]"
+WORD_PATTERN = f"{_WORD}|{_MARK}"
+
+
+def word_tokenizer(settings: dict[str, Any], pad_id: int, unk_ids: list[int]) -> Callable[[Any], Any]:
+    """texts (tf.string [batch]) -> (token ids int32 [batch, width], each kept word's first token int32
+    [batch, words] (-1: none), the words tf.string [batch, words] ('': none)), as a sequence tagger's
+    predictor splits and encodes them: words as `split_words` finds them, each tokenized on its own (a
+    word with no pieces reads as `unk_ids`, the pieces of the unknown token), and the words whose first piece falls past the room
+    left out of `word_starts`."""
+    import tensorflow as tf
+    import tensorflow_text as tft
+
+    pieces_of, table = _pieces(settings)
+    prefix_length = len(settings["prefix"])
+
+    def tokenize(texts: Any) -> Any:
+        words = tft.regex_split(texts, f"{WORD_PATTERN}|[{_SPACE}]+", WORD_PATTERN)  # [batch, (words)]
+        pieces = pieces_of(words)  # [batch, (words), (pieces)]
+        per_word = pieces.values
+        count = per_word.row_lengths()
+        unknown = tf.tile(tf.constant(unk_ids, tf.int64)[None], [tf.shape(count)[0], 1])
+        count = tf.where(count > 0, count, len(unk_ids))  # an empty word's pieces: the unknown token's
+        kept = tf.ragged.range(per_word.row_lengths() + len(unk_ids)) < count[:, None]
+        per_word = tf.ragged.boolean_mask(tf.concat([per_word, tf.RaggedTensor.from_tensor(unknown)], axis=1), kept)
+        before = tf.cumsum(count, exclusive=True)  # pieces before each word, counted over the whole batch
+        row_first = tf.gather(tf.concat([before, tf.reduce_sum(count, keepdims=True)], 0), words.row_starts())
+        offset = before - tf.gather(row_first, words.value_rowids())  # ... and within its own text
+        starts = tf.RaggedTensor.from_value_rowids(offset + prefix_length, words.value_rowids(), nrows=words.nrows())
+        starts = tf.ragged.boolean_mask(starts, starts < prefix_length + settings["room"])
+        word_starts = tf.cast(starts.to_tensor(default_value=-1), tf.int32)
+        word_starts = tf.pad(word_starts, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(word_starts)[1])]], constant_values=-1)
+        dense_words = words.to_tensor(default_value="")
+        dense_words = tf.pad(dense_words, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense_words)[1])]], constant_values="")
+        ids = _framed(pieces.with_values(per_word).merge_dims(1, 2), settings, pad_id)
+        return ids, word_starts, dense_words
+
+    tokenize.table = table
     return tokenize

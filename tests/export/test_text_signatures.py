@@ -4,6 +4,8 @@ graph and give the predictor's ids, probabilities and labels; a tokenizer the gr
 serving_default on token ids and says why."""
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +105,47 @@ def test_a_tokenizer_the_graph_cannot_mirror_keeps_token_ids_and_says_why(unigra
     assert "text_signature" not in spec
     assert spec["text_signature_missing"] == ("serving_default takes input_ids: normalizer step Prepend has no "
                                               "sentencepiece counterpart here")
+
+
+@pytest.fixture(scope="module")
+def wordpiece_folder(tmp_path_factory):
+    """A random BERT (large weights) with MiniLM's word pieces (lower-cased, accents stripped)."""
+    from flaxtrain import hub
+
+    folder = tmp_path_factory.mktemp("wordpiece")
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+        max_position_embeddings=40, initializer_range=0.5)).save_pretrained(folder)
+    hub.load_tokenizer("minilm").save(str(folder / "tokenizer.json"))
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["wordpiece", "xlm-r"])
+def test_a_tagger_saved_model_splits_tokenizes_and_tags_raw_strings(layout, wordpiece_folder, unigram_folder, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "text"))
+    from ner_data import make_ner_sentences
+
+    folder = wordpiece_folder if layout == "wordpiece" else _variant(unigram_folder, tmp_path, "xlm-r")
+    words, tags = make_ner_sentences(16, seed=3)
+    _, _, preproc = flaxtrain.text.entities_from_array(words, tags, val_pct=0.25, maxlen=14, verbose=0)
+    predictor = flaxtrain.get_predictor(flaxtrain.text.sequence_tagger(str(folder), preproc, verbose=0))
+    out = predictor.export(tmp_path / "sm", format="saved_model", texts=PROBE[:4])
+    spec = runtime.manifest(out)
+    assert "text_signature_missing" not in spec, spec["text_signature_missing"]
+    assert set(spec["text_signature"]["outputs"]) == {"logits", "tags", "labels", "words"}
+    report = json.loads((out / "parity.json").read_text())
+    assert report["passed"] and {"texts/labels", "texts/words", "texts/logits"} <= set(report["outputs"]), report
+    # Texts it never saw: words split as predict splits them (hyphens, apostrophes, decimals, punctuation,
+    # Unicode spaces), a control character with no word pieces, words past maxlen tagged 'O', an empty text.
+    unseen = ["Anna Okafor-Weber flew to São Paulo, didn't she?", "naïve\u00a0café \x07 3.5km — ok", "",
+              "Lisbon " * 12 + "end.", PROBE[4]]
+    served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"](texts=tf.constant(unseen))
+    for i, text in enumerate(unseen):
+        pairs = [(w.decode(), t.decode()) for w, t in zip(served["words"][i].numpy(), served["labels"][i].numpy()) if w]
+        assert pairs == predictor.predict(text), (layout, text)
+    assert any(tag != "O" for text in unseen for _, tag in predictor.predict(text))  # the check compares real tags
+    # 14 words and room for 12 pieces between [CLS] / <s> and [SEP] / </s>: the words past it are 'O'
+    kept = len(predictor.preproc.encode([unseen[3].split()[:-1] + ["end", "."]])[1][0])
+    assert kept <= 12 and served["words"].shape[1] == 14
+    assert [t.decode() for t in served["labels"][3].numpy()][kept:] == ["O"] * (14 - kept)
