@@ -1,7 +1,8 @@
 """tf.data input pipeline: seeded shuffle -> length buckets padded to static shapes -> batches of numpy.
 
 Every batch has one of a few shapes ([batch_size, L] for L in the bucket lengths), so the jitted step
-compiles once per bucket and never per batch. The last batch of each bucket is filled up with rows
+compiles once per bucket and never per batch; a bucket too sparse to pay for its compilation merges into
+the next longer one (`used_buckets`). The last batch of each bucket is filled up with rows
 of weight 0, so no example is dropped and none is counted twice.
 """
 
@@ -25,8 +26,31 @@ def import_tensorflow():
     return tf
 
 
+# A bucket length used by fewer sequences than this many batches' worth joins the next longer one in use.
+# Each length compiles the step once more (seconds on a CPU for a small model, about a minute for a
+# large one on an accelerator), while padding a few batches further costs a fraction of a step each.
+MIN_BUCKET_BATCHES = 8
+
+
+def used_buckets(lengths: np.ndarray, *, batch_size: int, buckets: Sequence[int]) -> tuple[int, ...]:
+    """The bucket lengths sequences of these lengths are padded to: from the shortest up, a bucket whose
+    sequences (and those merged into it) fill fewer than MIN_BUCKET_BATCHES batches merges into the next
+    longer one; the longest in use always stays."""
+    index = np.searchsorted(np.asarray(buckets), np.minimum(lengths, buckets[-1]), side="left")
+    counts = np.bincount(index, minlength=len(buckets))
+    last = int(np.flatnonzero(counts)[-1]) if counts.any() else len(buckets) - 1
+    kept, waiting = [], 0
+    for i in range(last + 1):
+        waiting += int(counts[i])
+        if waiting and (waiting >= MIN_BUCKET_BATCHES * batch_size or i == last):
+            kept.append(int(buckets[i]))
+            waiting = 0
+    return tuple(kept) or (int(buckets[-1]),)
+
+
 def num_batches(lengths: np.ndarray, *, batch_size: int, buckets: Sequence[int]) -> int:
     """How many batches `make_batches` yields for sequences of these lengths."""
+    buckets = used_buckets(lengths, batch_size=batch_size, buckets=buckets)
     index = np.searchsorted(np.asarray(buckets), np.minimum(lengths, buckets[-1]), side="left")
     counts = np.bincount(index, minlength=len(buckets))
     return int(np.sum(-(-counts // batch_size)))
@@ -53,7 +77,8 @@ def make_batches(
       input_ids: one int32 array of token ids per example, each no longer than buckets[-1].
       labels: [n] int class indices or float regression targets (kept float32), or None (all zeros).
       batch_size: rows per batch b.
-      buckets: increasing padded lengths L; a sequence goes to the smallest that holds it.
+      buckets: increasing padded lengths L; a sequence goes to the smallest that holds it, among those
+        `used_buckets` keeps for these lengths.
       shuffle: shuffle examples (seeded by seed and epoch, so each epoch is reproducible).
       seed: shuffle seed.
       epoch: epoch number, mixed into the shuffle seed.
@@ -81,6 +106,7 @@ def make_batches(
     labels = np.zeros(n, np.int32) if labels is None else np.asarray(labels)
     labels = labels.astype(np.float32 if np.issubdtype(labels.dtype, np.floating) else np.int32)  # targets or classes
     total = num_batches(lengths, batch_size=batch_size, buckets=buckets)
+    buckets = used_buckets(lengths, batch_size=batch_size, buckets=buckets)
 
     fields = {"input_ids": (input_ids, pad_id), **(sequences or {})}
     columns: dict[str, np.ndarray] = {"label": labels, "index": np.arange(n, dtype=np.int64)}

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from flaxtrain.data.pipeline import make_batches, num_batches
+from flaxtrain.data import pipeline
+from flaxtrain.data.pipeline import make_batches, num_batches, used_buckets
 from flaxtrain.data.preprocess import bucket_lengths
 from flaxtrain.errors import FlaxtrainError
 
@@ -14,7 +15,13 @@ def _examples(n: int = 23, seed: int = 0):
     return [rng.integers(1, 50, size=k).astype(np.int32) for k in lengths], rng.integers(0, 3, size=n).astype(np.int32)
 
 
-def test_static_shapes_and_each_example_exactly_once():
+@pytest.fixture
+def every_bucket(monkeypatch):
+    """Every bucket in use, however few sequences it holds (the tests of batching across buckets)."""
+    monkeypatch.setattr(pipeline, "MIN_BUCKET_BATCHES", 1)
+
+
+def test_static_shapes_and_each_example_exactly_once(every_bucket):
     ids, labels = _examples()
     batches, count = make_batches(ids, labels, batch_size=3, buckets=BUCKETS, shuffle=True, seed=7)
     batches = list(batches)
@@ -39,6 +46,23 @@ def test_shuffle_is_seeded_per_epoch():
     assert order(shuffle=True, seed=1, epoch=0) == order(shuffle=True, seed=1, epoch=0)
     assert order(shuffle=True, seed=1, epoch=0) != order(shuffle=True, seed=1, epoch=1)
     assert order(shuffle=False) == order(shuffle=False)
+
+
+def test_sparse_buckets_merge_into_the_next_longer_one():
+    """A bucket length costs a compilation: one that would hold fewer than MIN_BUCKET_BATCHES batches
+    joins the next longer length in use; the longest in use stays."""
+    assert pipeline.MIN_BUCKET_BATCHES == 8
+    lengths = [3] * 30 + [9] * 2 + [13]  # 30 rows fill 10 batches of 3; the 2 of length 9 do not
+    ids = [np.arange(1, n + 1, dtype=np.int32) for n in lengths]
+    assert used_buckets(np.array(lengths), batch_size=3, buckets=BUCKETS) == (5, 13)
+    batches, count = make_batches(ids, None, batch_size=3, buckets=BUCKETS, shuffle=True, seed=1)
+    batches = list(batches)
+    assert len(batches) == count == 11 == num_batches(np.array(lengths), batch_size=3, buckets=BUCKETS)
+    assert sorted(b["input_ids"].shape[1] for b in batches) == [5] * 10 + [13]
+    assert sorted(int(i) for b in batches for i, w in zip(b["index"], b["weight"]) if w) == list(range(len(ids)))
+    assert used_buckets(np.array([3]), batch_size=32, buckets=BUCKETS) == (5,)  # one short text keeps its bucket
+    assert used_buckets(np.array([3, 9]), batch_size=1, buckets=BUCKETS) == (11,)
+    assert used_buckets(np.array([3] * 8 + [9]), batch_size=1, buckets=BUCKETS) == (5, 11)
 
 
 def test_bad_input():
@@ -68,11 +92,9 @@ def test_each_process_gets_its_block_of_every_global_batch():
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 23, 50])
-def test_batches_in_order_are_the_ones_tf_data_makes(batch_size, monkeypatch):
+def test_batches_in_order_are_the_ones_tf_data_makes(batch_size, every_bucket, monkeypatch):
     """Unshuffled batching (prediction, evaluation) runs in numpy; it gives tf.data's batches, in its order,
     for every field kind: input_ids, shorter per-token sequences, fixed-width fields, float labels."""
-    from flaxtrain.data import pipeline
-
     ids, _ = _examples(n=41, seed=2)
     targets = np.linspace(0.0, 1.0, len(ids)).astype(np.float32)
     tags = [np.arange(len(x) // 2, dtype=np.int32) for x in ids]
