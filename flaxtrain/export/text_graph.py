@@ -2,9 +2,9 @@
 
 `describe(tokenizer, maxlen, add_special_tokens)` reads the tokenizer's own description (its
 tokenizer.json); `string_tokenizer(settings, pad_id)` builds the same pipeline from tensorflow-text's
-`BertTokenizer` (BERT's basic tokenizer: punctuation and CJK split, then greedy longest-match-first WordPiece;
-accents stripped and lower case as string ops first when the tokenizer lower-cases): word pieces (BERT, MiniLM, DistilBERT) and word-level
-vocabularies (flaxtrain's own `texts_from_array` tokenizer: WordPiece over a vocabulary of whole words
+`BertTokenizer` (BERT's basic tokenizer: punctuation and CJK split, then greedy longest-match-first
+WordPiece; accents stripped and lower case as string ops first when the tokenizer lower-cases): word
+pieces (BERT, MiniLM, DistilBERT) and word-level vocabularies (flaxtrain's own `texts_from_array` tokenizer: WordPiece over a vocabulary of whole words
 gives a word or [UNK], as a word-level lookup does). Unigram models (T5, XLM-R, ALBERT) run as
 tensorflow-text's `SentencepieceTokenizer` over a sentencepiece model built from tokenizer.json: the pieces
 and scores in vocabulary order (so its ids are the tokenizer's), the precompiled normalization map, runs
@@ -50,7 +50,8 @@ def describe(tokenizer: Any, maxlen: int, add_special_tokens: bool) -> dict[str,
     # BERT's normalizer: NFD and nonspacing marks dropped, then Unicode lower case; tensorflow-text's own
     # lower_case would case-fold under NFKC instead ('ﬁ' -> 'fi', '½' -> '1⁄2'), which BERT's does not.
     return {"kind": "wordpiece", "vocab": sorted(vocab, key=vocab.get), "ids": sorted(vocab.values()),
-            "before": [("nfd",), ("stripaccents",), ("lowercase",)] if lower else [], "unk_token": model.get("unk_token", "[UNK]"),
+            "before": [("nfd",), ("stripaccents",), ("lowercase",)] if lower else [],
+            "unk_token": model.get("unk_token", "[UNK]"),
             "suffix": model.get("continuing_subword_prefix", "##"), "max_chars": int(model.get("max_input_chars_per_word", 100)),
             **template}
 

@@ -83,12 +83,8 @@ def train_step(
     # Finite loss and updated weights: a non-finite gradient of a trained param reaches its update
     # (through Adam's moments), while frozen params' gradients are never read, so XLA still drops
     # their backward pass.
-    flags = [jnp.isfinite(sums["loss_sum"])] + [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_state.params)]
-    # One flag, computed once by an op XLA does not copy into its consumers (a sort; its first entry is
-    # the minimum). As a chain of `&` (or a reduce over the stacked flags, which XLA rewrites into one),
-    # the whole chain was fused into every leaf's update: quadratic in the number of leaves, 23k extra
-    # ops and half the compile time of a 4-layer translation model's step.
-    finite = jnp.sort(jnp.stack(flags).astype(jnp.int32))[0] > 0
+    leaves = jax.tree.leaves(new_state.params)
+    finite = all_true([jnp.isfinite(sums["loss_sum"])] + [jnp.all(jnp.isfinite(x)) for x in leaves])
     # The selects below fuse into the update's own element-wise pass over params and optimizer state.
     apply = finite if skip_nonfinite else finite & (state.halted == 0)
     keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
@@ -103,6 +99,15 @@ def train_step(
                                   halted=jnp.where(first_bad, state.step + 1, state.halted).astype(jnp.int32))
     sums["nonfinite"] = first_bad.astype(jnp.float32)
     return new_state, sums
+
+
+def all_true(flags: list[jax.Array]) -> jax.Array:
+    """One boolean of many scalar ones, computed once by an op XLA does not copy into its consumers (a
+    sort; its first entry is the minimum). As a chain of `&` (or a reduce over the stacked flags, which
+    XLA rewrites into one), the whole chain was fused into every leaf's update: quadratic in the number
+    of leaves (benchmarks/step_compile.py: the 4-layer translation model's step had 3x the HLO and
+    twice the compile time)."""
+    return jnp.sort(jnp.stack(flags).astype(jnp.int32))[0] > 0
 
 
 def _strided_split(x: jax.Array, k: int) -> jax.Array:
