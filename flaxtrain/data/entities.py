@@ -239,7 +239,7 @@ class EntityPreprocessor(Preprocessor):
             first = _first_tokens(encoding.word_ids)
             missing = {i for i in range(max(first, default=-1)) if i not in first}
             if missing:  # a word with no sub-tokens (e.g. a lone control character) reads as the unknown token
-                words = [self._unknown() if i in missing else w for i, w in enumerate(words)]
+                words = [self.unknown_token() if i in missing else w for i, w in enumerate(words)]
                 encoding = self.tokenizer.encode(words, is_pretokenized=True, add_special_tokens=self.add_special_tokens)
                 first = _first_tokens(encoding.word_ids)
             kept = 0  # words past maxlen have no tokens left
@@ -249,7 +249,8 @@ class EntityPreprocessor(Preprocessor):
             starts.append(np.asarray([first[w] for w in range(kept)], np.int32))
         return ids, starts
 
-    def _unknown(self) -> str:
+    def unknown_token(self) -> str:
+        """The token a word with no sub-tokens is read as (the tokenizer's unknown token)."""
         return getattr(self.tokenizer.model, "unk_token", None) or "[UNK]"
 
     def encode_tags(self, tags: Sequence[Sequence[str]], where: str) -> list[np.ndarray]:

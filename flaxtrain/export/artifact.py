@@ -262,7 +262,7 @@ def _tagger_text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...
 
     preproc = predictor.preproc
     pad = int(preproc.pad_id)
-    unk = preproc.tokenizer.encode([preproc._unknown()], is_pretokenized=True, add_special_tokens=False).ids
+    unk = preproc.tokenizer.encode([preproc.unknown_token()], is_pretokenized=True, add_special_tokens=False).ids
     split = [split_words(t)[0] for t in texts]
     rows, starts = preproc.encode(split)
     ids, word_starts = pad_rows(rows, pad, text_graph.MIN_WIDTH), pad_rows(starts, -1, 1)

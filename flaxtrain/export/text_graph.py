@@ -162,12 +162,14 @@ def _pieces(settings: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
     import tensorflow as tf
     import tensorflow_text as tft
 
+    def normalized(strings: Any) -> Any:  # the string ops before the tokenizer, on texts or ragged words
+        return tf.ragged.map_flat_values(lambda flat: _before(flat, settings["before"]), strings)
+
     if settings["kind"] == "sentencepiece":
         model = tft.SentencepieceTokenizer(model=settings["model"], out_type=tf.int32)
 
         def pieces_of(strings: Any) -> Any:
-            normalized = tf.ragged.map_flat_values(lambda flat: _before(flat, settings["before"]), strings)
-            return tf.cast(model.tokenize(normalized), tf.int64)
+            return tf.cast(model.tokenize(normalized(strings)), tf.int64)
 
         return pieces_of, model  # the module tracks the model, so the SavedModel keeps it
     table = tf.lookup.StaticHashTable(
@@ -177,7 +179,7 @@ def _pieces(settings: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
                                   token_out_type=tf.int64, unknown_token=settings["unk_token"])
 
     def pieces_of(strings: Any) -> Any:  # BERT's basic tokens, then their word pieces: one dimension of them
-        tokens = tokenizer.tokenize(tf.ragged.map_flat_values(lambda flat: _before(flat, settings["before"]), strings))
+        tokens = tokenizer.tokenize(normalized(strings))
         return tokens.merge_dims(tokens.shape.rank - 2, tokens.shape.rank - 1)
 
     return pieces_of, table
