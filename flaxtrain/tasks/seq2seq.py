@@ -14,6 +14,7 @@ import numpy as np
 
 from flaxtrain import hub, ops
 from flaxtrain.data.seq2seq import Seq2SeqDataset, Seq2SeqPreprocessor
+from flaxtrain.data.pipeline import used_buckets
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.eval import decode, generation_metrics
 from flaxtrain.tasks.base import Predictor, Task, TaskModel, mean_eval_loss
@@ -49,8 +50,8 @@ class Seq2SeqPredictor(Predictor):
 
     Decoding settings default to the checkpoint's generation config (when the model came from one),
     then to greedy decoding of up to max_target_length tokens; every `predict` argument overrides them.
-    Batches are padded to a power of two up to the predictor's batch size and to the source buckets,
-    so decoding compiles once per (rows, bucket, settings) and one text does not pay for a full batch.
+    Batches are padded to a power of two up to the predictor's batch size and to the source buckets
+    (sparse ones merged, as in training batches), so decoding compiles once per (rows, bucket, settings) and one text does not pay for a full batch.
     """
 
     def generation_config(self, **settings: Any) -> decode.GenerationConfig:
@@ -64,9 +65,10 @@ class Seq2SeqPredictor(Predictor):
                      rng: jax.Array | None = None) -> np.ndarray:
         """[n * num_return_sequences, max_new_tokens] generated ids of encoded sources, in their order."""
         p = self.preproc
-        buckets = np.asarray(p.buckets)
         out = np.full((len(source_ids) * g.num_return_sequences, g.max_new_tokens), g.pad_id, np.int32)
         lengths = np.asarray([len(x) for x in source_ids])
+        # the bucket lengths batching uses: a sparse one joins the next (each compiles the whole decoding loop)
+        buckets = np.asarray(used_buckets(lengths, batch_size=self.batch_size, buckets=p.buckets))
         which = np.searchsorted(buckets, np.minimum(lengths, buckets[-1]))
         compiled = decode.compiled_generate(self.model.module, g)
         if g.do_sample and rng is None:
