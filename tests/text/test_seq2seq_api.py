@@ -192,7 +192,7 @@ def test_t5_and_bart_layouts_train_from_scratch(name):
                                                        head_dim=16, mlp_dim=64, dropout_rate=0.0))
     assert model.config.family == name and model.config.vocab_size == trn.preproc.vocab_size
     learner = flaxtrain.get_learner(model, batch_size=8)
-    learner.fit_onecycle(2e-2, 40, verbose=0)
+    learner.fit_onecycle(2e-2, 60, verbose=0)  # 40 left some seeds and CPUs short of memorising (chrF 75-90)
     scores = learner.validate(trn, print_report=False)  # greedy decoding of the training sources: memorised
     assert set(scores) == {"bleu", "chrf"} and scores["chrf"] > 80, scores
 
