@@ -69,7 +69,9 @@ def export(predictor: Any, path: str | os.PathLike, format: str = "jax", *, text
         'saved_model' (a TF SavedModel through jax2tf, StableHLO for cpu, cuda and tpu: `serve_ids` takes
         the task's int32 inputs by name, batch and length of any size; for classifiers and regressors whose
         tokenizer tensorflow-text can run, `serving_default` takes raw strings `texts` and returns the
-        outputs and class `labels`, else it is `serve_ids`) or 'tflite' (that SavedModel through TF's
+        outputs and class `labels` (taggers: `words` and their `labels`; generating models: `generated`;
+        word-piece QA models: `questions` and `contexts` in, `answers`, `starts`, `ends`, `scores` out),
+        else it is `serve_ids`) or 'tflite' (that SavedModel through TF's
         TFLite converter, rows padded to maxlen; `path` a folder or a NAME.tflite file).
       texts: the parity sample (default: token-id rows of odd lengths drawn from the vocabulary).
       labels: the texts' labels (classifiers): parity.json then also holds the accuracy of JAX and of the
@@ -219,7 +221,8 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
     preproc = predictor.preproc
     encode = getattr(preproc, "encode", None) or getattr(preproc, "encode_sources", None)
     words = predictor.task.export_inputs == ("input_ids", "word_starts")
-    if (predictor.task.export_inputs != ("input_ids",) and not words) or encode is None \
+    qa = getattr(preproc, "kind", None) == "qa"
+    if (predictor.task.export_inputs != ("input_ids",) and not words and not qa) or (encode is None and not qa) \
             or not hasattr(preproc, "tokenizer"):
         return None
     try:
@@ -234,6 +237,8 @@ def _text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], text
     if importlib.util.find_spec("tensorflow_text") is None:
         return {"missing": "serving_default takes input_ids: tensorflow-text is not installed (pip install --no-deps "
                            "tensorflow-text, the version of your TensorFlow)"}
+    if qa:
+        return _qa_text_signature(predictor, serving, outputs, texts, settings)
     texts = [str(t) for t in (texts or DEFAULT_TEXTS)]
     if words:
         return _tagger_text_signature(predictor, serving, outputs, texts, settings)
@@ -285,6 +290,49 @@ def _tagger_text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...
     got["words"] = np.asarray([row + [""] * (width - len(row)) for row in split], dtype=object).astype(np.str_)
     return {"settings": settings, "pad_id": pad, "unk_ids": [int(i) for i in unk], "class_names": list(preproc.class_names),
             "texts": texts, "expected": got, "words": True}
+
+
+def _qa_text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], texts: list[Any] | None,
+                       settings: dict[str, Any]) -> dict[str, Any]:
+    """`_text_signature` of an extractive QA model: the graph takes `questions` and `contexts`, cuts the
+    windows as `QAPreprocessor.windows` does (checked on the sample pairs: ids, token types and the context
+    tokens' character offsets) and picks each question's span as `QAPredictor.predict` does."""
+    from flaxtrain.data.qa import QADataset, examples_from_arrays
+    from flaxtrain.export import text_graph
+    from flaxtrain.tasks.qa import SAMPLE_PAIRS
+
+    import tensorflow as tf
+
+    preproc = predictor.preproc
+    pairs = [(str(q), str(c)) for q, c in (texts or SAMPLE_PAIRS)]
+    try:
+        graph = text_graph.qa_windows(settings, int(preproc.pad_id), preproc.max_query_length, preproc.doc_stride)(
+            tf.constant([q for q, _ in pairs]), tf.constant([c for _, c in pairs]))
+    except text_graph.Unsupported as why:
+        return {"missing": f"serving_default takes input_ids, token_type_ids and attention_mask: {why}"}
+    windows = QADataset(examples_from_arrays([q for q, _ in pairs], [c for _, c in pairs], None, None, "texts"),
+                        preproc).windows
+    pad = int(preproc.pad_id)
+    checks = (("ids", graph["input_ids"], pad_rows(windows.input_ids, pad), pad),
+              ("token types", graph["token_type_ids"], pad_rows(windows.token_type_ids, 0), 0),
+              ("offsets", graph["starts"], pad_rows([o[:, 0] for o in windows.offsets], -1), -1),
+              ("offsets", graph["ends"], pad_rows([o[:, 1] for o in windows.offsets], -1), -1))
+    for what, ours, theirs, fill in checks:
+        ours = ours.numpy()
+        differ = _differing_rows(ours, theirs, fill) if len(ours) == len(theirs) else 0
+        if differ is not None:
+            i = int(windows.example[differ]) if differ < len(windows.example) else 0
+            return {"missing": f"serving_default takes input_ids, token_type_ids and attention_mask: the graph's "
+                               f"{what} differ from the predictor's on sample pair {i} ({pairs[i][0][:40]!r})"}
+    found = predictor.predict(pairs)
+    got = {"answers": np.asarray([a["answer"] for a in found], np.str_),
+           "starts": np.asarray([a["start"] for a in found], np.int32),
+           "ends": np.asarray([a["end"] for a in found], np.int32),
+           "scores": np.asarray([a["score"] for a in found], np.float32)}
+    return {"settings": settings, "pad_id": pad, "class_names": [], "texts": pairs, "expected": got,
+            "qa": {"max_query_length": int(preproc.max_query_length), "doc_stride": int(preproc.doc_stride),
+                   "max_answer_length": int(preproc.max_answer_length), "n_best": int(predictor.n_best),
+                   "allow_no_answer": bool(predictor.allow_no_answer)}}
 
 
 def _differing_rows(ours: np.ndarray, theirs: np.ndarray, pad: int) -> int | None:

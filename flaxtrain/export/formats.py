@@ -264,6 +264,8 @@ def write_saved_model(staging: Path, serving: Any, params: Any, inputs: list[dic
     if text is not None:
         spec["text_signature"] = {"name": "serving_default", "input": "texts", "outputs": sorted(text["expected"]),
                                   "needs": "tensorflow_text"}
+        if text.get("qa"):  # sample texts [n, 2]: the question and context columns
+            spec["text_signature"].update(input=None, inputs=["questions", "contexts"])
     return spec
 
 
@@ -274,6 +276,8 @@ def _texts_function(module: Any, converted: Any, outputs: tuple[str, ...], text:
 
     from flaxtrain.export import text_graph
 
+    if text.get("qa"):
+        return _qa_function(module, converted, text)
     if text.get("words"):
         tokenize = text_graph.word_tokenizer(text["settings"], text["pad_id"], text["unk_ids"])
     else:
@@ -299,6 +303,27 @@ def _texts_function(module: Any, converted: Any, outputs: tuple[str, ...], text:
         return results
 
     return tf.function(serve_texts, input_signature=[tf.TensorSpec([None], tf.string, name="texts")], autograph=False)
+
+
+def _qa_function(module: Any, converted: Any, text: dict[str, Any]) -> Any:
+    """tf.function: questions and contexts (tf.string [batch] each) -> {'answers', 'starts', 'ends' (characters
+    in the context), 'scores'}: the windows, the model on all of them, and the best span of each question."""
+    import tensorflow as tf
+
+    from flaxtrain.export import text_graph
+
+    qa = text["qa"]
+    windows_of = text_graph.qa_windows(text["settings"], text["pad_id"], qa["max_query_length"], qa["doc_stride"])
+    module.vocabulary = windows_of.table
+
+    def serve_pairs(questions: Any, contexts: Any) -> dict[str, Any]:
+        windows = windows_of(questions, contexts)
+        start, end = converted(module.params, windows["input_ids"], windows["token_type_ids"], windows["attention_mask"])
+        return text_graph.best_spans(start, end, windows, contexts, n_best=qa["n_best"],
+                                     max_answer_length=qa["max_answer_length"], allow_no_answer=qa["allow_no_answer"])
+
+    return tf.function(serve_pairs, autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="questions"),
+                                                                      tf.TensorSpec([None], tf.string, name="contexts")])
 
 
 def _tflite_bytes(staging: Path, serving: Any, params: Any, inputs: list[dict[str, Any]], outputs: tuple[str, ...],

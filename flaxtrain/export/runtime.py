@@ -122,8 +122,14 @@ def _load_saved_model(folder: Path, spec: dict[str, Any]) -> Callable[[dict[str,
 
         def run_texts(texts: Any) -> dict[str, np.ndarray]:
             """Raw strings in (tokenized inside the graph), {'probabilities', 'labels', ...} out."""
-            results = serve_texts(**{text["input"]: tf.constant([str(t) for t in texts])})
-            return {name: (np.char.decode(results[name].numpy().astype(bytes), "utf-8") if name in ("labels", "generated", "words")
+            if text.get("inputs"):  # several string inputs: texts' columns, in order
+                columns = np.asarray(texts, dtype=object).reshape(len(texts), -1).T
+                results = serve_texts(**{name: tf.constant([str(t) for t in column])
+                                         for name, column in zip(text["inputs"], columns)})
+            else:
+                results = serve_texts(**{text["input"]: tf.constant([str(t) for t in texts])})
+            return {name: (np.char.decode(results[name].numpy().astype(bytes), "utf-8")
+                           if name in ("labels", "generated", "words", "answers")
                            else results[name].numpy()) for name in text["outputs"]}
 
         run.texts = run_texts

@@ -73,7 +73,22 @@ def _template(spec: dict[str, Any], maxlen: int, add_special_tokens: bool) -> di
                     (prefix if before else suffix).extend(specials[item["SpecialToken"]["id"]])
         else:
             raise Unsupported(f"post-processor {post.get('type')} is not a [CLS] ... [SEP] style template")
-    return {"prefix": prefix, "suffix_ids": suffix, "room": int(maxlen) - len(prefix) - len(suffix)}
+    return {"prefix": prefix, "suffix_ids": suffix, "room": int(maxlen) - len(prefix) - len(suffix),
+            "pair": _pair_template(post) if add_special_tokens else [("A", 0), ("B", 1)]}
+
+
+def _pair_template(post: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The post-processor's template for a pair of texts: ('special', ids, type id) and ('A' | 'B', type id)
+    items in order."""
+    if post.get("type") == "BertProcessing":
+        cls, sep = [post["cls"][1]], [post["sep"][1]]
+        return [("special", cls, 0), ("A", 0), ("special", sep, 0), ("B", 1), ("special", sep, 1)]
+    if post.get("type") != "TemplateProcessing" or "pair" not in post:
+        return [("A", 0), ("B", 1)]
+    specials = {name: entry["ids"] for name, entry in post.get("special_tokens", {}).items()}
+    return [("special", specials[item["SpecialToken"]["id"]], item["SpecialToken"].get("type_id", 0))
+            if "SpecialToken" in item else (item["Sequence"]["id"], item["Sequence"].get("type_id", 0))
+            for item in post["pair"]]
 
 
 _STRING_STEPS = ("NFKD", "NFKC", "NFD", "NFC", "StripAccents", "Lowercase")  # string ops before the sentencepiece model
@@ -265,3 +280,195 @@ def word_tokenizer(settings: dict[str, Any], pad_id: int, unk_ids: list[int]) ->
 
     tokenize.table = table
     return tokenize
+
+
+# BERT's basic tokenizer (tokenizers' BertNormalizer + BertPreTokenizer) as one RE2 split of the original
+# text, so that offsets point into it: Unicode spaces separate words, punctuation marks and CJK characters
+# are words of their own; control and format characters are dropped from inside words afterwards.
+_BERT_SPACE = r"[\t\n\r\p{Zs}]+"
+_BERT_KEPT = (r"[!-/:-@\[-`{-~\p{P}]|[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000}-\x{2A6DF}\x{2A700}-\x{2B73F}"
+              r"\x{2B740}-\x{2B81F}\x{2B820}-\x{2CEAF}\x{F900}-\x{FAFF}\x{2F800}-\x{2FA1F}]")
+_DROPPED = r"[\p{Cc}\p{Cf}\x{0}\x{FFFD}]"
+
+
+def _chars_before(strings: Any, byte_offsets: Any) -> Any:
+    """The number of characters in the first `byte_offsets` bytes of each string (both flat, same shape)."""
+    import tensorflow as tf
+
+    prefix = tf.strings.substr(strings, tf.zeros_like(byte_offsets), byte_offsets)
+    return tf.cast(tf.strings.length(prefix, unit="UTF8_CHAR"), tf.int32)
+
+
+def _pieces_with_offsets(settings: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
+    """(texts [batch] -> (piece ids int64 [batch, (n)], each piece's first character and the character after
+    it in its text, int32 [batch, (n)]), the lookup table): word pieces as tokenizers' BERT pipeline makes
+    them, with its offsets: each character of a word is normalized on its own to learn which characters of
+    the normalized word it became (none for a dropped control character or accent), so a piece covers the
+    original characters that became its own. (Where that differs from normalizing the word whole, as for a
+    final sigma, a piece keeps the word's first or last character where it has one.)"""
+    import tensorflow as tf
+    import tensorflow_text as tft
+
+    if settings["kind"] != "wordpiece":
+        raise Unsupported("answer spans need the character offsets of word pieces: tensorflow-text's sentencepiece "
+                          "offsets count the '▁' of a word, the tokenizer's do not")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(settings["vocab"]), tf.constant(settings["ids"], tf.int64)),
+        default_value=-1)
+    wordpiece = tft.WordpieceTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
+                                       token_out_type=tf.int64, unknown_token=settings["unk_token"])
+
+    def normalize(flat: Any) -> Any:
+        return _before(tf.strings.regex_replace(flat, _DROPPED, ""), settings["before"])
+
+    def chars(strings: Any) -> Any:
+        return tf.cast(tf.strings.length(strings, unit="UTF8_CHAR"), tf.int32)
+
+    def pieces_of(texts: Any) -> tuple[Any, Any, Any]:
+        words, begin, end = tft.regex_split_with_offsets(texts, f"{_BERT_SPACE}|{_BERT_KEPT}", _BERT_KEPT)
+        normal = tf.ragged.map_flat_values(normalize, words)
+        keep = tf.not_equal(normal, "")  # a word of control characters only is no word
+        words, normal, begin, end = (tf.ragged.boolean_mask(x, keep) for x in (words, normal, begin, end))
+        pieces, piece_begin, piece_end = wordpiece.tokenize_with_offsets(normal)  # [batch, (words), (pieces)]
+        original = tf.gather(texts, normal.value_rowids())  # each word's text
+        first = _chars_before(original, begin.flat_values)
+        after = _chars_before(original, end.flat_values)
+        length = chars(normal.flat_values)
+        per_char = tf.strings.unicode_split(words.flat_values, "UTF-8")  # [words, (characters)]
+        became = per_char.with_flat_values(chars(normalize(per_char.flat_values)))  # normalized characters of each
+        ends = tf.cumsum(became, axis=1)
+        starts = ends - became
+        aligned = tf.equal(tf.reduce_sum(became, axis=1), length)
+        word = pieces.values.value_rowids()  # the word of each piece
+        spelled = tf.gather(normal.flat_values, word)
+        start = _chars_before(spelled, piece_begin.flat_values)  # within the normalized word
+        stop = _chars_before(spelled, piece_end.flat_values)
+        # original characters wholly before the piece's first normalized one, and those that start before its end
+        mapped_start = tf.reduce_sum(tf.cast(tf.gather(ends, word) <= start[:, None], tf.int32), axis=1)
+        mapped_stop = tf.reduce_sum(tf.cast(tf.gather(starts, word) < stop[:, None], tf.int32), axis=1)
+        whole = tf.gather(aligned, word)
+        begin_at = tf.gather(first, word)
+        start = begin_at + tf.where(whole, mapped_start, start)
+        stop = tf.where(whole, begin_at + mapped_stop,
+                        tf.where(tf.equal(stop, tf.gather(length, word)), tf.gather(after, word), begin_at + stop))
+        start = tf.minimum(start, stop)
+
+        def per_text(flat: Any) -> Any:
+            return pieces.with_flat_values(flat).merge_dims(1, 2)
+
+        return per_text(pieces.flat_values), per_text(start), per_text(stop)
+
+    return pieces_of, table
+
+
+def qa_windows(settings: dict[str, Any], pad_id: int, max_query_length: int, doc_stride: int
+               ) -> Callable[[Any, Any], dict[str, Any]]:
+    """(questions, contexts) (tf.string [batch] each) -> the windows of `QAPreprocessor.windows`, as tf ops:
+    {'input_ids', 'token_type_ids', 'attention_mask' int32 [windows, width], 'starts', 'ends' int32 [windows,
+    width] (each context token's characters in its context, -1 elsewhere), 'example' int32 [windows]}. The
+    question keeps its first `max_query_length` pieces; the context is cut into pieces that fill the rest of
+    `maxlen` and overlap by `doc_stride` tokens, as tokenizers' truncation with a stride cuts them."""
+    import tensorflow as tf
+
+    pieces_of, table = _pieces_with_offsets(settings)
+    pair = settings["pair"]
+    specials = sum(len(item[1]) for item in pair if item[0] == "special")
+    maxlen = settings["room"] + len(settings["prefix"]) + len(settings["suffix_ids"])
+
+    def windows(questions: Any, contexts: Any) -> dict[str, Any]:
+        question = pieces_of(questions)[0][:, :max_query_length]
+        context, starts, ends = pieces_of(contexts)
+        fill = maxlen - specials - tf.cast(question.row_lengths(), tf.int32)  # context tokens per window
+        step = tf.maximum(fill - doc_stride, 1)
+        size = tf.cast(context.row_lengths(), tf.int32)
+        count = 1 + (tf.maximum(size - fill, 0) + step - 1) // step
+        example = tf.repeat(tf.range(tf.shape(count)[0]), count)  # [windows]
+        first = tf.ragged.range(count).flat_values * tf.gather(step, example)
+        taken = tf.minimum(tf.gather(fill, example), tf.gather(size, example) - first)
+        index = tf.ragged.range(taken) + (first + tf.gather(tf.cast(context.row_starts(), tf.int32), example))[:, None]
+
+        def chunk(values: Any) -> Any:
+            return tf.gather(values.flat_values, index)
+
+        rows = tf.shape(example)[0]
+        parts: dict[str, list[Any]] = {"ids": [], "types": [], "starts": [], "ends": []}
+        for item in pair:
+            if item[0] == "special":
+                ids = tf.RaggedTensor.from_tensor(tf.tile(tf.constant(item[1], tf.int64)[None], [rows, 1]))
+            else:
+                ids = tf.gather(question, example) if item[0] == "A" else chunk(context)
+            parts["ids"].append(ids)
+            parts["types"].append(tf.ones_like(ids, tf.int32) * item[-1])
+            none = tf.cast(tf.ones_like(ids), tf.int32) * -1
+            parts["starts"].append(chunk(starts) if item[0] == "B" else none)
+            parts["ends"].append(chunk(ends) if item[0] == "B" else none)
+        width = tf.maximum(tf.constant(MIN_WIDTH, tf.int64), tf.reduce_max(tf.concat(parts["ids"], axis=1).row_lengths()))
+
+        def dense(name: str, pad: int, dtype: Any) -> Any:
+            ragged = tf.cast(tf.concat(parts[name], axis=1), dtype)
+            return ragged.to_tensor(default_value=pad, shape=tf.stack([tf.cast(rows, tf.int64), width]))
+
+        ids = dense("ids", pad_id, tf.int32)
+        mask = tf.cast(tf.concat(parts["ids"], axis=1).to_tensor(default_value=-1, shape=tf.shape(ids, out_type=tf.int64))
+                       >= 0, tf.int32)
+        return {"input_ids": ids, "token_type_ids": dense("types", 0, tf.int32), "attention_mask": mask,
+                "starts": dense("starts", -1, tf.int32), "ends": dense("ends", -1, tf.int32), "example": example}
+
+    windows.table = table
+    return windows
+
+
+def best_spans(start_logits: Any, end_logits: Any, windows: dict[str, Any], contexts: Any, *, n_best: int,
+               max_answer_length: int, allow_no_answer: bool) -> dict[str, Any]:
+    """`flaxtrain.eval.spans.best_span` over every question's windows, as tf ops: {'answers' tf.string,
+    'starts', 'ends' int32 (characters in the context), 'scores' float32}, one per question."""
+    import tensorflow as tf
+
+    valid = windows["attention_mask"] > 0
+    start = tf.where(valid, tf.cast(start_logits, tf.float32), -1e30)
+    end = tf.where(valid, tf.cast(end_logits, tf.float32), -1e30)
+    context = windows["starts"] >= 0
+
+    def among_best(logits: Any) -> Any:  # the n_best highest context logits, ties to the earlier token
+        width = tf.shape(logits)[1]
+        before = tf.range(width)[None, :, None] > tf.range(width)[None, None, :]  # [1, i, j]: j comes before i
+        higher = (logits[:, None, :] > logits[:, :, None]) | ((logits[:, None, :] == logits[:, :, None]) & before)
+        rank = tf.reduce_sum(tf.cast(higher & context[:, None, :], tf.int32), axis=-1)
+        return context & (rank < n_best)
+
+    s_ok, e_ok = among_best(start), among_best(end)
+    width = tf.shape(start)[1]
+    gap = tf.range(width)[None, :] - tf.range(width)[:, None]  # [s, e]: e - s
+    allowed = (gap >= 0) & (gap < max_answer_length)
+    ok = s_ok[:, :, None] & e_ok[:, None, :] & allowed[None]
+    pair = start[:, :, None] + end[:, None, :]
+    flat = tf.reshape(tf.where(ok, pair, -float("inf")), [tf.shape(start)[0], -1])
+    best = tf.argmax(flat, axis=-1, output_type=tf.int32)
+    logit = tf.reduce_max(flat, axis=-1)  # -inf: no span in the window
+    s, e = best // width, best % width
+    log_start = tf.nn.log_softmax(start, axis=-1)
+    log_end = tf.nn.log_softmax(end, axis=-1)
+    score = tf.exp(tf.gather(log_start, s, batch_dims=1) + tf.gather(log_end, e, batch_dims=1))
+    char_start = tf.gather(windows["starts"], s, batch_dims=1)
+    char_end = tf.gather(windows["ends"], e, batch_dims=1)
+
+    example = windows["example"]
+    questions = tf.shape(contexts)[0]
+    found = tf.math.unsorted_segment_max(tf.cast(tf.math.is_finite(logit), tf.int32), example, questions) > 0
+    top = tf.math.unsorted_segment_max(logit, example, questions)  # the best window's logit, per question
+    top = tf.where(found, top, -float("inf"))  # (the max of no finite value is the lowest float, not -inf)
+    index = tf.range(tf.shape(example)[0])
+    chosen = tf.math.unsorted_segment_min(tf.where(tf.equal(logit, tf.gather(top, example)), index, 2 ** 30),
+                                          example, questions)  # the first window that reaches it
+    chosen = tf.where(found, chosen, 0)
+    a = tf.where(found, tf.gather(char_start, chosen), 0)
+    b = tf.where(found, tf.gather(char_end, chosen), 0)
+    score = tf.where(found, tf.gather(score, chosen), 0.0)
+    answers = tf.strings.substr(contexts, a, b - a, unit="UTF8_CHAR")
+    if allow_no_answer:
+        null = tf.math.unsorted_segment_max(start[:, 0] + end[:, 0], example, questions)
+        empty = null > top
+        answers = tf.where(empty, "", answers)
+        a, b = tf.where(empty, 0, a), tf.where(empty, 0, b)
+        score = tf.where(empty, tf.sigmoid(null - top), score)
+    return {"answers": answers, "starts": a, "ends": b, "scores": score}

@@ -149,3 +149,78 @@ def test_a_tagger_saved_model_splits_tokenizes_and_tags_raw_strings(layout, word
     kept = len(predictor.preproc.encode([unseen[3].split()[:-1] + ["end", "."]])[1][0])
     assert kept <= 12 and served["words"].shape[1] == 14
     assert [t.decode() for t in served["labels"][3].numpy()][kept:] == ["O"] * (14 - kept)
+
+
+QA_PAIRS = [("Who wrote it?", "The novel was written by Mary Shelley in 1818, at Lake Geneva; a café naïve ÉLAN."),
+            ("Where is the very long question that goes on and on and on?", "It rained in Oslo. " * 8),
+            ("When?", "Déjà vu\u200b happened\u00a0today (x\u0301y).")]
+
+
+def test_a_qa_saved_model_answers_raw_questions_about_raw_contexts(wordpiece_folder, tmp_path):
+    """questions and contexts in, the predictor's answers out: the context cut into overlapping windows, each
+    piece's character offsets (accents, a zero-width space, a control character and a combining accent
+    dropped as the tokenizer drops them) and the best span over all of a question's windows."""
+    _, _, preproc = flaxtrain.text.qa_from_array(["who?"], ["Ann did."], ["Ann"], [0], val_pct=0, maxlen=32,
+                                                 doc_stride=6, max_query_length=8, verbose=0)
+    predictor = flaxtrain.get_predictor(flaxtrain.text.qa_model(str(wordpiece_folder), preproc, verbose=0))
+    out = predictor.export(tmp_path / "sm", format="saved_model", texts=QA_PAIRS)
+    spec = runtime.manifest(out)
+    assert "text_signature_missing" not in spec, spec["text_signature_missing"]
+    assert spec["text_signature"]["inputs"] == ["questions", "contexts"]
+    report = json.loads((out / "parity.json").read_text())
+    assert report["passed"] and {"texts/answers", "texts/starts", "texts/scores"} <= set(report["outputs"]), report
+    unseen = [("what?", "Anna Okafor-Weber flew to São Paulo, didn't she? " * 4), ("x", "y"),
+              ("Is it ½ ﬁne?", "ﬁne ½ dull\x07 dreary — ok"), (QA_PAIRS[1][0] * 3, "Rain. " * 30)]
+    assert len(flaxtrain.data.qa.QADataset(flaxtrain.data.qa.examples_from_arrays(
+        [unseen[0][0]], [unseen[0][1]], None, None, "t"), preproc).windows.input_ids) > 2
+    served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"](
+        questions=tf.constant([q for q, _ in unseen]), contexts=tf.constant([c for _, c in unseen]))
+    for i, (question, context) in enumerate(unseen):
+        want = predictor.predict(question, context)
+        got = (served["answers"][i].numpy().decode(), int(served["starts"][i]), int(served["ends"][i]))
+        assert got == (want["answer"], want["start"], want["end"]), (i, got, want)
+        assert abs(float(served["scores"][i]) - want["score"]) < 1e-5 and want["answer"]
+
+
+@pytest.mark.parametrize("allow_no_answer", [False, True])
+def test_the_graphs_span_choice_is_best_span(allow_no_answer):
+    """text_graph.best_spans against flaxtrain.eval.spans.best_span on random logits over uneven windows:
+    candidates limited to the n best starts and ends, the length limit, ties, windows of one question,
+    windows with no context token, and SQuAD 2.0's empty answer."""
+    from flaxtrain.eval.spans import best_span
+
+    rng = np.random.default_rng(0)
+    contexts = ["abcdefghijklmnopqrstuvwxyz0123456789"[int(rng.integers(0, 9)):] for _ in range(12)]
+    rows = []
+    for example, context in enumerate(contexts):
+        for w in range(1 + example % 3):
+            length = int(rng.integers(6, 20))
+            starts = np.full(length, -1)
+            if not (example == 2 and w == 0):  # a window with no context tokens
+                first = int(rng.integers(1, 4))
+                starts[first:length - 1] = np.sort(rng.choice(len(context) - 1, length - 1 - first, replace=False))
+            logits = np.round(rng.normal(size=(length, 2)) * 2, 1).astype(np.float32)  # rounded: ties happen
+            if example == 1:
+                logits[0] = 9.0  # [CLS] beats every span
+            rows.append((example, starts, logits))
+    width = max(len(s) for _, s, _ in rows)
+    pad = lambda values, fill: np.stack([np.pad(v, (0, width - len(v)), constant_values=fill) for v in values])  # noqa: E731
+    windows = {"attention_mask": pad([np.ones(len(s), np.int32) for _, s, _ in rows], 0),
+               "starts": pad([s for _, s, _ in rows], -1), "ends": pad([np.where(s >= 0, s + 1, -1) for _, s, _ in rows], -1),
+               "example": np.asarray([e for e, _, _ in rows], np.int32)}
+    got = text_graph.best_spans(pad([g[:, 0] for *_, g in rows], 0.0), pad([g[:, 1] for *_, g in rows], 0.0),
+                                {k: tf.constant(v) for k, v in windows.items()}, tf.constant(contexts), n_best=3,
+                                max_answer_length=4, allow_no_answer=allow_no_answer)
+    limits_matter = set()
+    for example, context in enumerate(contexts):
+        mine = [(s, g) for e, s, g in rows if e == example]
+        args = ([g for _, g in mine], [np.stack([s, np.where(s >= 0, s + 1, -1)], 1) for s, _ in mine], context)
+        want = best_span(*args, n_best=3, max_answer_length=4, allow_no_answer=allow_no_answer)
+        assert (got["answers"][example].numpy().decode(), int(got["starts"][example]),
+                int(got["ends"][example])) == (want["answer"], want["start"], want["end"]), (example, want)
+        assert abs(float(got["scores"][example]) - want["score"]) < 1e-5
+        for name, loose in (("n_best", {"n_best": 50, "max_answer_length": 4}), ("length", {"n_best": 3, "max_answer_length": 50})):
+            if best_span(*args, allow_no_answer=allow_no_answer, **loose)["start"] != want["start"]:
+                limits_matter.add(name)
+    assert limits_matter == {"n_best", "length"}  # the data tests both limits
+    assert allow_no_answer == (got["answers"][1].numpy() == b"")
