@@ -83,8 +83,10 @@ def test_scanned_layers_compute_as_the_unrolled_stack_and_save_the_same_checkpoi
     grads = [jax.grad(lambda p, m=m: masked_lm_loss(m.apply, p, batch, rngs={}, deterministic=True)[0])(p)
              for m, p in ((unrolled, params), (scanned, stacked))]
     restacked = {**grads[0], "encoder": stack_layers(jax.device_get(grads[0]["encoder"]), 3)}
+    # against the gradients' own scale: summation order differs between the scan and the unrolled stack (and CPUs)
+    scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads[1]))
     for a, b in zip(jax.tree.leaves(restacked), jax.tree.leaves(grads[1])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
     tokenizer = hub.load_tokenizer("minilm")
     hub.save_pretrained(tmp_path / "unrolled", encoder, params, tokenizer, task="mlm")
     hub.save_pretrained(tmp_path / "scanned", scanned_config.encoder, stacked, tokenizer, task="mlm")
