@@ -193,7 +193,8 @@ class CompiledSteps:
 
     def _train_fn(self) -> Callable:
         return functools.partial(step_lib.train_step, loss_fn=self.loss_fn, grad_accum_steps=self.grad_accum_steps,
-                                 skip_nonfinite=self.skip_nonfinite)
+                                 skip_nonfinite=self.skip_nonfinite,
+                                 unroll_micro_batches=jax.local_devices()[0].platform == "cpu")
 
     # --- placement -------------------------------------------------------------------------------
     def init_state(self, module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax.Array,

@@ -24,6 +24,7 @@ def train_step(
     grad_accum_steps: int = 1,
     axis_name: str | None = None,
     skip_nonfinite: bool = False,
+    unroll_micro_batches: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on the batch's mean loss.
 
@@ -36,6 +37,10 @@ def train_step(
         micro-batch i, so each stays spread over the data-parallel devices) whose gradients a
         `lax.scan` adds up; the update equals one step on the whole batch, in 1/k of the activation
         memory. Micro-batch i's dropout key is `fold_in(step key, i)`.
+      unroll_micro_batches: the micro-batch loop unrolled (the CPU step's choice: XLA's CPU backend leaves
+        the convolutions of a loop body in the layouts autodiff gives them and runs them without its
+        convolution library, a TextCNN's accumulated step 30x slower; unrolled they are rewritten as
+        outside a loop. The compile grows with the number of micro-batches.)
       axis_name: under `pmap`, the mapped axis: gradient and metric sums are `psum`-ed over it, so
         every replica takes the same step as one device would on the whole batch.
       skip_nonfinite: when the batch's loss or the updated params are not finite (say from an
@@ -71,7 +76,8 @@ def train_step(
             out = grads_and_sums(state.params, micro, jax.random.fold_in(key, i))
             return jax.tree.map(jnp.add, carry, out), None
 
-        (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro_batches))
+        (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro_batches),
+                                        unroll=unroll_micro_batches)
     if axis_name is not None:
         grads, sums = jax.lax.psum((grads, sums), axis_name)
     count = jnp.maximum(sums["count"], 1.0)
