@@ -298,13 +298,12 @@ def _qa_text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], t
     windows as `QAPreprocessor.windows` does (checked on the sample pairs: ids, token types and the context
     tokens' character offsets) and picks each question's span as `QAPredictor.predict` does."""
     from flaxtrain.data.qa import QADataset, examples_from_arrays
-    from flaxtrain.export import text_graph
-    from flaxtrain.tasks.qa import SAMPLE_PAIRS
-
     import tensorflow as tf
 
+    from flaxtrain.export import text_graph
+
     preproc = predictor.preproc
-    pairs = [(str(q), str(c)) for q, c in (texts or SAMPLE_PAIRS)]
+    pairs = [(str(q), str(c)) for q, c in (texts or predictor.task.sample_pairs)]
     try:
         graph = text_graph.qa_windows(settings, int(preproc.pad_id), preproc.max_query_length, preproc.doc_stride)(
             tf.constant([q for q, _ in pairs]), tf.constant([c for _, c in pairs]))

@@ -169,6 +169,7 @@ class QuestionAnswering(Task):
         return predict_span_logits
 
     export_inputs = ("input_ids", "token_type_ids", "attention_mask")
+    sample_pairs = SAMPLE_PAIRS  # the export's default parity sample
 
     def export_outputs(self, model: TaskModel) -> tuple[Callable[..., tuple[jax.Array, ...]], tuple[str, ...]]:
         """'start_logits' and 'end_logits' [b, L] float32 of question-context windows [b, L]; choosing the
@@ -187,7 +188,7 @@ class QuestionAnswering(Task):
         """The windows of (question, context) pairs (default: a few of different lengths)."""
         from flaxtrain.export import pad_rows
 
-        pairs = list(texts) if texts else SAMPLE_PAIRS
+        pairs = list(texts) if texts else self.sample_pairs
         if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
             raise FlaxtrainError("a QA model's export sample is (question, context) pairs: pass texts=[(q, c), ...]")
         data = QADataset(examples_from_arrays([q for q, _ in pairs], [c for _, c in pairs], None, None, "texts"),
