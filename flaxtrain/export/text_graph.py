@@ -171,6 +171,15 @@ def _regex_literal(text: str) -> str:
     return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in text)
 
 
+def _vocabulary(settings: dict[str, Any]) -> Any:
+    """The word-piece vocabulary as a lookup table (piece -> int64 id, -1 for none)."""
+    import tensorflow as tf
+
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(settings["vocab"]), tf.constant(settings["ids"], tf.int64)),
+        default_value=-1)
+
+
 def _pieces(settings: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
     """(strings -> int64 piece ids with one more ragged dimension, the object the SavedModel must keep):
     texts [batch] -> [batch, (pieces)]; words [batch, (words)] -> [batch, (words), (pieces)]."""
@@ -187,9 +196,7 @@ def _pieces(settings: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
             return tf.cast(model.tokenize(normalized(strings)), tf.int64)
 
         return pieces_of, model  # the module tracks the model, so the SavedModel keeps it
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(settings["vocab"]), tf.constant(settings["ids"], tf.int64)),
-        default_value=-1)
+    table = _vocabulary(settings)
     tokenizer = tft.BertTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
                                   token_out_type=tf.int64, unknown_token=settings["unk_token"])
 
@@ -312,9 +319,7 @@ def _pieces_with_offsets(settings: dict[str, Any]) -> tuple[Callable[[Any], Any]
     if settings["kind"] != "wordpiece":
         raise Unsupported("answer spans need the character offsets of word pieces: tensorflow-text's sentencepiece "
                           "offsets count the '▁' of a word, the tokenizer's do not")
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(settings["vocab"]), tf.constant(settings["ids"], tf.int64)),
-        default_value=-1)
+    table = _vocabulary(settings)
     wordpiece = tft.WordpieceTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
                                        token_out_type=tf.int64, unknown_token=settings["unk_token"])
 
