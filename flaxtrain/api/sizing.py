@@ -22,7 +22,8 @@ class BatchSizing:
         The step is compiled on copies of the training set's longest rows: at two sizes, to learn its
         fixed and per-example bytes, then at the predicted size and its neighbours, in steps of
         8 x the data-parallel devices (1 x below 8). With `target`, a global batch larger than fits is
-        kept and split into the fewest micro-batches that fit (`grad_accum_steps`).
+        kept and split into the fewest micro-batches that fit (`grad_accum_steps`). Each size's analysis is
+        remembered (per program, options and devices), so a second search compiles only sizes not seen yet.
 
         Args:
           target: the global batch wanted (None: the largest that fits, at most `max_batch_size` and the

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -387,16 +388,28 @@ class CompiledSteps:
         """Bytes the compiled train step needs per device on this batch shape, from XLA's memory analysis:
         {'arguments', 'outputs', 'temporaries', 'aliased', 'peak'} (peak: arguments + outputs + temporaries
         - aliased, the donated state counted once); None where the backend gives no analysis."""
-        try:
-            analysis = self._lowered_train(state, batch, rng).compile().memory_analysis()
-        except (NotImplementedError, jax.errors.JaxRuntimeError):
-            return None
-        if analysis is None:
-            return None
-        sizes = {"arguments": int(analysis.argument_size_in_bytes), "outputs": int(analysis.output_size_in_bytes),
-                 "temporaries": int(analysis.temp_size_in_bytes), "aliased": int(analysis.alias_size_in_bytes)}
-        sizes["peak"] = sizes["arguments"] + sizes["outputs"] + sizes["temporaries"] - sizes["aliased"]
-        return sizes
+        lowered = self._lowered_train(state, batch, rng)
+        # The same program under the same options compiles to the same memory: a second search (say
+        # find_batch_size() and then find_batch_size(target)) does not compile it again.
+        key = (hashlib.sha256(lowered.as_text().encode()).hexdigest(), repr(compiler_options()),
+               tuple(str(d) for d in jax.devices()))
+        if key not in _MEMORY_ANALYSES:
+            try:
+                analysis = lowered.compile().memory_analysis()
+            except (NotImplementedError, jax.errors.JaxRuntimeError):
+                analysis = None
+            sizes = None
+            if analysis is not None:
+                sizes = {"arguments": int(analysis.argument_size_in_bytes), "outputs": int(analysis.output_size_in_bytes),
+                         "temporaries": int(analysis.temp_size_in_bytes), "aliased": int(analysis.alias_size_in_bytes)}
+                sizes["peak"] = sizes["arguments"] + sizes["outputs"] + sizes["temporaries"] - sizes["aliased"]
+            if len(_MEMORY_ANALYSES) >= 256:  # a bounded cache: the oldest analysis goes first
+                del _MEMORY_ANALYSES[next(iter(_MEMORY_ANALYSES))]
+            _MEMORY_ANALYSES[key] = sizes
+        return None if _MEMORY_ANALYSES[key] is None else dict(_MEMORY_ANALYSES[key])
+
+
+_MEMORY_ANALYSES: dict[tuple[Any, ...], dict[str, int] | None] = {}  # (program digest, options, devices) -> sizes
 
 
 def _not_addressable(x: Any) -> bool:

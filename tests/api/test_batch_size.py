@@ -11,6 +11,7 @@ import pytest
 import flaxtrain
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.text import texts_from_array
+from flaxtrain.train import partition
 from flaxtrain.train.batch_size import longest_rows
 
 LIMIT = 40_000_000  # bytes per device, simulated: the tiny TextCNN's step fits ~100 rows in 90% of it
@@ -27,6 +28,7 @@ def data():
 
 
 def _peak(learner, size: int) -> int:
+    partition._MEMORY_ANALYSES.clear()  # measured anew, not read from the finder's cache
     longest = longest_rows(learner.task.batches(learner.train_data, batch_size=1)[0])
     rows = {k: np.resize(v, (size, *v.shape[1:])) for k, v in longest.items()}
     return learner.steps.memory(learner._train_state(), rows, jax.random.key(0))["peak"]
@@ -46,7 +48,14 @@ def test_a_target_larger_than_fits_becomes_micro_batches(data):
     trn, _ = data
     learner = flaxtrain.get_learner(flaxtrain.get_model("textcnn", train_data=trn), trn, batch_size=8)
     largest = learner.find_batch_size(memory_limit=LIMIT, verbose=0)
-    assert learner.find_batch_size(4 * largest, memory_limit=LIMIT, verbose=0) == 4 * largest
+    compiles = []
+    listener = lambda event, seconds, **_: compiles.append(event) if "backend_compile" in event else None  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:  # the same sizes again: their analyses are remembered, nothing compiles
+        assert learner.find_batch_size(4 * largest, memory_limit=LIMIT, verbose=0) == 4 * largest
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
     assert (learner.batch_size, learner.grad_accum_steps, learner.eval_batch_size) == (4 * largest, 4, largest)
     learner.find_batch_size(3 * largest + 8, memory_limit=LIMIT, verbose=0)  # 3 x largest + 8: more, smaller parts
     micro = learner.batch_size // learner.grad_accum_steps
