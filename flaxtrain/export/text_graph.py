@@ -407,17 +407,15 @@ def qa_windows(settings: dict[str, Any], pad_id: int, max_query_length: int, doc
             none = tf.cast(tf.ones_like(ids), tf.int32) * -1
             parts["starts"].append(chunk(starts) if item[0] == "B" else none)
             parts["ends"].append(chunk(ends) if item[0] == "B" else none)
-        width = tf.maximum(tf.constant(MIN_WIDTH, tf.int64), tf.reduce_max(tf.concat(parts["ids"], axis=1).row_lengths()))
+        shape = tf.stack([tf.cast(rows, tf.int64), tf.maximum(tf.constant(MIN_WIDTH, tf.int64), tf.reduce_max(
+            tf.concat(parts["ids"], axis=1).row_lengths()))])
 
-        def dense(name: str, pad: int, dtype: Any) -> Any:
-            ragged = tf.cast(tf.concat(parts[name], axis=1), dtype)
-            return ragged.to_tensor(default_value=pad, shape=tf.stack([tf.cast(rows, tf.int64), width]))
+        def dense(name: str, pad: int) -> Any:
+            return tf.cast(tf.concat(parts[name], axis=1), tf.int32).to_tensor(default_value=pad, shape=shape)
 
-        ids = dense("ids", pad_id, tf.int32)
-        mask = tf.cast(tf.concat(parts["ids"], axis=1).to_tensor(default_value=-1, shape=tf.shape(ids, out_type=tf.int64))
-                       >= 0, tf.int32)
-        return {"input_ids": ids, "token_type_ids": dense("types", 0, tf.int32), "attention_mask": mask,
-                "starts": dense("starts", -1, tf.int32), "ends": dense("ends", -1, tf.int32), "example": example}
+        real = tf.concat([tf.ones_like(ids, tf.int32) for ids in parts["ids"]], axis=1).to_tensor(shape=shape)
+        return {"input_ids": dense("ids", pad_id), "token_type_ids": dense("types", 0), "attention_mask": real,
+                "starts": dense("starts", -1), "ends": dense("ends", -1), "example": example}
 
     windows.table = table
     return windows
