@@ -46,12 +46,17 @@ def make_sentiment_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+# XLA's CPU collectives end the process when a device's thread is 40 s late to an all-reduce; with 8
+# simulated devices on 2 cores shared with the other test worker, one was (tests/test_cli_devices.py, once).
+COLLECTIVE_PATIENCE = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
+
+
 def worker_xla_flags(devices: int) -> str:
-    """XLA_FLAGS of a test's worker process: `devices` CPU devices, LLVM's backend optimisation off. The
-    workers run tiny models for a few steps, so compiling is most of their time (tests/train/test_strategies.py:
-    188 s -> 126 s). Only for runs compared with runs under the same flags: the numbers may differ in the
-    last bits from an in-process run."""
-    return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+    """XLA_FLAGS of a test's worker process: `devices` CPU devices, LLVM's backend optimisation off, and
+    `COLLECTIVE_PATIENCE`. The workers run tiny models for a few steps, so compiling is most of their time
+    (tests/train/test_strategies.py: 188 s -> 126 s). Only for runs compared with runs under the same flags:
+    the numbers may differ in the last bits from an in-process run."""
+    return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0 {COLLECTIVE_PATIENCE}"
 
 
 def quick_compile_env(**extra: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import resume_worker
-from conftest import make_sentiment_texts, worker_xla_flags
+from conftest import COLLECTIVE_PATIENCE, make_sentiment_texts, worker_xla_flags
 from flaxtrain.data import TextPreprocessor
 from flaxtrain.errors import FlaxtrainError
 
@@ -47,7 +47,8 @@ def uninterrupted():
 def _start(out: Path, *args: str, devices: int = 1) -> subprocess.Popen:
     # A run compared bitwise with this process's compiles as this process does; the device-count run is
     # compared only with itself (its reference runs in the same worker), so it compiles the quick way.
-    flags = worker_xla_flags(devices) if args[0] == "devices" else f"--xla_force_host_platform_device_count={devices}"
+    flags = worker_xla_flags(devices) if args[0] == "devices" else \
+        f"--xla_force_host_platform_device_count={devices} {COLLECTIVE_PATIENCE}"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", XLA_FLAGS=flags)
     return subprocess.Popen([sys.executable, str(WORKER), str(out), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
