@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -23,6 +24,8 @@ def load_encoder(name_or_path: str, *, task: str | None, maxlen: int) -> tuple[A
     if maxlen > limit:
         raise FlaxtrainError(f"maxlen {maxlen} exceeds the {limit} positions {name_or_path!r} was trained with: lower maxlen")
     pad_id = next((tokenizer.token_to_id(t) for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None), config.pad_id)
+    if pad_id != config.pad_id:  # rows are padded with the tokenizer's id: the model masks that one
+        config = dataclasses.replace(config, mask_pad_id=pad_id)
     return config, params, tokenizer, pad_id
 
 

@@ -37,7 +37,8 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-12  # LayerNorm epsilon
     dropout_rate: float = 0.1  # dropout on embeddings and block outputs
     activation: str = "gelu"  # feed-forward activation (layers.mlp.ACTIVATIONS)
-    pad_id: int = 0  # token id of padding
+    pad_id: int = 0  # token id of padding (config.json's pad_token_id: RoBERTa positions count from it)
+    mask_pad_id: int | None = None  # the tokenizer's padding id where it differs from pad_id: masked as padding
     embedding_dim: int | None = None  # ALBERT: embedding width E, projected to hidden_size (None: hidden_size)
     share_layers: bool = False  # ALBERT: one block's params used by every layer
     roberta_positions: bool = False  # RoBERTa/XLM-R: position of a real token = pad_id + its 1-based index
@@ -129,7 +130,10 @@ class Encoder(nn.Module):
         cfg = self.config
         dtype, param_dtype = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         is_token = input_ids != cfg.pad_id
-        valid = is_token if attention_mask is None else attention_mask.astype(bool)
+        if attention_mask is not None:
+            valid = attention_mask.astype(bool)
+        else:  # padding is what the tokenizer pads with (transformers masks it by the tokenizer's attention mask)
+            valid = is_token if cfg.mask_pad_id is None else input_ids != cfg.mask_pad_id
         if segment_ids is not None:
             valid = valid & (segment_ids > 0)
             positions = ops.segment_positions(segment_ids)

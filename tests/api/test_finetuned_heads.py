@@ -180,3 +180,23 @@ def test_real_minilm_with_a_trained_three_way_head(tmp_path):
     got = flaxtrain.get_predictor(t.get_classifier(), preproc=t).predict_proba(texts)
     np.testing.assert_allclose(got, _torch_probs(reference, tmp_path / "tokenizer.json", texts, 24), atol=1e-4)
     assert t.get_classes() == CLASSES
+
+
+def test_a_tokenizer_padding_with_another_id_than_the_config_is_masked_as_transformers_does(tmp_path):
+    """A RoBERTa checkpoint (config.json: pad_token_id 1) beside a tokenizer whose [PAD] is 0: rows are padded
+    with 0 and masked as padding, as transformers masks them through the tokenizer's attention mask, while
+    positions still count from config.json's id."""
+    reference = _reference("roberta")
+    path = reference.save_pretrained(tmp_path / "ckpt") or tmp_path / "ckpt"
+    _tokenizer(False).save(str(path / "tokenizer.json"))  # BERT's specials: [PAD] 0
+    texts = ["a gripping story", "dull"]  # padded in one batch
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    rows = [e.ids for e in tokenizer.encode_batch(texts)]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    with torch.no_grad():
+        want = torch.softmax(reference(input_ids=ids, attention_mask=mask).logits, -1).numpy()
+    t = flaxtrain.text.Transformer(str(path), maxlen=12, class_names=CLASSES)
+    got = flaxtrain.get_predictor(t.get_classifier(), preproc=t).predict_proba(texts)
+    np.testing.assert_allclose(got, want, atol=1e-4)
