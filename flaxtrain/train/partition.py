@@ -396,20 +396,20 @@ class CompiledSteps:
         if key not in _MEMORY_ANALYSES:
             try:
                 analysis = lowered.compile().memory_analysis()
-            except (NotImplementedError, jax.errors.JaxRuntimeError):
-                analysis = None
-            sizes = None
-            if analysis is not None:
-                sizes = {"arguments": int(analysis.argument_size_in_bytes), "outputs": int(analysis.output_size_in_bytes),
-                         "temporaries": int(analysis.temp_size_in_bytes), "aliased": int(analysis.alias_size_in_bytes)}
-                sizes["peak"] = sizes["arguments"] + sizes["outputs"] + sizes["temporaries"] - sizes["aliased"]
+            except (NotImplementedError, jax.errors.JaxRuntimeError):  # not remembered: a failure may pass
+                return None
+            if analysis is None:
+                return None
+            sizes = {"arguments": int(analysis.argument_size_in_bytes), "outputs": int(analysis.output_size_in_bytes),
+                     "temporaries": int(analysis.temp_size_in_bytes), "aliased": int(analysis.alias_size_in_bytes)}
+            sizes["peak"] = sizes["arguments"] + sizes["outputs"] + sizes["temporaries"] - sizes["aliased"]
             if len(_MEMORY_ANALYSES) >= 256:  # a bounded cache: the oldest analysis goes first
                 del _MEMORY_ANALYSES[next(iter(_MEMORY_ANALYSES))]
             _MEMORY_ANALYSES[key] = sizes
-        return None if _MEMORY_ANALYSES[key] is None else dict(_MEMORY_ANALYSES[key])
+        return dict(_MEMORY_ANALYSES[key])
 
 
-_MEMORY_ANALYSES: dict[tuple[Any, ...], dict[str, int] | None] = {}  # (program digest, options, devices) -> sizes
+_MEMORY_ANALYSES: dict[tuple[Any, ...], dict[str, int]] = {}  # (program digest, options, devices) -> sizes
 
 
 def _not_addressable(x: Any) -> bool:
