@@ -1,9 +1,10 @@
 """A predictor's tokenizer as TensorFlow ops (tensorflow-text), for SavedModels that take raw strings.
 
 `describe(tokenizer, maxlen, add_special_tokens)` reads the tokenizer's own description (its
-tokenizer.json); `string_tokenizer(settings, pad_id)` builds the same pipeline from tensorflow-text's
-`BertTokenizer` (BERT's basic tokenizer: punctuation and CJK split, then greedy longest-match-first
-WordPiece; accents stripped and lower case as string ops first when the tokenizer lower-cases): word
+tokenizer.json); `string_tokenizer(settings, pad_id)` builds the same pipeline from string ops and
+tensorflow-text's `WordpieceTokenizer` (BERT's basic tokenizer as one RE2 split: Unicode spaces, punctuation
+and CJK characters; control and format characters dropped, accents stripped and lower case when the
+tokenizer lower-cases; then greedy longest-match-first WordPiece): word
 pieces (BERT, MiniLM, DistilBERT) and word-level vocabularies (flaxtrain's own `texts_from_array` tokenizer: WordPiece over a vocabulary of whole words
 gives a word or [UNK], as a word-level lookup does). Unigram models (T5, XLM-R, ALBERT) run as
 tensorflow-text's `SentencepieceTokenizer` over a sentencepiece model built from tokenizer.json: the pieces
@@ -186,23 +187,20 @@ def _pieces(settings: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
     import tensorflow as tf
     import tensorflow_text as tft
 
-    def normalized(strings: Any) -> Any:  # the string ops before the tokenizer, on texts or ragged words
-        return tf.ragged.map_flat_values(lambda flat: _before(flat, settings["before"]), strings)
-
     if settings["kind"] == "sentencepiece":
         model = tft.SentencepieceTokenizer(model=settings["model"], out_type=tf.int32)
 
-        def pieces_of(strings: Any) -> Any:
-            return tf.cast(model.tokenize(normalized(strings)), tf.int64)
+        def pieces_of(strings: Any) -> Any:  # the string ops before the model, on texts or ragged words
+            normalized = tf.ragged.map_flat_values(lambda flat: _before(flat, settings["before"]), strings)
+            return tf.cast(model.tokenize(normalized), tf.int64)
 
         return pieces_of, model  # the module tracks the model, so the SavedModel keeps it
     table = _vocabulary(settings)
-    tokenizer = tft.BertTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
-                                  token_out_type=tf.int64, unknown_token=settings["unk_token"])
+    wordpiece = _wordpiece(table, settings)
 
-    def pieces_of(strings: Any) -> Any:  # BERT's basic tokens, then their word pieces: one dimension of them
-        tokens = tokenizer.tokenize(normalized(strings))
-        return tokens.merge_dims(tokens.shape.rank - 2, tokens.shape.rank - 1)
+    def pieces_of(strings: Any) -> Any:  # BERT's basic words, then their word pieces: one dimension of them
+        pieces = wordpiece.tokenize(_bert_words(strings, settings)[1])
+        return pieces.merge_dims(pieces.shape.rank - 2, pieces.shape.rank - 1)
 
     return pieces_of, table
 
@@ -298,6 +296,39 @@ _BERT_KEPT = (r"[!-/:-@\[-`{-~\p{P}]|[\x{4E00}-\x{9FFF}\x{3400}-\x{4DBF}\x{20000
 _DROPPED = r"[\p{Cc}\p{Cf}\x{0}\x{FFFD}]"
 
 
+def _bert_normalized(flat: Any, settings: dict[str, Any]) -> Any:
+    """Strings as BERT's normalizer leaves them: control and format characters dropped, then the tokenizer's
+    accent stripping and lower case."""
+    import tensorflow as tf
+
+    return _before(tf.strings.regex_replace(flat, _DROPPED, ""), settings["before"])
+
+
+def _bert_words(strings: Any, settings: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """BERT's basic words of strings [...] (texts, or ragged words): (the words as written, normalized,
+    their first byte and the byte after them), each with one more ragged dimension. A word of control
+    characters only is no word; a format character inside a word (a zero-width space, a soft hyphen)
+    joins its two halves, as tokenizers' BertNormalizer removes it before the split."""
+    import tensorflow as tf
+    import tensorflow_text as tft
+
+    # regex_split reads its input up to a NUL; the normalizer drops NUL as it drops U+0001 (one byte too)
+    strings = tf.ragged.map_flat_values(tf.strings.regex_replace, strings, r"\x{0}", "\x01")
+    words, begin, end = tft.regex_split_with_offsets(strings, f"{_BERT_SPACE}|{_BERT_KEPT}", _BERT_KEPT)
+    normal = tf.ragged.map_flat_values(lambda flat: _bert_normalized(flat, settings), words)
+    keep = tf.not_equal(normal, "")
+    return tuple(tf.ragged.boolean_mask(x, keep) for x in (words, normal, begin, end))
+
+
+def _wordpiece(table: Any, settings: dict[str, Any]) -> Any:
+    """Greedy longest-match-first word pieces over `table`, with the tokenizer's suffix mark and limits."""
+    import tensorflow as tf
+    import tensorflow_text as tft
+
+    return tft.WordpieceTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
+                                  token_out_type=tf.int64, unknown_token=settings["unk_token"])
+
+
 def _chars_before(strings: Any, byte_offsets: Any) -> Any:
     """The number of characters in the first `byte_offsets` bytes of each string (both flat, same shape)."""
     import tensorflow as tf
@@ -320,27 +351,20 @@ def _pieces_with_offsets(settings: dict[str, Any]) -> tuple[Callable[[Any], Any]
         raise Unsupported("answer spans need the character offsets of word pieces: tensorflow-text's sentencepiece "
                           "offsets count the '▁' of a word, the tokenizer's do not")
     table = _vocabulary(settings)
-    wordpiece = tft.WordpieceTokenizer(table, suffix_indicator=settings["suffix"], max_bytes_per_word=settings["max_chars"],
-                                       token_out_type=tf.int64, unknown_token=settings["unk_token"])
-
-    def normalize(flat: Any) -> Any:
-        return _before(tf.strings.regex_replace(flat, _DROPPED, ""), settings["before"])
+    wordpiece = _wordpiece(table, settings)
 
     def chars(strings: Any) -> Any:
         return tf.cast(tf.strings.length(strings, unit="UTF8_CHAR"), tf.int32)
 
     def pieces_of(texts: Any) -> tuple[Any, Any, Any]:
-        words, begin, end = tft.regex_split_with_offsets(texts, f"{_BERT_SPACE}|{_BERT_KEPT}", _BERT_KEPT)
-        normal = tf.ragged.map_flat_values(normalize, words)
-        keep = tf.not_equal(normal, "")  # a word of control characters only is no word
-        words, normal, begin, end = (tf.ragged.boolean_mask(x, keep) for x in (words, normal, begin, end))
+        words, normal, begin, end = _bert_words(texts, settings)
         pieces, piece_begin, piece_end = wordpiece.tokenize_with_offsets(normal)  # [batch, (words), (pieces)]
         original = tf.gather(texts, normal.value_rowids())  # each word's text
         first = _chars_before(original, begin.flat_values)
         after = _chars_before(original, end.flat_values)
         length = chars(normal.flat_values)
         per_char = tf.strings.unicode_split(words.flat_values, "UTF-8")  # [words, (characters)]
-        became = per_char.with_flat_values(chars(normalize(per_char.flat_values)))  # normalized characters of each
+        became = per_char.with_flat_values(chars(_bert_normalized(per_char.flat_values, settings)))  # normalized characters of each
         ends = tf.cumsum(became, axis=1)
         starts = ends - became
         aligned = tf.equal(tf.reduce_sum(became, axis=1), length)

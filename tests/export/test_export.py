@@ -104,8 +104,11 @@ def test_an_encoder_model_exports_with_parity_on_given_texts(bert_checkpoint, se
     served = _served(out, probe, predictor)[name]
     expected = predictor.predict(probe) if regression else predictor.predict_proba(probe)
     np.testing.assert_allclose(served, expected, atol=1e-5)
-    # A SavedModel whose serving_default takes raw strings: MiniLM's word pieces run as tensorflow-text ops
-    probe = probe + ["Un café (très) CHARMANT, isn't it?", "x" * 130]
+    # A SavedModel whose serving_default takes raw strings: MiniLM's word pieces run as tensorflow-text ops,
+    # with BERT's normalizer: format and control characters inside a word join its halves (a zero-width space,
+    # a soft hyphen, a BOM, a NUL), a no-break space separates words, U+FFFD is dropped
+    probe = probe + ["Un café (très) CHARMANT, isn't it?", "x" * 130, "zero\u200bwidth soft\u00adhyphen bom\ufeffword",
+                     "a\u00a0dull\x07film nul\x00led rep\ufffdlay", "tab\tnew\nline \u2060joined"]
     saved = predictor.export(tmp_path / "sm", format="saved_model", texts=probe)
     assert {"texts/" + name} <= set(json.loads((saved / "parity.json").read_text())["outputs"])
     by_text = runtime.load(saved).texts(probe)
