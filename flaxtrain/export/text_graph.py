@@ -345,7 +345,6 @@ def _pieces_with_offsets(settings: dict[str, Any]) -> tuple[Callable[[Any], Any]
     original characters that became its own. (Where that differs from normalizing the word whole, as for a
     final sigma, a piece keeps the word's first or last character where it has one.)"""
     import tensorflow as tf
-    import tensorflow_text as tft
 
     if settings["kind"] != "wordpiece":
         raise Unsupported("answer spans need the character offsets of word pieces: tensorflow-text's sentencepiece "
