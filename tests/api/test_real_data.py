@@ -11,10 +11,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# The default job trains 4 epochs and averages epochs 2-4; its first two epochs, averaged, already pass the
+# bars (test accuracy 0.771 float32, 0.772 bf16 on the 2-core machine, 2026-12-02) in half the suite's time.
+TWO_EPOCHS = ("--config.train.epochs=2", "--config.train.swa_from=1")
+
+
 def _start(workdir: Path, *overrides: str) -> tuple[subprocess.Popen, Path]:
     with open(workdir / "stdout.txt", "w") as out, open(workdir / "stderr.txt", "w") as err:  # files: no pipe fills up
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flaxtrain.cli", "train", f"--config.train.workdir={workdir}", *overrides],
+            [sys.executable, "-m", "flaxtrain.cli", "train", f"--config.train.workdir={workdir}", *TWO_EPOCHS, *overrides],
             stdout=out, stderr=err, text=True, cwd=ROOT,
         )
     return proc, workdir
