@@ -62,10 +62,6 @@ class Explanation(list):
         ax.axhline(0.0, color="black", linewidth=0.5)
         ax.set_ylabel("attribution")
         ax.set_title(f"integrated gradients toward {self.target} ({self.score:.3f}; baseline {self.baseline:.3f})")
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path, dpi=120)
-        if plt.isinteractive():
-            plt.show()
-        plt.close(fig)
-        return path
+        from flaxtrain.figures import finish
+
+        return finish(fig, path, dpi=120)

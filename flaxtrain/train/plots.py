@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.figures import finish
 from flaxtrain.train.lr_find import LRFinderResult
 
 
@@ -25,7 +26,7 @@ def lr_finder(result: LRFinderResult, path: str | None, *, suggestion: bool = Tr
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss")
     ax.legend()
-    return _finish(fig, path)
+    return finish(fig, path)
 
 
 def history(progress: Any, kind: str, path: str | None) -> str | None:
@@ -55,16 +56,4 @@ def history(progress: Any, kind: str, path: str | None) -> str | None:
     else:
         plt.close(fig)
         raise FlaxtrainError(f"unknown plot {kind!r}: use 'loss' or 'lr'")
-    return _finish(fig, path)
-
-
-def _finish(fig: Any, path: str | None) -> str | None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    if plt.isinteractive():
-        plt.show()
-    plt.close(fig)
-    return path
+    return finish(fig, path)
