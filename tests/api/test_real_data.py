@@ -1,4 +1,5 @@
-"""Real data proves learning: the default `flaxtrain train` job on rotten_tomatoes, float32 and bf16."""
+"""Real data proves learning: the default `flaxtrain train` job on rotten_tomatoes (its first two epochs),
+float32 and bf16, and the lr_find + fit_onecycle idiom in process."""
 
 import json
 import subprocess
@@ -72,7 +73,7 @@ def test_lr_find_then_onecycle_reaches_the_accuracy_bar(jobs):  # runs while the
 
 
 @pytest.mark.slow
-def test_default_train_job_reaches_the_accuracy_bar(float32_metrics):
+def test_the_default_jobs_first_two_epochs_reach_the_accuracy_bar(float32_metrics):
     # Kim 2014's CNN-rand reached 0.761 on the similar MR sentence set.
     assert float32_metrics["acc"] >= 0.76, float32_metrics
     assert float32_metrics["macro_f1"] >= 0.74, float32_metrics
