@@ -263,7 +263,12 @@ def word_tokenizer(settings: dict[str, Any], pad_id: int, unk_ids: list[int]) ->
     prefix_length = len(settings["prefix"])
 
     def tokenize(texts: Any) -> Any:
-        words = tft.regex_split(texts, f"{WORD_PATTERN}|[{_SPACE}]+", WORD_PATTERN)  # [batch, (words)]
+        # regex_split reads its input up to a NUL: the split runs on a copy with U+0001 in its place (one
+        # byte, and a mark to WORD_PATTERN as NUL is), the words are cut from the texts themselves
+        _, begin, end = tft.regex_split_with_offsets(tf.strings.regex_replace(texts, r"\x{0}", "\x01"),
+                                                     f"{WORD_PATTERN}|[{_SPACE}]+", WORD_PATTERN)
+        words = begin.with_flat_values(tf.strings.substr(tf.gather(texts, begin.value_rowids()), begin.flat_values,
+                                                         end.flat_values - begin.flat_values))  # [batch, (words)]
         pieces = pieces_of(words)  # [batch, (words), (pieces)]
         per_word = pieces.values
         count = per_word.row_lengths()

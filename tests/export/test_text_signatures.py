@@ -137,9 +137,10 @@ def test_a_tagger_saved_model_splits_tokenizes_and_tags_raw_strings(layout, word
     report = json.loads((out / "parity.json").read_text())
     assert report["passed"] and {"texts/labels", "texts/words", "texts/logits"} <= set(report["outputs"]), report
     # Texts it never saw: words split as predict splits them (hyphens, apostrophes, decimals, punctuation,
-    # Unicode spaces), a control character with no word pieces, words past maxlen tagged 'O', an empty text.
+    # Unicode spaces), a control character with no word pieces, words past maxlen tagged 'O', an empty text,
+    # a NUL (tensorflow-text's split would end the text there) and a zero-width space.
     unseen = ["Anna Okafor-Weber flew to São Paulo, didn't she?", "naïve\u00a0café \x07 3.5km — ok", "",
-              "Lisbon " * 12 + "end.", PROBE[4]]
+              "Lisbon " * 12 + "end.", PROBE[4], "Jonas\x00 Kowalski vi\u200bsited Lagos ."]
     served = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"](texts=tf.constant(unseen))
     for i, text in enumerate(unseen):
         pairs = [(w.decode(), t.decode()) for w, t in zip(served["words"][i].numpy(), served["labels"][i].numpy()) if w]
