@@ -300,12 +300,12 @@ def _qa_text_signature(predictor: Any, serving: Any, outputs: tuple[str, ...], t
     from flaxtrain.data.qa import QADataset, examples_from_arrays
     import tensorflow as tf
 
-    from flaxtrain.export import text_graph
+    from flaxtrain.export import qa_graph, text_graph
 
     preproc = predictor.preproc
     pairs = [(str(q), str(c)) for q, c in (texts or predictor.task.sample_pairs)]
     try:
-        graph = text_graph.qa_windows(settings, int(preproc.pad_id), preproc.max_query_length, preproc.doc_stride)(
+        graph = qa_graph.qa_windows(settings, int(preproc.pad_id), preproc.max_query_length, preproc.doc_stride)(
             tf.constant([q for q, _ in pairs]), tf.constant([c for _, c in pairs]))
     except text_graph.Unsupported as why:
         return {"missing": f"serving_default takes input_ids, token_type_ids and attention_mask: {why}"}

@@ -310,16 +310,16 @@ def _qa_function(module: Any, converted: Any, text: dict[str, Any]) -> Any:
     in the context), 'scores'}: the windows, the model on all of them, and the best span of each question."""
     import tensorflow as tf
 
-    from flaxtrain.export import text_graph
+    from flaxtrain.export import qa_graph
 
     qa = text["qa"]
-    windows_of = text_graph.qa_windows(text["settings"], text["pad_id"], qa["max_query_length"], qa["doc_stride"])
+    windows_of = qa_graph.qa_windows(text["settings"], text["pad_id"], qa["max_query_length"], qa["doc_stride"])
     module.vocabulary = windows_of.table
 
     def serve_pairs(questions: Any, contexts: Any) -> dict[str, Any]:
         windows = windows_of(questions, contexts)
         start, end = converted(module.params, windows["input_ids"], windows["token_type_ids"], windows["attention_mask"])
-        return text_graph.best_spans(start, end, windows, contexts, n_best=qa["n_best"],
+        return qa_graph.best_spans(start, end, windows, contexts, n_best=qa["n_best"],
                                      max_answer_length=qa["max_answer_length"], allow_no_answer=qa["allow_no_answer"])
 
     return tf.function(serve_pairs, autograph=False, input_signature=[tf.TensorSpec([None], tf.string, name="questions"),

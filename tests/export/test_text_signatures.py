@@ -18,7 +18,7 @@ from tokenizers import Regex, normalizers, processors
 
 import flaxtrain
 import flaxtrain.text
-from flaxtrain.export import runtime, text_graph
+from flaxtrain.export import qa_graph, runtime, text_graph
 from flaxtrain.hub.sentencepiece import tokenizer_from_sentencepiece
 
 PROBE = ["Café  déjà vu, the FILM is wonderful!", "``Dull'' and naïve — ÉLAN 42", "a gripping  story", "ok",
@@ -185,7 +185,7 @@ def test_a_qa_saved_model_answers_raw_questions_about_raw_contexts(wordpiece_fol
 
 @pytest.mark.parametrize("allow_no_answer", [False, True])
 def test_the_graphs_span_choice_is_best_span(allow_no_answer):
-    """text_graph.best_spans against flaxtrain.eval.spans.best_span on random logits over uneven windows:
+    """qa_graph.best_spans against flaxtrain.eval.spans.best_span on random logits over uneven windows:
     candidates limited to the n best starts and ends, the length limit, ties, windows of one question,
     windows with no context token, and SQuAD 2.0's empty answer."""
     from flaxtrain.eval.spans import best_span
@@ -209,7 +209,7 @@ def test_the_graphs_span_choice_is_best_span(allow_no_answer):
     windows = {"attention_mask": pad([np.ones(len(s), np.int32) for _, s, _ in rows], 0),
                "starts": pad([s for _, s, _ in rows], -1), "ends": pad([np.where(s >= 0, s + 1, -1) for _, s, _ in rows], -1),
                "example": np.asarray([e for e, _, _ in rows], np.int32)}
-    got = text_graph.best_spans(pad([g[:, 0] for *_, g in rows], 0.0), pad([g[:, 1] for *_, g in rows], 0.0),
+    got = qa_graph.best_spans(pad([g[:, 0] for *_, g in rows], 0.0), pad([g[:, 1] for *_, g in rows], 0.0),
                                 {k: tf.constant(v) for k, v in windows.items()}, tf.constant(contexts), n_best=3,
                                 max_answer_length=4, allow_no_answer=allow_no_answer)
     limits_matter = set()
