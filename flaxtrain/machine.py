@@ -207,6 +207,11 @@ def _backend_errors() -> dict[str, str]:
 
 
 def _tensorflow() -> dict[str, Any]:
+    """Whether `import tensorflow` works, tried in a fresh process (a broken install must not break this one, and
+    an import here would claim accelerator memory); a process that already imported it has its answer."""
+    loaded = sys.modules.get("tensorflow")
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return {"imports": True, "version": loaded.__version__}
     code = "import tensorflow as tf; print(tf.__version__)"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     try:

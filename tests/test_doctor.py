@@ -109,6 +109,22 @@ def test_a_runtime_without_tensorflow(tmp_path):
     assert [t["name"] for t in traps] == ["no_tensorflow"]
 
 
+def test_a_process_that_already_imported_tensorflow_reports_it_without_a_second_import(monkeypatch):
+    import types
+
+    from flaxtrain import machine
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("the import check started a process")
+
+    monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(__version__="9.9.9"))
+    monkeypatch.setattr(machine.subprocess, "run", no_subprocess)
+    assert machine._tensorflow() == {"imports": True, "version": "9.9.9"}
+    monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace())  # half-imported: the fresh process decides
+    with pytest.raises(AssertionError, match="started a process"):
+        machine._tensorflow()
+
+
 def test_an_untuned_cpu_allocator():
     assert _names(_healthy(allocator_tuned=False)) == ["cpu_allocator"]
     assert _names(_healthy(allocator_tuned=False, glibc=False)) == []

@@ -81,6 +81,11 @@ def _torch_probs(model, tokenizer_file, texts, maxlen):
     return torch.softmax(logits, -1).numpy()
 
 
+# TFLite (jax2tf, then TF's converter: the suite's slowest format) for each distinct head and encoder layout;
+# xlm-roberta is roberta's graph with another vocabulary, distilbert's blocks are bert's without token types.
+TFLITE_FAMILIES = ("bert", "roberta", "albert")
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "distilbert", "albert"])
 def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     reference = _reference(family)
@@ -108,8 +113,9 @@ def test_a_fine_tuned_head_predicts_as_pytorch_does(family, tmp_path, capsys):
     onnx_file = predictor.export(tmp_path / "onnx" / "model.onnx", format="onnx", texts=TEXTS)
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(["probabilities"], {"input_ids": ids})[0], want, atol=1e-4)
-    lite = predictor.export(tmp_path / "lite" / "model.tflite", format="tflite", texts=TEXTS)  # through a SavedModel
-    np.testing.assert_allclose(runtime.load(lite)({"input_ids": ids})["probabilities"], want, atol=1e-4)
+    if family in TFLITE_FAMILIES:
+        lite = predictor.export(tmp_path / "lite" / "model.tflite", format="tflite", texts=TEXTS)  # through a SavedModel
+        np.testing.assert_allclose(runtime.load(lite)({"input_ids": ids})["probabilities"], want, atol=1e-4)
     # This tokenizer (lower-case + whitespace split) has no tensorflow-text twin: a SavedModel of it says so
     # and takes token ids (tests/export/test_export.py covers the raw-string signature of BERT's pipeline).
     from flaxtrain.export import text_graph

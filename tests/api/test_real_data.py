@@ -1,5 +1,5 @@
-"""Real data proves learning: the default `flaxtrain train` job on rotten_tomatoes (its first two epochs),
-float32 and bf16, and the lr_find + fit_onecycle idiom in process."""
+"""Real data proves learning on rotten_tomatoes: the default `flaxtrain train` job (its first two epochs,
+float32) and the lr_find + fit_onecycle idiom in process, computed in bf16. Each reaches Kim 2014's bar."""
 
 import json
 import subprocess
@@ -35,54 +35,41 @@ def _metrics(job: tuple[subprocess.Popen, Path]) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def jobs(tmp_path_factory):
-    """The float32 and bf16 runs of the default job, started together in the background: the 2-core
-    machine runs them (and the in-process test below) side by side."""
-    started = {"float32": _start(tmp_path_factory.mktemp("float32")),
-               "bfloat16": _start(tmp_path_factory.mktemp("bfloat16"), "--config.train.precision=bfloat16")}
+def job(tmp_path_factory):
+    """The default job (float32), started in the background: the 2-core machine runs it and the in-process
+    test below side by side."""
+    started = _start(tmp_path_factory.mktemp("float32"))
     yield started
-    for proc, _ in started.values():
-        if proc.poll() is None:
-            proc.kill()
-
-
-@pytest.fixture(scope="module")
-def float32_metrics(jobs) -> dict[str, float]:
-    return _metrics(jobs["float32"])
+    if started[0].poll() is None:
+        started[0].kill()
 
 
 @pytest.mark.slow
-def test_lr_find_then_onecycle_reaches_the_accuracy_bar(jobs):  # runs while the jobs train
+def test_lr_find_then_onecycle_in_bf16_reaches_the_accuracy_bar(job):  # runs while the job trains
     import flaxtrain
     import flaxtrain.text
 
     data = flaxtrain.text.load_data("rotten_tomatoes", train=True)
     test = flaxtrain.text.load_data("rotten_tomatoes", train=False)
     model = flaxtrain.get_model("textcnn", train_data=data, maxlen=80, word_vectors="minilm")
-    learner = flaxtrain.get_learner(model, batch_size=50)
+    # bf16 compute (float32 params and optimizer state): the suite's one real-data proof that bf16 learns as
+    # float32 does (float32 on its own: 0.784 on the 2-core machine, 2026-12-01).
+    learner = flaxtrain.get_learner(model, batch_size=50, precision="bfloat16")
     lr = learner.lr_find(1e-6, 1.0, num_steps=100, verbose=0)
     print(f"suggested lr {lr:.2e} (steepest {learner.lr_finder.steepest:.2e})")
     curve = learner.lr_finder  # the curve comes down clearly, and the suggestion lies before its lowest point
     lowest = int(np.argmin(curve.smoothed))
     assert lr == curve.valley and curve.smoothed[lowest] < curve.smoothed[0] - 0.01, (curve.smoothed[0], curve.smoothed[lowest])
     assert curve.lrs[0] < lr < curve.lrs[lowest], (lr, curve.lrs[lowest])
-    learner.fit_onecycle(lr, 2, verbose=1)  # 78.4% on its own on the 2-core machine (2026-12-01)
+    learner.fit_onecycle(lr, 2, verbose=1)  # tests/api/test_power_tools.py checks that this precision's step computes in bf16
     _, metrics = flaxtrain.get_predictor(model).evaluate(test.val_x, test.val_y)
     print(metrics)
     assert metrics["acc"] >= 0.76, metrics
 
 
 @pytest.mark.slow
-def test_the_default_jobs_first_two_epochs_reach_the_accuracy_bar(float32_metrics):
+def test_the_default_jobs_first_two_epochs_reach_the_accuracy_bar(job):
+    metrics = _metrics(job)
     # Kim 2014's CNN-rand reached 0.761 on the similar MR sentence set.
-    assert float32_metrics["acc"] >= 0.76, float32_metrics
-    assert float32_metrics["macro_f1"] >= 0.74, float32_metrics
-
-
-@pytest.mark.slow
-def test_bfloat16_training_is_within_a_point_of_float32(float32_metrics, jobs):
-    metrics = _metrics(jobs["bfloat16"])
-    assert abs(metrics["acc"] - float32_metrics["acc"]) <= 0.01, (metrics, float32_metrics)
-    # The run computed in bf16 (tests/api/test_power_tools.py checks the compiled step): its loss is not float32's.
-    assert "training on one device (cpu), bfloat16" in (jobs["bfloat16"][1] / "stdout.txt").read_text()
-    assert metrics["loss"] != float32_metrics["loss"], (metrics, float32_metrics)
+    assert metrics["acc"] >= 0.76, metrics
+    assert metrics["macro_f1"] >= 0.74, metrics
