@@ -4,7 +4,8 @@ usage: resume_worker.py OUT_DIR MODE [STEP]
   MODE full          train uninterrupted, write OUT_DIR/params.npz and OUT_DIR/history.json
   MODE sigkill STEP  train with checkpoints; SIGKILL this process right after global step STEP
   MODE sigterm STEP  same, but send SIGTERM (the learner saves a checkpoint and exits)
-  MODE resume        train the same call with resume=True, then write params and history
+  MODE resume [DIR..] train the same call with resume=True, then write params and history; then the same
+                     for each further DIR, one after another in this process (one start for several runs)
   MODE devices       (8 devices) train on an spmd 2x2x2 mesh with checkpoints, stop it after step 28,
                      resume on one device and under pmap; write those and a one-device reference
 """
@@ -76,6 +77,14 @@ def main() -> None:
     out, mode = Path(sys.argv[1]), sys.argv[2]
     if mode == "devices":
         return devices(out)
+    if mode == "resume":
+        for folder in (out, *map(Path, sys.argv[3:])):
+            train(folder, mode)
+        return
+    train(out, mode)
+
+
+def train(out: Path, mode: str) -> None:
     learner = make_learner()
     if mode in ("sigkill", "sigterm"):
         at, sig = int(sys.argv[3]), signal.SIGKILL if mode == "sigkill" else signal.SIGTERM

@@ -75,12 +75,11 @@ def test_killed_runs_resume_bitwise_equal(uninterrupted, tmp_path):
         if sig == "sigterm":  # the learner saved the step it was at, then let the signal end the process
             assert f"saved checkpoint step {at}" in output, output[-2000:]
             assert str(at) in os.listdir(runs[sig] / "checkpoints" / "latest")
-    procs = {sig: _start(out, "resume") for sig, out in runs.items()}
-    for sig, proc in procs.items():
-        code, output = _finish(proc)
-        assert code == 0, output[-3000:]
-        assert "resuming from checkpoint step" in output
-        resumed_from = int(output.split("resuming from checkpoint step ")[1].split()[0])
+    code, output = _finish(_start(runs["sigkill"], "resume", str(runs["sigterm"])))  # both resume in one process
+    assert code == 0, output[-3000:]
+    resumed = [int(part.split()[0]) for part in output.split("resuming from checkpoint step ")[1:]]
+    assert len(resumed) == 2, output[-3000:]
+    for sig, resumed_from in zip(runs, resumed):
         assert per_epoch < resumed_from <= at  # mid-epoch, from a checkpoint of the killed run
         if sig == "sigterm":
             assert resumed_from == at
