@@ -60,17 +60,17 @@ def runs(tmp_path_factory) -> dict[str, tuple[list[subprocess.Popen], Path]]:
     so the 2-core machine overlaps them."""
     tmp = tmp_path_factory.mktemp("strategies")
     port = _free_port()
+    # The frozen-encoder and LoRA runs (models/lora.py: adapters on a frozen encoder, sharded as their kernels
+    # are) share the main process: one start and import fewer each.
+    main = ([_start(tmp / "run.npz", ["single", "pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2",
+                                      "accum:single::4", "accum-spmd:spmd:2x2x2:2", "born:spmd:2x2x2",
+                                      "frozen:single", "frozen-pmap:pmap", "frozen-spmd:spmd:2x2x2",
+                                      "lora:single", "lora-pmap:pmap", "lora-spmd:spmd:2x2x2"])], tmp / "run.npz")
     started = {
-        "main": ([_start(tmp / "run.npz", ["single", "pmap", "spmd:spmd:8x1x1", "spmd:spmd:2x4x1", "spmd:spmd:2x2x2",
-                                            "accum:single::4", "accum-spmd:spmd:2x2x2:2", "born:spmd:2x2x2"])],
-                 tmp / "run.npz"),
+        "main": main, "frozen": main, "lora": main,
         # Threefry keys are partitionable: the sharded step draws the one-device masks.
         "dropout": ([_start(tmp / "dropout.npz", ["single", "spmd:spmd:2x2x2"], FLAXTRAIN_TEST_DROPOUT="0.2")],
                     tmp / "dropout.npz"),
-        "frozen": ([_start(tmp / "frozen.npz", ["frozen:single", "frozen-pmap:pmap", "frozen-spmd:spmd:2x2x2"])],
-                   tmp / "frozen.npz"),
-        # LoRA adapters on a frozen encoder (models/lora.py), sharded as their kernels are.
-        "lora": ([_start(tmp / "lora.npz", ["lora:single", "lora-pmap:pmap", "lora-spmd:spmd:2x2x2"])], tmp / "lora.npz"),
         # Pretraining: masked-LM and T5 span corruption on packed rows (segment ids).
         "pretraining": ([_start(tmp / "pretraining.npz", ["mlm:single", "mlm-pmap:pmap", "mlm-spmd:spmd:2x2x2", "t5:single",
                                                           "t5-pmap:pmap", "t5-spmd:spmd:2x2x2"])], tmp / "pretraining.npz"),
