@@ -119,7 +119,7 @@ def test_a_process_that_already_imported_tensorflow_reports_it_without_a_second_
 
     monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(__version__="9.9.9"))
     monkeypatch.setattr(machine.subprocess, "run", no_subprocess)
-    assert machine._tensorflow() == {"imports": True, "version": "9.9.9"}
+    assert flaxtrain.doctor(measure_peak=False)["tensorflow"] == {"imports": True, "version": "9.9.9"}
     monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace())  # half-imported: the fresh process decides
     with pytest.raises(AssertionError, match="started a process"):
         machine._tensorflow()
