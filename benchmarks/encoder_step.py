@@ -130,10 +130,15 @@ def run(length: int, rounds: int, steps: int, peaks: dict[str, float], attention
         print(f"  {kind}: flaxtrain / PyTorch tokens/s (medians) = {ratio:.2f}")
 
 
-def options_ab(length: int, rounds: int, steps: int, peak: float) -> None:
+# Option sets `--options NAME` compares with flaxtrain's own (flaxtrain/_xla_flags.py).
+OPTION_SETS = {"onednn": ("+ oneDNN dot fusions", "ONEDNN_OPTIONS"),
+               "loop-emitters": ("+ XLA's loop fusion emitters", "LOOP_EMITTER_OPTIONS")}
+
+
+def options_ab(length: int, rounds: int, steps: int, peak: float, which: str) -> None:
     """flaxtrain's train and predict steps compiled with its CPU compiler options (flaxtrain/_xla_flags.py) and
-    with XLA's oneDNN dot fusions added (measured, not passed: see there), interleaved in this process;
-    outputs compared."""
+    with the option set `which` of `OPTION_SETS` added, interleaved in this process; first-step (compile) times
+    and outputs compared."""
     from flaxtrain import _xla_flags
 
     batch = 32
@@ -149,14 +154,17 @@ def options_ab(length: int, rounds: int, steps: int, peak: float) -> None:
         return create_train_state(module, params, make_optimizer(5e-5, weight_decay=0.01))
 
     chosen = dict(_xla_flags.CPU_OPTIONS)
-    variants = {"flaxtrain's options": chosen, "+ oneDNN dot fusions": {**chosen, **_xla_flags.ONEDNN_OPTIONS}}
-    held, key = {}, jax.random.key(0)
+    label, extra = OPTION_SETS[which]
+    variants = {"flaxtrain's options": chosen, label: {**chosen, **getattr(_xla_flags, extra)}}
+    held, key, first = {}, jax.random.key(0), {}
     for name, options in variants.items():
         _xla_flags.CPU_OPTIONS = options
         _xla_flags._options.cache_clear()
         held[name] = [compile_steps(module.apply, classification_loss, predict_fn=predict_log_probs), state()]
+        start = time.perf_counter()
         held[name][1], out = held[name][0].train(held[name][1], batch_j, key)
         jax.block_until_ready(out)
+        first[name] = time.perf_counter() - start
     _xla_flags.CPU_OPTIONS = chosen
     _xla_flags._options.cache_clear()
     fresh = state().params
@@ -176,14 +184,15 @@ def options_ab(length: int, rounds: int, steps: int, peak: float) -> None:
             rates[f"{name} train"].append(batch * length * steps / _timed(train))
             rates[f"{name} infer"].append(batch * length * steps / _timed(infer))
     print(f"\nbatch {batch} x {length}: flaxtrain steps under two XLA option sets; max |output diff| "
-          f"{float(np.max(np.abs(outputs[0] - outputs[1]))):.1e}")
+          f"{float(np.max(np.abs(outputs[0] - outputs[1]))):.1e}; first train step (compile + run): "
+          + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in first.items()))
     for name, values in rates.items():
         gflops = step_gflop(batch, length, name.endswith("train")) * statistics.median(values) / (batch * length)
         print(f"  {name:26s} tokens/s median {statistics.median(values):8.0f}   {100 * gflops / peak:4.1f}% of peak")
     for kind in ("train", "infer"):
         names = list(held)
         ratio = statistics.median(rates[f"{names[1]} {kind}"]) / statistics.median(rates[f"{names[0]} {kind}"])  # oneDNN / ours
-        print(f"  {kind}: with oneDNN / flaxtrain's options = {ratio:.2f}")
+        print(f"  {kind}: {label} / flaxtrain's options = {ratio:.2f}")
 
 
 def main() -> None:
@@ -193,7 +202,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--attention", default="auto", choices=["auto", "einsum", "xla"],
                         help="ops.dot_product_attention path (default: the Encoder's own, 'auto')")
-    parser.add_argument("--options", action="store_true", help="A/B of XLA's oneDNN dot fusions instead")
+    parser.add_argument("--options", choices=sorted(OPTION_SETS), help="A/B of flaxtrain's options and this set instead")
     args = parser.parse_args()
     from machine import describe
 
@@ -202,7 +211,7 @@ def main() -> None:
     print(f"float32 2048x2048 matmul peak: XLA {xla_peak:.0f} GFLOP/s, PyTorch {torch_peak:.0f} GFLOP/s")
     for length in args.lengths:
         if args.options:
-            options_ab(length, args.rounds, args.steps, xla_peak)
+            options_ab(length, args.rounds, args.steps, xla_peak, args.options)
         else:
             run(length, args.rounds, args.steps, {"flaxtrain": xla_peak, "pytorch": torch_peak}, args.attention)
 

@@ -27,6 +27,9 @@ CPU_OPTIONS: dict[str, object] = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # XLA's oneDNN dot fusions, measured faster but not passed: see the module docstring.
 ONEDNN_OPTIONS: dict[str, object] = {"xla_cpu_use_onednn": True,
                                      "xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+# XLA's loop emitters for CPU fusions instead of its MLIR fusion emitters: measured in benchmarks/encoder_step.py
+# --options loop-emitters (see benchmarks/README.md).
+LOOP_EMITTER_OPTIONS: dict[str, object] = {"xla_cpu_use_fusion_emitters": False}
 TESTED_JAXLIB = ("0.10.",)
 
 

@@ -12,6 +12,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from conftest import QUICK_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "colab"))
 
@@ -31,8 +33,8 @@ def test_the_committed_notebooks_are_generated_and_stripped():
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_the_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
     monkeypatch.setenv("FLAXTRAIN_SMOKE", "1")
-    # Smoke sizes: compiling is the kernel's time, so XLA's LLVM optimisation is off (tests/conftest.py).
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    # Smoke sizes: compiling is the kernel's time, so it compiles as tests/conftest.py's quick options do.
+    monkeypatch.setenv("XLA_FLAGS", QUICK_FLAGS)
     nb = nbformat.read(ROOT / "colab" / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)

@@ -65,8 +65,9 @@ class Model:
     def initial_params(self, seed: int) -> Any:
         """The params this model would start from with initialisation seed `seed`: its own initialiser for
         everything but `pretrained_parts`, which keep their current (checkpoint) values."""
-        fresh = jax.device_get(init_model_params(self.module, seed))
-        return {**fresh, **{name: self.params[name] for name in self.pretrained_parts if name in self.params}}
+        kept = {name: self.params[name] for name in self.pretrained_parts if name in self.params}
+        fresh = jax.device_get(init_model_params(self.module, seed, skip=tuple(kept)))
+        return {**fresh, **kept}
 
     def build(self, precision: str | None = None) -> Any:
         """The model's module computing in `precision` (default: its config's), with its LoRA adapters."""

@@ -6,12 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jax
 
 from flaxtrain import models, tasks
 from flaxtrain.api import custom
 from flaxtrain.api.model import Model
-from flaxtrain.api.weights import init_model_params
+from flaxtrain.api.weights import param_shapes
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.models import lora
 from flaxtrain.tasks import Predictor, folder
@@ -44,7 +43,7 @@ def load_predictor(directory: str | os.PathLike, batch_size: int = 32) -> Predic
     adapters = config.get("lora")
     if adapters is not None:  # a LoRA model saved unmerged: the adapters are params['lora']
         module = lora.LoraModule(module, lora.LoraConfig.from_dict(adapters))
-    params = folder.read_params(path, jax.eval_shape(lambda: init_model_params(module, 0)))
+    params = folder.read_params(path, param_shapes(module))
     model = Model(name, model_config, params, preproc)
     if adapters is not None:
         model.lora, model.module = module.config, module

@@ -65,7 +65,8 @@ def masked_lm_model(name: str, train_data: Any = None, val_data: Any = None, *, 
             stacked = stack_layers(jax.device_get(pretrained["encoder"]), encoder.num_layers)
             pretrained = {**pretrained, "encoder": jax.tree.map(jnp.asarray, stacked)}
         config = models.make_config("masked_lm", encoder=encoder)
-        weights = with_pretrained_head(init_model_params(models.build_model("masked_lm", config), seed), pretrained,
+        weights = with_pretrained_head(init_model_params(models.build_model("masked_lm", config), seed, skip=("encoder",)),
+                                       pretrained,
                                        checkpoint=str(name), head="masked-LM", verbose=bool(verbose))
     model = Model("masked_lm", config, weights, preproc, train_data=train_data, val_data=val_data)
     if verbose:

@@ -21,7 +21,7 @@ def qa_model(name_or_path: str, preproc: QAPreprocessor, *, seed: int = 0, verbo
     encoder_config, pretrained, tokenizer, pad_id = load_encoder(name_or_path, task="span", maxlen=preproc.maxlen)
     preproc.tokenizer, preproc.pad_id = tokenizer, pad_id
     config = models.make_config("qa", encoder=encoder_config)
-    params = with_pretrained_head(init_model_params(models.build_model("qa", config), seed), pretrained,
+    params = with_pretrained_head(init_model_params(models.build_model("qa", config), seed, skip=("encoder",)), pretrained,
                                   checkpoint=str(name_or_path), head="question-answering", verbose=bool(verbose))
     model = Model("qa", config, params, preproc)
     if verbose:

@@ -51,7 +51,8 @@ def sequence_tagger(name: str, preproc: EntityPreprocessor, *, use_crf: bool = F
         preproc.tokenizer, preproc.pad_id, preproc.add_special_tokens = tokenizer, pad_id, True
         tokenizer.enable_truncation(max_length=preproc.maxlen)
         config = models.make_config("sequence_tagger", num_classes=num_tags, use_crf=use_crf, encoder=encoder_config)
-        params = with_pretrained_head(init_model_params(models.build_model("sequence_tagger", config), seed), pretrained,
+        params = with_pretrained_head(init_model_params(models.build_model("sequence_tagger", config), seed, skip=("encoder",)),
+                                      pretrained,
                                       checkpoint=str(name), head="token-classification", verbose=bool(verbose))
         model = Model("sequence_tagger", config, params, preproc)
     if verbose:

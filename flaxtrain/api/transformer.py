@@ -112,7 +112,7 @@ class Transformer:
 
     def _model(self, preproc: TextPreprocessor, seed: int, verbose: int) -> Model:
         config = models.make_config("transformer", encoder=self.encoder_config, num_classes=preproc.num_classes)
-        fresh = init_model_params(models.build_model("transformer", config), seed)
+        fresh = init_model_params(models.build_model("transformer", config), seed, skip=("encoder",))
         params = with_pretrained_head(fresh, self._pretrained, checkpoint=str(self.model_name), head="sequence-classification",
                                       verbose=bool(verbose))
         return Model("transformer", config, params, preproc)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import hub
+from flaxtrain._xla_flags import compiler_options
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.train import init_params
 
@@ -71,7 +72,30 @@ def with_pretrained_head(fresh: Any, pretrained: dict[str, Any], *, checkpoint: 
     return params
 
 
-def init_model_params(module: Any, seed: int) -> Any:
-    """Params of a token-id classifier initialised from `seed`."""
+def init_model_params(module: Any, seed: int, *, skip: tuple[str, ...] = ()) -> Any:
+    """Params of a token-id model initialised from `seed`.
+
+    The top-level parts named in `skip` (say 'encoder', about to be replaced by a checkpoint's) come back as
+    `jax.ShapeDtypeStruct`s and are never computed: XLA drops their random draws from the compiled init,
+    which then compiles and runs in a fraction of the whole model's time. The other parts are the same
+    values as in a full initialisation (each param draws from its own path's key).
+    """
+    init = _initializer(module)
+    rng = jax.random.key(seed)
+    shapes = jax.eval_shape(init, rng)
+    skipped = {name: shapes[name] for name in skip if name in shapes}
+    if not skipped:
+        return jax.jit(init, compiler_options=compiler_options())(rng)
+    rest = jax.jit(lambda key: {name: value for name, value in init(key).items() if name not in skipped},
+                   compiler_options=compiler_options())(rng)
+    return {name: skipped[name] if name in skipped else rest[name] for name in shapes}
+
+
+def param_shapes(module: Any) -> Any:
+    """The `jax.ShapeDtypeStruct`s of `init_model_params(module, seed)`, computing nothing."""
+    return jax.eval_shape(_initializer(module), jax.random.key(0))
+
+
+def _initializer(module: Any) -> Any:
     sample = {"input_ids": jnp.zeros((1, 16), jnp.int32)}
-    return jax.jit(lambda rng: init_params(module, sample, rng))(jax.random.key(seed))
+    return lambda rng: init_params(module, sample, rng)

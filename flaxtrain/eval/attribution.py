@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxtrain._xla_flags import compiler_options
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.layers import Embed
 
@@ -101,7 +102,7 @@ def make_explainer(apply_fn: Callable[..., Any], score: Score, steps: int) -> Ca
         attributions = [jnp.sum(e[0] * jnp.tensordot(weights, g, axes=1)[0], axis=-1) for e, g in zip(embedded, grads)]
         return attributions, full, baseline
 
-    return jax.jit(explain)
+    return jax.jit(explain, compiler_options=compiler_options())
 
 
 def token_attributions(per_lookup: list[np.ndarray], names: list[str]) -> np.ndarray:

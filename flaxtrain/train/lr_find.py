@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxtrain._xla_flags import compiler_options
 from flaxtrain.train import step as step_lib
 from flaxtrain.train.optim import set_hyperparams
 from flaxtrain.train.state import TrainState
@@ -37,12 +39,17 @@ class LRFinderResult:
         return self.valley
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn",), donate_argnums=0)
 def _lr_step(state: TrainState, batch: dict[str, jax.Array], lr: jax.Array, rng: jax.Array, *,
              loss_fn: step_lib.LossFn) -> tuple[TrainState, jax.Array]:
     state = state.replace(opt_state=set_hyperparams(state.opt_state, learning_rate=lr))
     state, sums = step_lib.train_step(state, batch, rng, loss_fn=loss_fn)
     return state, sums["loss_sum"] / jnp.maximum(sums["count"], 1.0)
+
+
+@functools.cache
+def _compiled_lr_step(loss_fn: step_lib.LossFn, options: str) -> Callable[..., tuple[TrainState, jax.Array]]:
+    """`_lr_step` jitted once per loss function and compiler options (`options`: their repr), as the train step is."""
+    return jax.jit(functools.partial(_lr_step, loss_fn=loss_fn), donate_argnums=0, compiler_options=compiler_options())
 
 
 def lr_range_test(state: TrainState, batches: list[dict[str, np.ndarray]], rng: jax.Array, *,
@@ -52,8 +59,9 @@ def lr_range_test(state: TrainState, batches: list[dict[str, np.ndarray]], rng: 
     work = jax.tree.map(jnp.copy, state)  # donated from step to step
     losses: list[float] = []
     best = float("inf")
+    step = _compiled_lr_step(loss_fn, repr(compiler_options()))
     for lr, batch in zip(lrs, batches):
-        work, loss = _lr_step(work, batch, jnp.float32(lr), rng, loss_fn=loss_fn)
+        work, loss = step(work, batch, jnp.float32(lr), rng)
         loss = float(loss)
         losses.append(loss)
         if not np.isfinite(loss) or loss > stop_factor * best:

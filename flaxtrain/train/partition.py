@@ -207,9 +207,9 @@ class CompiledSteps:
             return create_train_state(module, init_params(module, sample_inputs, key), tx)
 
         if self.strategy.kind != "spmd":
-            return self.place_state(jax.jit(init)(rng))
+            return self.place_state(jax.jit(init, compiler_options=compiler_options())(rng))
         sharding = self.state_sharding(jax.eval_shape(init, rng))
-        return self._in_mesh(jax.jit(init, out_shardings=sharding), rng)
+        return self._in_mesh(jax.jit(init, out_shardings=sharding, compiler_options=compiler_options()), rng)
 
     def place_state(self, state: TrainState) -> TrainState:
         """The state on this strategy's devices (replicated for pmap, sharded for spmd)."""

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flaxtrain._xla_flags import compiler_options
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.train import step as step_lib
 from flaxtrain.train.loop import summarize
@@ -96,8 +97,10 @@ def fit_seeds(*, apply_fn: Callable[..., Any], loss_fn: step_lib.LossFn, tx: Any
     count = len(seeds)
     states = stack([TrainState.create(apply_fn=apply_fn, params=p, tx=tx, halted=jnp.zeros((), jnp.int32)) for p in params])
     keys = jnp.stack([jax.random.key(s) for s in seeds])
-    train = jax.jit(jax.vmap(functools.partial(step_lib.train_step, loss_fn=loss_fn)), donate_argnums=0)
-    evaluate = jax.jit(jax.vmap(functools.partial(step_lib.eval_step, loss_fn=loss_fn), in_axes=(0, None)))
+    train = jax.jit(jax.vmap(functools.partial(step_lib.train_step, loss_fn=loss_fn)), donate_argnums=0,
+                    compiler_options=compiler_options())
+    evaluate = jax.jit(jax.vmap(functools.partial(step_lib.eval_step, loss_fn=loss_fn), in_axes=(0, None)),
+                       compiler_options=compiler_options())
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
     summaries = []
     global_step = 0

@@ -1,5 +1,6 @@
 """Pretrained encoders through the same Learner and Predictor: flaxtrain.text.Transformer and get_model."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -72,6 +73,22 @@ def test_get_model_takes_a_checkpoint_folder(checkpoint, sentiment_texts):
     assert len(model.val_data) == 10
     with pytest.raises(FlaxtrainError, match="unknown model 'minilmm'"):
         flaxtrain.get_model("minilmm", train_data=data)
+
+
+def test_the_new_head_starts_as_in_a_whole_model_initialisation(checkpoint):
+    """get_classifier never initialises the encoder it replaces (XLA drops those draws): the head's params are
+    the ones a whole-model initialisation with the same seed gives, the encoder's the checkpoint's."""
+    from flaxtrain import models
+    from flaxtrain.api.weights import init_model_params
+
+    model = flaxtrain.text.Transformer(str(checkpoint), maxlen=16, class_names=["a", "b", "c"]).get_classifier(seed=3)
+    whole = init_model_params(models.build_model("transformer", model.config), 3)
+    assert set(model.params) == set(whole) and "classifier" in whole
+    for name in set(whole) - {"encoder"}:
+        jax.tree.map(np.testing.assert_array_equal, model.params[name], whole[name])
+    _, pretrained, _ = hub.load_pretrained(str(checkpoint), task="sequence")
+    jax.tree.map(np.testing.assert_array_equal, model.params["encoder"], pretrained["encoder"])
+    assert not np.array_equal(whole["encoder"]["word"]["embedding"], pretrained["encoder"]["word"]["embedding"])
 
 
 def test_pretrained_minilm_loads_by_name():
