@@ -69,12 +69,12 @@ reloaded.predict(['What a waste of a great cast.', 'A gorgeous, witty, seductive
 
 data = flaxtrain.text.load_data('rotten_tomatoes', train=True)
 test = flaxtrain.text.load_data('rotten_tomatoes', train=False)
-n_train, n_test = (64, 32) if SMOKE else (len(data.train_x), len(test.val_x))
+n_train, n_test = (32, 16) if SMOKE else (len(data.train_x), len(test.val_x))
 t = flaxtrain.text.Transformer('minilm', maxlen=32 if SMOKE else 64, class_names=data.class_names)
 trn = t.preprocess_train(data.train_x[:n_train], data.train_y[:n_train])
 val = t.preprocess_test(test.val_x[:n_test], test.val_y[:n_test])
 learner = flaxtrain.get_learner(t.get_classifier(), train_data=trn, val_data=val, batch_size=32)"""),
-        ("code", """lr = learner.lr_find(1e-6, 1e-2, num_steps=8 if SMOKE else 100, verbose=0)  # the weights stay as they were
+        ("code", """lr = learner.lr_find(1e-6, 1e-2, num_steps=5 if SMOKE else 100, verbose=0)  # the weights stay as they were
 print(f'suggested learning rate {lr:.2e}')
 learner.lr_plot('lr_find.png')"""),
         ("code", """learner.fit_onecycle(lr, 1 if SMOKE else 2)
@@ -128,7 +128,7 @@ def sentence():
     tags = ['B-PER'] + ['I-PER'] * (len(person) - 1) + ['O'] + ['B-ORG'] + ['I-ORG'] * (len(firm) - 1) + ['O', 'B-LOC', 'O']
     return words, tags
 
-x, y = zip(*(sentence() for _ in range(48 if SMOKE else 400)))
+x, y = zip(*(sentence() for _ in range(24 if SMOKE else 400)))
 trn, val, preproc = flaxtrain.text.entities_from_array(list(x), list(y), val_pct=0.25)"""),
         ("code", """model = flaxtrain.text.sequence_tagger('minilm', preproc)
 learner = flaxtrain.get_learner(model, train_data=trn, val_data=val, batch_size=16)
@@ -151,7 +151,7 @@ rng = random.Random(0)
 names = ['Tara Vogel', 'Ike Brandt', 'Mina Sato', 'Rui Costa', 'Ada Mensah', 'Luca Ferri', 'Noor Aziz']
 cities = ['Perth', 'Leeds', 'Porto', 'Kyoto', 'Accra', 'Turin', 'Quito']
 questions, contexts, answers, starts = [], [], [], []
-for _ in range(48 if SMOKE else 300):
+for _ in range(16 if SMOKE else 300):
     name, city, year = rng.choice(names), rng.choice(cities), str(rng.randint(1900, 2000))
     context = f'{name} was born in {city} in {year}. {name} later studied music.'
     for question, answer in ((f'Where was {name} born?', city), (f'When was {name} born?', year)):
