@@ -4,7 +4,6 @@ the committed notebooks are the ones colab/make_notebooks.py writes, with no out
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 

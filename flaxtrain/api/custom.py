@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxtrain import ops, tasks
-from flaxtrain._xla_flags import compiler_options
 from flaxtrain.api.model import Model
 from flaxtrain.errors import FlaxtrainError
 
@@ -139,8 +138,7 @@ class CustomModel(Model):
 
 def _init(adapter: _Adapter, sample: np.ndarray, seed: int) -> Any:
     return jax.jit(lambda rng: nn.meta.unbox(adapter.init({"params": rng, "dropout": rng}, jnp.asarray(sample),
-                                                          deterministic=True)["params"]),
-                   compiler_options=compiler_options())(jax.random.key(seed))
+                                                          deterministic=True)["params"]))(jax.random.key(seed))
 
 
 def _user_loss(loss: Callable[..., Any], *, regression: bool) -> Callable[..., Any]:
