@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 from flaxtrain import models, tasks
 from flaxtrain.api import custom
 from flaxtrain.api.model import Model

@@ -46,7 +46,7 @@ def _lr_step(state: TrainState, batch: dict[str, jax.Array], lr: jax.Array, rng:
     return state, sums["loss_sum"] / jnp.maximum(sums["count"], 1.0)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def _compiled_lr_step(loss_fn: step_lib.LossFn, options: str) -> Callable[..., tuple[TrainState, jax.Array]]:
     """`_lr_step` jitted once per loss function and compiler options (`options`: their repr), as the train step is."""
     return jax.jit(functools.partial(_lr_step, loss_fn=loss_fn), donate_argnums=0, compiler_options=compiler_options())
