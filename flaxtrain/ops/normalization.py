@@ -41,7 +41,28 @@ def _layer_norm_backward(epsilon, residuals, g):
     dbias = jnp.sum(g32, axis=reduce_axes).astype(bias.dtype)
     dxhat = g32 * _row(scale, g.ndim)
     dx = rstd * (dxhat - jnp.mean(dxhat, axis=-1, keepdims=True) - xhat * jnp.mean(dxhat * xhat, axis=-1, keepdims=True))
-    return dx.astype(g.dtype), dscale, dbias
+    return materialised(dx.astype(g.dtype)), dscale, dbias
+
+
+def materialised(x: jax.Array) -> jax.Array:
+    """x, unchanged; on CPU computed once into a buffer of its own.
+
+    In a post-LN encoder the residual stream's gradient is, layer after layer, an element-wise chain of
+    the LayerNorm backwards above it. XLA's CPU fusion copies that chain into every consumer (each
+    LayerNorm's scale and bias sums, each weight-gradient operand): the fusions of the lowest layers
+    recompute all the layers above. `jax.lax.optimization_barrier` does not stop it (XLA's CPU pipeline
+    removes barriers before fusion); a dot does, as XLA on CPU never fuses a dot's operands: x as
+    [n, 2] pairs times the 2 x 2 identity, exact (x * 1 + y * 0 = x for finite values) and nearly free.
+    MiniLM's train step at batch 32 x 32 tokens: 3.0 s -> 1.5 s here (benchmarks/README.md). Other
+    backends fuse without this duplication and get x as it is.
+    """
+    if x.size % 2:
+        return x
+    return jax.lax.platform_dependent(x, cpu=_through_identity_dot, default=lambda v: v)
+
+
+def _through_identity_dot(x: jax.Array) -> jax.Array:
+    return jnp.matmul(x.reshape(-1, 2), jnp.eye(2, dtype=x.dtype)).reshape(x.shape)
 
 
 def _row(v: jax.Array, ndim: int) -> jax.Array:
