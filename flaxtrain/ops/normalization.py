@@ -53,8 +53,8 @@ def materialised(x: jax.Array) -> jax.Array:
     recompute all the layers above. `jax.lax.optimization_barrier` does not stop it (XLA's CPU pipeline
     removes barriers before fusion); a dot does, as XLA on CPU never fuses a dot's operands: x as
     [n, 2] pairs times the 2 x 2 identity, exact (x * 1 + y * 0 = x for finite values) and nearly free.
-    MiniLM's train step at batch 32 x 32 tokens: 3.0 s -> 1.5 s here (benchmarks/README.md). Other
-    backends fuse without this duplication and get x as it is.
+    MiniLM's train step at batch 32 x 32 tokens: 3.0 s -> 1.5 s on a 2-core CPU (benchmarks/README.md).
+    Other backends get x as it is (their fusion passes differ; the cut was measured on CPU only).
     """
     if x.size % 2:
         return x
