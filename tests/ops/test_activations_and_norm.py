@@ -67,7 +67,7 @@ def test_materialised_returns_its_input_bit_for_bit():
     assert ops.normalization.materialised(odd) is odd
 
 
-def _post_ln_stack_grad(layers: int):
+def _post_ln_stack_grad():
     """The gradient of a stack of post-LN residual blocks (dense + LayerNorm), as BERT's encoder chains them."""
     def loss(ws, x):
         for w in ws:
@@ -82,11 +82,11 @@ def test_each_layer_norm_gradient_is_computed_once_on_cpu(monkeypatch):
     cannot copy the chain of the layers above into each consumer; and the gradient is what it is without it."""
     ws = [jax.random.normal(jax.random.key(i), (8, 8)) / 3 for i in range(4)]
     x = jax.random.normal(jax.random.key(9), (6, 8))
-    grad = _post_ln_stack_grad(4)
+    grad = _post_ln_stack_grad()
     hlo = grad.lower(ws, x).compile().as_text()
     assert hlo.count("f32[24,2]{1,0} dot(") == 4, "each LayerNorm's dx should pass through one [n, 2] x [2, 2] dot"
     with_cut = grad(ws, x)
     monkeypatch.setattr(ops.normalization, "materialised", lambda v: v)
-    without = _post_ln_stack_grad(4)(ws, x)
+    without = _post_ln_stack_grad()(ws, x)
     for got, want in zip(with_cut, without):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
