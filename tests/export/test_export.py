@@ -176,6 +176,9 @@ def test_cli_exports_and_verifies(textcnn, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+# The runtime the parity check of a TensorFlow format runs in (parity.json's "runtime").
+RUNTIME = {"saved_model": "tensorflow", "tflite": "ai-edge-litert"}
+
 TF_SERVER = """
 import json, sys, numpy as np, tensorflow as tf
 artifact, ids, out, width = sys.argv[1], np.load(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -207,7 +210,10 @@ def test_textcnn_exports_to_saved_model_and_tflite_served_by_tensorflow_alone(te
     for fmt, artifact in (("saved_model", saved / "saved_model"), ("tflite", lite)):
         report = json.loads((artifact.parent / "parity.json").read_text())
         assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["format"] == fmt, report
-        assert "flaxtrain" not in report["runtime_imported"] and report["runtime"]["tensorflow"]
+        # The parity check's runtime: TensorFlow for the SavedModel, LiteRT (the test extra installs it) for the
+        # .tflite file; the server below then serves both with TensorFlow alone.
+        assert "flaxtrain" not in report["runtime_imported"] and list(report["runtime"]) == [RUNTIME[fmt]], report
+        assert fmt != "tflite" or report["runtime_imported"] == [], report  # LiteRT alone: no TensorFlow, no JAX
         done = subprocess.run([sys.executable, str(tmp_path / "server.py"), str(artifact), str(tmp_path / "ids.npy"),
                                str(tmp_path / f"{fmt}.npy"), "40", str(tmp_path / "texts.json")], capture_output=True,
                               text=True, cwd=tmp_path)
@@ -359,7 +365,7 @@ def test_a_translation_model_exports_its_generation_loop(tmp_path):
             assert [t.decode() for t in served["generated"].numpy()] == predictor.predict(unseen)
         if fmt == "tflite":  # the encoder with the first step, and one cached decoder step, looped by serve.py
             assert sorted(p.name for p in out.glob("*.tflite")) == ["model.step.tflite", "model.tflite"]
-            assert "flaxtrain" not in report["runtime_imported"] and report["runtime"]["tensorflow"]
+            assert report["runtime_imported"] == [] and list(report["runtime"]) == [RUNTIME[fmt]], report
     # ONNX: the encoder with the first step, and one cached decoder step, looped by serve.py with onnxruntime alone
     assert report["runtime_imported"] == [] and sorted(p.name for p in out.glob("*.onnx")) == ["model.onnx",
                                                                                                 "model.step.onnx"]
