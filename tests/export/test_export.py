@@ -210,7 +210,7 @@ def test_textcnn_exports_to_saved_model_and_tflite_served_by_tensorflow_alone(te
     for fmt, artifact in (("saved_model", saved / "saved_model"), ("tflite", lite)):
         report = json.loads((artifact.parent / "parity.json").read_text())
         assert report["passed"] and report["max_abs_diff"] <= 1e-4 and report["format"] == fmt, report
-        # The parity check's runtime: TensorFlow for the SavedModel, LiteRT (the test extra installs it) for the
+        # The parity check's runtime: TensorFlow for the SavedModel, LiteRT (in the export extra) for the
         # .tflite file; the server below then serves both with TensorFlow alone.
         assert "flaxtrain" not in report["runtime_imported"] and list(report["runtime"]) == [RUNTIME[fmt]], report
         assert fmt != "tflite" or report["runtime_imported"] == [], report  # LiteRT alone: no TensorFlow, no JAX
