@@ -54,7 +54,8 @@ COLLECTIVE_PATIENCE = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
 # What `_quick_compiles` below passes to flaxtrain's steps, and subprocesses get as XLA_FLAGS: LLVM's
 # optimisation passes off. (XLA's loop fusion emitters, `xla_cpu_use_fusion_emitters=false`, compiled a tiny
 # BERT step in 3.7 s instead of 5.5-7.5 s, but a whole suite run with them (and the pretrained start-up change)
-# took 5918 instead of the previous run's 4965 worker-seconds, and the pmap run of tests/train/test_strategies.py no longer matched one device: not used.)
+# took 5918 instead of the previous run's 4965 worker-seconds, and the pmap run of
+# tests/train/test_strategies.py no longer matched one device: not used.)
 QUICK_OPTIONS: dict[str, object] = {"xla_backend_optimization_level": "0"}
 QUICK_FLAGS = "--xla_backend_optimization_level=0"
 
