@@ -385,9 +385,10 @@ class Learner(BatchSizing, Reports, Adapters):
         if jax.process_count() > 1:
             raise FlaxtrainError("lr_find runs on one process: find the lr on one host, then train on all of them")
         batches = self._first_batches(num_steps)
-        state = self.steps.unreplicated(self._train_state())
-        result = lr_range_test(state, batches, jax.random.key(self.seed), loss_fn=self.model.loss_fn,
-                               start_lr=start_lr, end_lr=end_lr, stop_factor=stop_factor)
+        # A copy placed as the learner's state is: the range test runs fit's own compiled step on it.
+        work = self.steps.place_state(jax.tree.map(jnp.copy, self.steps.unreplicated(self._train_state())))
+        result = lr_range_test(self.steps, work, batches, jax.random.key(self.seed), start_lr=start_lr, end_lr=end_lr,
+                               stop_factor=stop_factor)
         self.lr_finder = result
         if verbose:
             print(f"lr_find: {len(result.losses)} of {num_steps} steps before the loss diverged; suggested lr "

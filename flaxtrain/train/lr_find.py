@@ -1,25 +1,21 @@
 """Learning-rate range test (Smith 2017) on a device copy of the train state.
 
-The learning rate grows exponentially from start_lr to end_lr, one jitted step per batch (the
-copy donated from step to step), until the loss is non-finite or exceeds stop_factor x the best
-loss so far. The caller's state is never touched and nothing goes to disk. (A single `lax.scan`
-over all steps was measured 20x slower per step on XLA's CPU backend for a TextCNN with a
-30522 x 384 embedding: 3.6 s against 0.19 s; benchmarks/README.md.)
+The learning rate grows exponentially from start_lr to end_lr, one step per batch (the learner's own
+compiled train step, so a fit after it compiles nothing new; the copy donated from step to step),
+until the loss is non-finite or exceeds stop_factor x the best loss so far. The caller's state is
+never touched and nothing goes to disk. (A single `lax.scan` over all steps was measured 20x slower
+per step on XLA's CPU backend for a TextCNN with a 30522 x 384 embedding: 3.6 s against 0.19 s;
+benchmarks/README.md.)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
+from typing import Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from flaxtrain._xla_flags import compiler_options
-from flaxtrain.train import step as step_lib
-from flaxtrain.train.optim import set_hyperparams
 from flaxtrain.train.state import TrainState
 
 
@@ -39,30 +35,28 @@ class LRFinderResult:
         return self.valley
 
 
-def _lr_step(state: TrainState, batch: dict[str, jax.Array], lr: jax.Array, rng: jax.Array, *,
-             loss_fn: step_lib.LossFn) -> tuple[TrainState, jax.Array]:
-    state = state.replace(opt_state=set_hyperparams(state.opt_state, learning_rate=lr))
-    state, sums = step_lib.train_step(state, batch, rng, loss_fn=loss_fn)
-    return state, sums["loss_sum"] / jnp.maximum(sums["count"], 1.0)
+class Steps(Protocol):
+    """What the range test needs of compiled steps (flaxtrain.train.CompiledSteps has both)."""
+
+    def train(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]: ...
+
+    def with_hyperparams(self, state: TrainState, **values: float) -> TrainState: ...
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled_lr_step(loss_fn: step_lib.LossFn, options: str) -> Callable[..., tuple[TrainState, jax.Array]]:
-    """`_lr_step` jitted once per loss function and compiler options (`options`: their repr), as the train step is."""
-    return jax.jit(functools.partial(_lr_step, loss_fn=loss_fn), donate_argnums=0, compiler_options=compiler_options())
-
-
-def lr_range_test(state: TrainState, batches: list[dict[str, np.ndarray]], rng: jax.Array, *,
-                  loss_fn: step_lib.LossFn, start_lr: float, end_lr: float, stop_factor: float = 4.0) -> LRFinderResult:
-    """Runs the range test over `batches` from a device copy of `state` (which is left unchanged)."""
+def lr_range_test(steps: Steps, work: TrainState, batches: list[dict[str, np.ndarray]], rng: jax.Array, *,
+                  start_lr: float, end_lr: float, stop_factor: float = 4.0) -> LRFinderResult:
+    """Runs the range test over `batches` with `steps.train`, the step `fit` runs (so it is compiled once for
+    both), from `work`: a copy of the train state placed for those steps, donated step by step."""
     lrs = np.geomspace(start_lr, end_lr, len(batches)).astype(np.float32)
-    work = jax.tree.map(jnp.copy, state)  # donated from step to step
     losses: list[float] = []
     best = float("inf")
-    step = _compiled_lr_step(loss_fn, repr(compiler_options()))
     for lr, batch in zip(lrs, batches):
-        work, loss = step(work, batch, jnp.float32(lr), rng)
-        loss = float(loss)
+        work = steps.with_hyperparams(work, learning_rate=float(lr))
+        work, sums = steps.train(work, batch, rng)
+        host = jax.device_get(sums)
+        # A step that skipped its batch (skip_nonfinite) reports zero sums: its loss was not finite.
+        skipped = float(host.get("skipped", 0.0)) > 0
+        loss = float("nan") if skipped else float(host["loss_sum"]) / max(float(host["count"]), 1.0)
         losses.append(loss)
         if not np.isfinite(loss) or loss > stop_factor * best:
             break

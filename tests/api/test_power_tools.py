@@ -9,11 +9,15 @@ import flaxtrain.text
 from flaxtrain.errors import FlaxtrainError
 
 
-@pytest.fixture()
-def learner(tiny_split):
+def _learner(tiny_split, **options):
     train, val, preproc = tiny_split
     model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 16, "num_filters": 8}, verbose=0)
-    return flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8)
+    return flaxtrain.get_learner(model, train_data=train, val_data=val, batch_size=8, **options)
+
+
+@pytest.fixture()
+def learner(tiny_split):
+    return _learner(tiny_split)
 
 
 def _host(tree):
@@ -23,7 +27,9 @@ def _host(tree):
 def test_lr_find_leaves_the_learner_untouched_and_plots(learner, tmp_path):
     learner.fit(1e-3, 1, verbose=0)  # an optimizer state with history
     params, opt_state = _host(learner.model.params), _host(learner._train_state().opt_state)
+    compiled = learner.steps._jitted["train"]._cache_size()
     lr = learner.lr_find(1e-5, 10.0, num_steps=40, verbose=0)
+    assert learner.steps._jitted["train"]._cache_size() == compiled  # the range test ran fit's own compiled step
     for before, after in zip(params, _host(learner.model.params)):
         np.testing.assert_array_equal(before, after)
     for before, after in zip(opt_state, _host(learner._train_state().opt_state)):
@@ -34,6 +40,13 @@ def test_lr_find_leaves_the_learner_untouched_and_plots(learner, tmp_path):
     assert result.losses[-1] > result.losses.min()  # it ran into the divergence
     path = learner.lr_plot(str(tmp_path / "lr.png"))
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.endswith("lr.png")
+
+
+def test_lr_find_stops_at_a_skipped_batch_of_a_skip_nonfinite_learner(tiny_split):
+    learner = _learner(tiny_split, skip_nonfinite=True)  # its steps drop a non-finite batch and report zero sums
+    learner.lr_find(1e-3, 1e38, num_steps=20, stop_factor=float("inf"), verbose=0)  # on to overflow
+    losses = learner.lr_finder.losses
+    assert 5 <= len(losses) < 20 and np.isfinite(losses).all() and (losses > 0).all(), losses
 
 
 def test_onecycle_and_sgdr_follow_their_schedules(learner, tmp_path):
