@@ -38,7 +38,8 @@ class LRFinderResult:
 class Steps(Protocol):
     """What the range test needs of compiled steps (flaxtrain.train.CompiledSteps has both)."""
 
-    def train(self, state: TrainState, batch: dict[str, np.ndarray], rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]: ...
+    def train(self, state: TrainState, batch: dict[str, np.ndarray],
+              rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]: ...
 
     def with_hyperparams(self, state: TrainState, **values: float) -> TrainState: ...
 
