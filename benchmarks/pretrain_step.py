@@ -4,7 +4,8 @@ Run:  .venv/bin/python benchmarks/pretrain_step.py [--rounds 5] [--steps 3] [--l
 
 A small BERT (4 layers, width 256, 4 heads, MLP 1024, MiniLM's 30,522 word pieces, tied masked-LM head),
 batch 32 packed rows, 15% of the tokens chosen, dropout 0.1, AdamW. flaxtrain's step is the Learner's
-(tasks/masked_lm.py's loss on the segment-masked encoder); PyTorch's is BertForMaskedLM with labels -100
+(tasks/masked_lm.py's loss on the segment-masked encoder, the vocabulary head on the chosen positions'
+prediction slots: 44 of 128); PyTorch's is BertForMaskedLM with labels -100
 off the chosen positions. Both run in interleaved rounds; prints the machine, tokens/s (max and median),
 the flaxtrain/PyTorch ratio of medians, each one's share of the XLA float32 matmul peak measured here,
 flaxtrain's first-step compile time with and without rematerialization, the memory each remat policy's
@@ -28,7 +29,7 @@ from machine import describe
 from flaxtrain import models
 from flaxtrain.models.encoder import EncoderConfig
 from flaxtrain.models.seq2seq import PRESETS, Seq2SeqConfig
-from flaxtrain.tasks.masked_lm import masked_lm_loss, predict_top_tokens
+from flaxtrain.tasks.masked_lm import gathered_targets, masked_lm_loss, prediction_slots, predict_top_tokens
 from flaxtrain.tasks.span_corruption import predict_targets, span_corruption_loss
 from flaxtrain.train import compile_steps, create_train_state, init_params, make_optimizer
 
@@ -36,11 +37,13 @@ SIZES = dict(vocab_size=30522, hidden_size=256, num_layers=4, num_heads=4, mlp_d
 BATCH = 32
 
 
-def step_gflop(length: int) -> float:
-    """Model FLOPs of a train step: blocks, attention and the vocabulary projection at every position, x3."""
+def step_gflop(length: int, head_positions: int | None = None) -> float:
+    """Model FLOPs of a train step, x3: blocks, attention, and the vocabulary head at `head_positions` per
+    row (PyTorch's BertForMaskedLM: every position; flaxtrain's step: its prediction slots)."""
     m, f, layers, v = SIZES["hidden_size"], SIZES["mlp_dim"], SIZES["num_layers"], SIZES["vocab_size"]
-    per_token = 2 * (layers * (4 * m * m + 2 * m * f) + m * m + m * v) + layers * 4 * length * m
-    return 3 * BATCH * length * per_token / 1e9
+    blocks = 2 * layers * (4 * m * m + 2 * m * f) + layers * 4 * length * m
+    head = 2 * (m * m + m * v) * (length if head_positions is None else head_positions)
+    return 3 * BATCH * (length * blocks + head) / 1e9
 
 
 def batch_of(length: int, vocab: int = SIZES["vocab_size"]) -> dict[str, np.ndarray]:
@@ -48,8 +51,11 @@ def batch_of(length: int, vocab: int = SIZES["vocab_size"]) -> dict[str, np.ndar
     ids = rng.integers(vocab // 30, vocab, size=(BATCH, length)).astype(np.int32)
     cut = rng.integers(length // 4, length, size=BATCH)  # two packed documents per row
     segments = np.where(np.arange(length)[None, :] < cut[:, None], 1, 2).astype(np.int32)
-    labels = np.where(rng.random((BATCH, length)) < 0.15, ids, -1).astype(np.int32)
-    return {"input_ids": ids, "segment_ids": segments, "labels": labels, "weight": np.ones(BATCH, np.float32)}
+    chosen = rng.random((BATCH, length)) < 0.15
+    chosen &= np.cumsum(chosen, axis=1) <= prediction_slots(length, 0.15)
+    # The Learner's batches carry the chosen positions too: flaxtrain's head runs on those slots only.
+    return {"input_ids": ids, "segment_ids": segments, "labels": np.where(chosen, ids, -1).astype(np.int32),
+            "weight": np.ones(BATCH, np.float32), **gathered_targets(ids, chosen, prediction_slots(length, 0.15))}
 
 
 def t5_batch(length: int) -> dict[str, np.ndarray]:
@@ -154,8 +160,10 @@ def main() -> None:
         rates["pytorch"].append(tokens / _timed(lambda: torch_run(args.steps)))
     print(f"masked-LM train step, batch {BATCH} x {args.length}; flaxtrain first step (trace + compile + run) "
           f"{compile_none:.1f} s, with remat='full' {compile_full:.1f} s")
+    slots = prediction_slots(args.length, 0.15)
     for name, values in rates.items():
-        gflops = step_gflop(args.length) * statistics.median(values) / (BATCH * args.length)
+        gflops = step_gflop(args.length, slots if name == "flaxtrain" else None) * statistics.median(values) / (
+            BATCH * args.length)
         print(f"  {name:10s} tokens/s max {max(values):8.0f} median {statistics.median(values):8.0f}   "
               f"{gflops:6.1f} GFLOP/s = {100 * gflops / xla_peak:4.1f}% of the XLA peak")
     ratio = statistics.median(rates["flaxtrain"]) / statistics.median(rates["pytorch"])

@@ -86,16 +86,19 @@ class SpanClassifier(_EncoderHead):
 
 
 class MaskedLM(_EncoderHead):
-    """[b, t, v] vocabulary logits: dense -> activation -> LayerNorm -> tied word embeddings + bias."""
+    """[b, t, v] vocabulary logits: dense -> activation -> LayerNorm -> tied word embeddings + bias.
+    With `positions` ([b, p] token indices), the logits [b, p, v] of those positions only."""
 
     @nn.compact
     def __call__(self, input_ids: Int[Array, "b t"], *, attention_mask: Int[Array, "b t"] | None = None,
                  token_type_ids: Int[Array, "b t"] | None = None, segment_ids: Int[Array, "b t"] | None = None,
-                 deterministic: bool) -> Float[Array, "b t v"]:
+                 positions: Int[Array, "b p"] | None = None, deterministic: bool) -> Float[Array, "b t v"]:
         cfg = self.config.encoder
         encoder = Encoder(cfg, name="encoder")
         hidden, _ = encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                             segment_ids=segment_ids, deterministic=deterministic)
+        if positions is not None:
+            hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)  # [b, p, m]
         width = cfg.embedding_dim or cfg.hidden_size
         x = Dense(width, (axes.EMBED, axes.MLP), name="transform", **_dtypes(cfg))(hidden)
         x = LayerNorm(cfg.layer_norm_eps, name="transform_norm", **_dtypes(cfg))(ACTIVATIONS[cfg.activation](x))

@@ -15,7 +15,8 @@ from flaxtrain.data.documents import interleaved_documents, read_documents
 from flaxtrain.data.lm import pack
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.models.encoder import EncoderConfig
-from flaxtrain.tasks.masked_lm import mask_tokens, masked_lm_loss
+from flaxtrain.tasks import masked_lm
+from flaxtrain.tasks.masked_lm import mask_tokens, masked_lm_loss, prediction_slots
 
 import torch  # noqa: E402  (the test extra: a missing reference must fail, not skip)
 import transformers  # noqa: E402
@@ -68,7 +69,7 @@ def test_a_packed_row_computes_as_its_documents_alone():
     module = models.build_model("masked_lm", config)
     rng = np.random.default_rng(1)
     docs = [rng.integers(5, 50, n).astype(np.int32) for n in (7, 12, 4)]
-    params = module.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32), deterministic=True)["params"]
+    params = jax.jit(lambda key: module.init(key, jnp.zeros((1, 8), jnp.int32), deterministic=True))(jax.random.key(0))["params"]
     params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), params)  # large weights
     ids = np.zeros((1, 26), np.int32)
     segments = np.zeros((1, 26), np.int32)
@@ -97,6 +98,13 @@ def test_dynamic_masking_follows_bert(corpus):
     masked, replaced = out["input_ids"] == preproc.mask_id, out["input_ids"] != rows
     assert abs(masked[chosen].mean() - 0.8) < 0.04 and abs((replaced & ~masked)[chosen].mean() - 0.1) < 0.03
     assert np.array_equal(out["input_ids"][~chosen], rows[~chosen])
+    # The train step's gathered view: each row's chosen positions, in order, then unused slots (label -1).
+    slots = out["mlm_positions"].shape[1]
+    assert slots == prediction_slots(64, 0.15) == 27 and chosen.sum(axis=1).max() <= slots
+    used = out["mlm_labels"] >= 0
+    for r in range(len(rows)):
+        assert np.array_equal(out["mlm_positions"][r][used[r]], np.flatnonzero(chosen[r]))
+        assert np.array_equal(out["mlm_labels"][r][used[r]], rows[r][chosen[r]])
     continuation = preproc.continuation_table()
     whole = mask_tokens(batch, preproc, np.random.default_rng(0), continuation)["labels"] >= 0
     pieces = continuation[rows] & real
@@ -113,15 +121,54 @@ def test_dynamic_masking_follows_bert(corpus):
         np.array_equal(a, b) for a, b in zip(first, other))
 
 
+def test_a_row_with_more_chosen_tokens_than_slots_keeps_its_first_ones(corpus, monkeypatch):
+    trn, _, preproc = flaxtrain.text.lm_from_files(str(corpus / "doc*"), tokenizer="minilm", maxlen=64, verbose=0)
+    rows = np.stack([ids for ids, _ in trn.rows()])
+    batch = {"input_ids": rows, "segment_ids": np.stack([s for _, s in trn.rows()]), "weight": np.ones(len(rows), np.float32)}
+    full = mask_tokens(batch, preproc, np.random.default_rng(0))
+    monkeypatch.setattr(masked_lm, "prediction_slots", lambda length, probability: 3)
+    capped = mask_tokens(batch, preproc, np.random.default_rng(0))
+    first = (full["labels"] >= 0) & (np.cumsum(full["labels"] >= 0, axis=1) <= 3)
+    assert (full["labels"] >= 0).sum(axis=1).max() > 3 and capped["mlm_positions"].shape == (len(rows), 3)
+    assert np.array_equal(capped["labels"] >= 0, first)
+    assert np.array_equal(capped["input_ids"][~first], rows[~first])  # the dropped ones are the text again
+
+
+def test_the_gathered_head_gives_the_loss_and_gradient_of_the_full_logits(corpus):
+    trn, _, preproc = flaxtrain.text.lm_from_files(str(corpus / "doc*"), tokenizer=str(corpus / "tokenizer.json"),
+                                                   maxlen=32, verbose=0)
+    rows = np.stack([ids for ids, _ in trn.rows()])[:6]
+    batch = {"input_ids": rows, "segment_ids": np.stack([s for _, s in trn.rows()])[:6],
+             "weight": np.array([1, 1, 1, 1, 1, 0], np.float32)}  # a padding row counts for nothing either way
+    batch = mask_tokens(batch, preproc, np.random.default_rng(1))
+    config = models.make_config("masked_lm", encoder=EncoderConfig(vocab_size=preproc.vocab_size, hidden_size=16,
+                                                                   num_layers=1, num_heads=2, mlp_dim=32))
+    module = models.build_model("masked_lm", config)
+    params = jax.jit(lambda key: module.init(key, jnp.zeros((1, 32), jnp.int32), deterministic=True))(jax.random.key(0))["params"]
+    full = {k: v for k, v in batch.items() if not k.startswith("mlm_")}
+
+    @jax.jit  # one compile; op by op, the eager gradient takes ~30 s
+    def run(b):
+        return jax.value_and_grad(lambda p: masked_lm_loss(module.apply, p, b, rngs={}, deterministic=True),
+                                  has_aux=True)(params)
+
+    (loss, sums), grads = run(batch)
+    (ref_loss, ref_sums), ref_grads = run(full)
+    assert float(sums["count"]) == float(ref_sums["count"]) > 0 and float(sums["correct"]) == float(ref_sums["correct"])
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-7)
+
+
 def test_a_batch_without_masks_gives_zero_loss_and_gradient():
     config = models.make_config("masked_lm", encoder=EncoderConfig(vocab_size=30, hidden_size=8, num_layers=1,
                                                                    num_heads=2, mlp_dim=16))
     module = models.build_model("masked_lm", config)
-    params = module.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32), deterministic=True)["params"]
+    params = jax.jit(lambda key: module.init(key, jnp.zeros((1, 8), jnp.int32), deterministic=True))(jax.random.key(0))["params"]
     batch = {"input_ids": jnp.ones((2, 8), jnp.int32), "segment_ids": jnp.ones((2, 8), jnp.int32),
              "labels": -jnp.ones((2, 8), jnp.int32), "weight": jnp.ones(2, jnp.float32)}
-    (loss, sums), grads = jax.value_and_grad(
-        lambda p: masked_lm_loss(module.apply, p, batch, rngs={}, deterministic=True), has_aux=True)(params)
+    (loss, sums), grads = jax.jit(jax.value_and_grad(
+        lambda p: masked_lm_loss(module.apply, p, batch, rngs={}, deterministic=True), has_aux=True))(params)
     assert float(loss) == 0.0 and float(sums["count"]) == 0.0
     assert all(np.isfinite(g).all() and not np.any(g) for g in jax.tree.leaves(grads))
 
