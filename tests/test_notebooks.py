@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "colab"))
 from make_notebooks import NOTEBOOKS, notebook  # noqa: E402
 
 pytestmark = pytest.mark.slow
+XLA_DEFAULTS = {"finetune_minilm"}  # notebooks run with XLA's default optimisation (see below)
 
 
 def test_the_committed_notebooks_are_generated_and_stripped():
@@ -32,8 +33,11 @@ def test_the_committed_notebooks_are_generated_and_stripped():
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_the_notebook_runs_in_smoke_mode(name, tmp_path, monkeypatch):
     monkeypatch.setenv("FLAXTRAIN_SMOKE", "1")
-    # Smoke sizes: compiling is the kernel's time, so it compiles as tests/conftest.py's quick options do.
-    monkeypatch.setenv("XLA_FLAGS", QUICK_FLAGS)
+    # Smoke sizes: compiling is the kernel's time, so it compiles as tests/conftest.py's quick options do;
+    # except finetune_minilm, whose six MiniLM train steps run slower unoptimised than the compile saves
+    # (the notebook alone on the 2-core machine: 71 s quick, 58 s with XLA's defaults).
+    if name not in XLA_DEFAULTS:
+        monkeypatch.setenv("XLA_FLAGS", QUICK_FLAGS)
     nb = nbformat.read(ROOT / "colab" / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
