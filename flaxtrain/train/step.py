@@ -82,27 +82,30 @@ def train_step(
         grads, sums = jax.lax.psum((grads, sums), axis_name)
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count.astype(g.dtype), grads)
-    # Optax's Adam raises a Python float to its int32 step count, which strict dtype promotion
-    # (on in flaxtrain's tests) rejects; its maths is Optax's own, so it runs under standard rules.
-    with jax.numpy_dtype_promotion("standard"):
-        new_state = state.apply_gradients(grads=grads)
+
+    def updated(s: TrainState) -> TrainState:
+        # Optax's Adam raises a Python float to its int32 step count, which strict dtype promotion
+        # (on in flaxtrain's tests) rejects; its maths is Optax's own, so it runs under standard rules.
+        with jax.numpy_dtype_promotion("standard"):
+            return s.apply_gradients(grads=grads)
+
     # Finite loss and updated weights: a non-finite gradient of a trained param reaches its update
     # (through Adam's moments), while frozen params' gradients are never read, so XLA still drops
-    # their backward pass.
-    leaves = jax.tree.leaves(new_state.params)
-    finite = all_true([jnp.isfinite(sums["loss_sum"])] + [jnp.all(jnp.isfinite(x)) for x in leaves])
-    # The selects below fuse into the update's own element-wise pass over params and optimizer state.
+    # their backward pass. Each leaf's flag is a sum of (updated weight x 0), NaN if any is not finite: a
+    # reduction over the update that stores none of it. The update is then written under `lax.cond`, in
+    # place. Selecting between old and new weights after the update instead (a `where` per leaf) costs an
+    # is-finite pass and three select passes over every leaf: TextCNN's bf16 train step with a
+    # 30522 x 384 table, 0.225 s -> 0.155 s so (benchmarks/README.md, "The guard").
+    leaves = jax.tree.leaves(updated(state).params)
+    finite = all_true([jnp.isfinite(sums["loss_sum"])] + [jnp.isfinite(jnp.sum(x * 0)) for x in leaves])
     apply = finite if skip_nonfinite else finite & (state.halted == 0)
-    keep = lambda new, old: jnp.where(apply, new, old)  # noqa: E731
-    new_state = new_state.replace(params=jax.tree.map(keep, new_state.params, state.params),
-                                  opt_state=jax.tree.map(keep, new_state.opt_state, state.opt_state))
+    new_state = jax.lax.cond(apply, updated, lambda s: s, state)  # the step counter advances with the update
     if skip_nonfinite:
         sums = {k: jnp.where(finite, v, jnp.zeros_like(v)) for k, v in sums.items()}
         sums["skipped"] = jnp.where(finite, 0.0, 1.0).astype(jnp.float32)
-        return new_state, sums
+        return new_state.replace(step=state.step + 1), sums
     first_bad = (state.halted == 0) & ~finite
-    new_state = new_state.replace(step=jnp.where(apply, new_state.step, state.step),
-                                  halted=jnp.where(first_bad, state.step + 1, state.halted).astype(jnp.int32))
+    new_state = new_state.replace(halted=jnp.where(first_bad, state.step + 1, state.halted).astype(jnp.int32))
     sums["nonfinite"] = first_bad.astype(jnp.float32)
     return new_state, sums
 

@@ -120,3 +120,24 @@ def test_frozen_params_stay_outside_the_clipped_gradient_norm():
         # in the norm its gradients would shrink to ~1e-7 of themselves, near Adam's eps, and its step by a quarter
         np.testing.assert_allclose(updates["head"][name], alone["head"][name], rtol=1e-6)
         assert np.abs(np.asarray(updates["head"][name])).max() > 1e-3
+
+
+def test_an_update_that_overflows_a_weight_is_not_applied(tiny_split):
+    """Finite loss and gradients, yet the updated weights are not finite: decoupled weight decay at lr x decay
+    = 10 sends the padding row (masked out of the loss, so its gradient is 0) from 3e38 past float32's range."""
+    train, preproc, module, state, _ = _setup(tiny_split)
+    params = state.params
+    params["embed"]["embedding"] = params["embed"]["embedding"].at[preproc.pad_id].set(3e38)
+    batch = next(iter(make_batches(train.input_ids, train.labels, batch_size=8, buckets=preproc.buckets)[0]))
+    for skip in (False, True):
+        start = create_train_state(module, jax.tree.map(jnp.copy, params), make_optimizer(1000.0, weight_decay=0.01))
+        before = [np.asarray(x) for x in jax.tree.leaves((start.params, start.opt_state))]  # the step donates start
+        steps = compile_steps(module.apply, classification_loss, skip_nonfinite=skip)
+        after, sums = steps.train(start, batch, jax.random.key(0))
+        assert np.isfinite(float(sums["loss_sum"])) if not skip else float(sums["skipped"]) == 1.0
+        for old, new in zip(before, jax.tree.leaves((after.params, after.opt_state))):
+            np.testing.assert_array_equal(old, np.asarray(new))  # weights and moments as they were
+        if skip:
+            assert int(after.step) == 1 and int(after.halted) == 0
+        else:
+            assert int(after.step) == 0 and int(after.halted) == 1 and float(sums["nonfinite"]) == 1.0
