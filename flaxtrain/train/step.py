@@ -94,8 +94,8 @@ def train_step(
     # their backward pass. Each leaf's flag is a sum of (updated weight x 0), NaN if any is not finite: a
     # reduction over the update that stores none of it. The update is then written under `lax.cond`, in
     # place. Selecting between old and new weights after the update instead (a `where` per leaf) costs an
-    # is-finite pass and three select passes over every leaf: TextCNN's bf16 train step with a
-    # 30522 x 384 table, 0.225 s -> 0.155 s so (benchmarks/README.md, "The guard").
+    # is-finite pass and three select passes over every leaf: an AdamW update of a 30522 x 384 table alone
+    # took 103 ms so, 40 ms this way (19 ms unguarded); benchmarks/README.md, "The guard".
     leaves = jax.tree.leaves(updated(state).params)
     finite = all_true([jnp.isfinite(sums["loss_sum"])] + [jnp.isfinite(jnp.sum(x * 0)) for x in leaves])
     apply = finite if skip_nonfinite else finite & (state.halted == 0)
