@@ -26,6 +26,7 @@ from flaxtrain.train.lr_find import LRFinderResult, lr_range_test
 from flaxtrain.train.optim import is_frozen, param_path
 from flaxtrain.train.partition import compile_steps, local_copy, logical_param_specs, make_strategy
 from flaxtrain.train.plateau import Plateau
+from flaxtrain.train.state import copy_tree, init_opt_state
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -189,7 +190,7 @@ class Learner(BatchSizing, Reports, Adapters):
         state = None if self._state is None else self.steps.unreplicated(self._state)
         self._steps = None  # the optimizer state's layout (and so its sharding) changed: compile anew
         if state is not None:
-            self._state = self.steps.place_state(state.replace(tx=self._tx, opt_state=self._tx.init(state.params)))
+            self._state = self.steps.place_state(state.replace(tx=self._tx, opt_state=init_opt_state(self._tx, state.params)))
 
     def _batches(self, data: Any, *, train: bool, epoch: int = 0, local: bool = False) -> tuple[Any, int]:
         """Batches for the compiled steps (this process's rows of each global batch), or with `local`
@@ -201,7 +202,7 @@ class Learner(BatchSizing, Reports, Adapters):
     def _train_state(self) -> TrainState:
         if self._state is None:
             # The state owns a copy: the step donates its buffers, and model.params must stay valid.
-            params = jax.tree.map(jnp.copy, self.model.params)
+            params = copy_tree(self.model.params)
             state = create_train_state(self.model.module, params, self._tx)
             self._state = self.steps.place_state(state.replace(apply_fn=self.steps.apply_fn))
         return self._state
@@ -364,7 +365,7 @@ class Learner(BatchSizing, Reports, Adapters):
         if watch.best_params is not None:
             self.model.params = local_copy(watch.best_params)
             state = self.steps.unreplicated(self._train_state())
-            self._state = self.steps.place_state(state.replace(params=jax.tree.map(jnp.copy, self.model.params)))
+            self._state = self.steps.place_state(state.replace(params=copy_tree(self.model.params)))
             if verbose:
                 print(f"restored the weights of epoch {watch.best_epoch} ({monitor} {watch.best:.4f})")
         return history
@@ -386,7 +387,7 @@ class Learner(BatchSizing, Reports, Adapters):
             raise FlaxtrainError("lr_find runs on one process: find the lr on one host, then train on all of them")
         batches = self._first_batches(num_steps)
         # A copy placed as the learner's state is: the range test runs fit's own compiled step on it.
-        work = self.steps.place_state(jax.tree.map(jnp.copy, self.steps.unreplicated(self._train_state())))
+        work = self.steps.place_state(copy_tree(self.steps.unreplicated(self._train_state())))
         result = lr_range_test(self.steps, work, batches, jax.random.key(self.seed), start_lr=start_lr, end_lr=end_lr,
                                stop_factor=stop_factor)
         self.lr_finder = result

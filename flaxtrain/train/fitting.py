@@ -24,7 +24,7 @@ from flaxtrain.train import loop
 from flaxtrain.train.checkpoint import Checkpointer, abstract_like, saving_on_sigterm
 from flaxtrain.train.partition import CompiledSteps, local_copy
 from flaxtrain.train.plateau import Plateau, metric_mode
-from flaxtrain.train.state import TrainState, update_average
+from flaxtrain.train.state import TrainState, copy_tree, update_average
 from flaxtrain.train.summaries import SummaryWriter
 
 ADAM_B1 = 0.9  # Adam's b1 outside the cyclical policies
@@ -256,7 +256,7 @@ class FitRun:
         if early_stop and self.verbose:
             print(stop)
         if stop and not early_stop:
-            self.publish(jax.tree.map(jnp.copy, local_copy(final_params)))
+            self.publish(copy_tree(local_copy(final_params)))
             if self.stop_signal:
                 self.exit_on_signal(state)
             if self.ckpt is not None:
@@ -267,7 +267,7 @@ class FitRun:
         if self.ckpt is not None:
             self.ckpt.close()
         if self.average["params"] is None:
-            self.publish(jax.tree.map(jnp.copy, local_copy(final_params)))
+            self.publish(copy_tree(local_copy(final_params)))
             return
         averaged = local_copy(self.average["params"])
         self.publish(averaged)
@@ -296,7 +296,7 @@ class FitRun:
             return
         average = self.average
         if average["params"] is None:
-            average["params"] = jax.tree.map(jnp.copy, self.steps.params_of(current))
+            average["params"] = copy_tree(self.steps.params_of(current))
         else:
             average["params"] = update_average(average["params"], self.steps.params_of(current),
                                                jnp.asarray(average["count"]))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
 from flaxtrain.errors import FlaxtrainError
+from flaxtrain.train.state import copy_tree
 
 
 def metric_mode(name: str) -> str:
@@ -38,7 +36,7 @@ class Plateau:
         better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
         if better:
             self.best, self.best_epoch, self.wait = value, epoch + 1, 0
-            self.best_params = jax.tree.map(jnp.copy, params)
+            self.best_params = copy_tree(params)
             return None
         self.wait += 1
         if self.reduce_on_plateau and self.wait % self.reduce_on_plateau == 0:

@@ -26,9 +26,21 @@ def init_params(module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax
     return nn.meta.unbox(variables["params"])
 
 
+def copy_tree(tree: Any) -> Any:
+    """A copy of every array in `tree`, placed as it was (buffers the train step may donate). A device
+    copy, not `jnp.copy` per leaf, which compiles one tiny program per leaf shape."""
+    return jax.device_put(tree, may_alias=False)
+
+
+def init_opt_state(tx: optax.GradientTransformation, params: Any) -> Any:
+    """`tx.init(params)` as one compiled program (run eagerly, its zeros compile one program per leaf shape)."""
+    return jax.jit(tx.init)(params)
+
+
 def create_train_state(module: nn.Module, params: Any, tx: optax.GradientTransformation) -> TrainState:
     """A TrainState at step 0 for `params`, with a fresh optimizer state."""
-    return TrainState.create(apply_fn=module.apply, params=params, tx=tx, halted=jnp.zeros((), jnp.int32))
+    return TrainState(step=0, apply_fn=module.apply, params=params, tx=tx, opt_state=init_opt_state(tx, params),
+                      halted=jnp.zeros((), jnp.int32))
 
 
 @jax.jit
