@@ -27,9 +27,15 @@ def init_params(module: nn.Module, sample_inputs: dict[str, jax.Array], rng: jax
 
 
 def copy_tree(tree: Any) -> Any:
-    """A copy of every array in `tree`, placed as it was (buffers the train step may donate). A device
-    copy, not `jnp.copy` per leaf, which compiles one tiny program per leaf shape."""
-    return jax.device_put(tree, may_alias=False)
+    """A copy of every array in `tree`, placed as it was (buffers the train step may donate). Arrays this
+    process holds whole are copied by the runtime, not by `jnp.copy`, which compiles one tiny program per
+    leaf shape; arrays spanning several processes (a multi-host state) by `jnp.copy`, which keeps their sharding."""
+    def copy(x: Any) -> Any:
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jnp.copy(x)
+        return jax.device_put(x, may_alias=False)
+
+    return jax.tree.map(copy, tree)
 
 
 def init_opt_state(tx: optax.GradientTransformation, params: Any) -> Any:
