@@ -141,3 +141,30 @@ def test_an_update_that_overflows_a_weight_is_not_applied(tiny_split):
             assert int(after.step) == 1 and int(after.halted) == 0
         else:
             assert int(after.step) == 0 and int(after.halted) == 1 and float(sums["nonfinite"]) == 1.0
+
+
+def test_a_fit_leaves_the_models_params_valid_and_unchanged(tiny_split):
+    """The Learner's state owns copies (train/state.py's copy_tree): the donating train step must not
+    delete or change the params it started from, and the fresh optimizer state (one compiled init) is
+    what optax's eager init gives."""
+    import flaxtrain
+
+    import flaxtrain.text
+
+    train, _, preproc = tiny_split
+    model = flaxtrain.text.text_classifier("textcnn", train, preproc, params={"embed_dim": 8, "num_filters": 4}, verbose=0)
+    original = model.params
+    before = jax.tree.map(np.array, original)
+    learner = flaxtrain.get_learner(model, train_data=train, batch_size=32)
+    state = learner._train_state()
+    for ours, theirs in zip(jax.tree.leaves(state.params), jax.tree.leaves(original)):
+        assert ours.unsafe_buffer_pointer() != theirs.unsafe_buffer_pointer()
+    eager = learner._tx.init(original)
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(eager)
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state.opt_state), jax.tree.map(np.asarray, eager))
+    learner.fit(1e-2, 1, verbose=0)
+    assert model.params is not original  # fit published its trained weights
+    # The arrays fit started from were neither deleted (donated) nor written to.
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, original), before)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
+                                                        jax.tree.leaves(jax.tree.map(np.asarray, model.params))))
