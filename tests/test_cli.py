@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import quick_compile_env
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = f"{ROOT}/configs/textcnn_rotten_tomatoes.py:tiny"
 
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flaxtrain.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+                          env=quick_compile_env(), timeout=600)
 
 
 @pytest.fixture(scope="module")

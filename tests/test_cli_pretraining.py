@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 import flaxtrain
+from conftest import quick_compile_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flaxtrain.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=900)
+                          env=quick_compile_env(), timeout=900)
 
 
 @pytest.mark.parametrize("config, probe, task", [

@@ -11,6 +11,7 @@ import pytest
 
 import flaxtrain
 import flaxtrain.text
+from conftest import quick_compile_env
 from flaxtrain import tasks
 from flaxtrain.api.factory import BUILDERS
 from flaxtrain.data.dataset import Batched
@@ -56,7 +57,7 @@ def test_get_model_builds_a_tagger_from_tagged_data_and_fits_it():
 def test_cli_predict_prints_each_tasks_outputs():
     def cli(folder, *texts):
         return subprocess.run([sys.executable, "-m", "flaxtrain.cli", "predict", "--model", str(FOLDERS / folder), *texts],
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, env=quick_compile_env(), timeout=300)
 
     tagged = cli("sequence_tagging", "Yesterday Jonas Okafor flew from Paris to Lima .")
     assert tagged.returncode == 0, tagged.stderr[-2000:]
