@@ -39,7 +39,7 @@ def test_every_policy_gives_the_same_gradients(build, loss_fn):
     batch = {k: jnp.asarray(v) for k, v in _batch().items()}
     if loss_fn is span_corruption_loss:
         batch["labels"] = jnp.abs(batch["labels"][:, :8])
-    params = build("none").init(jax.random.key(0), batch["input_ids"], deterministic=True)["params"]
+    params = jax.jit(lambda key: build("none").init(key, batch["input_ids"], deterministic=True))(jax.random.key(0))["params"]
     grads = {}
     policies = ("full", "dots") if build is _mlm else ("full",)  # T5's 'dots' runs scanned in the test below
     for policy in ("none", *policies):
@@ -72,15 +72,14 @@ def test_scanned_layers_compute_as_the_unrolled_stack_and_save_the_same_checkpoi
     scanned = models.build_model("masked_lm", scanned_config)
     batch = {k: jnp.asarray(v) for k, v in _batch().items()}
     params = init_params(unrolled, {"input_ids": batch["input_ids"]}, jax.random.key(0))
-    params = jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(1), x.shape), params)
+    params = jax.jit(lambda p: jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(1), x.shape), p))(params)
     stacked = {**params, "encoder": stack_layers(jax.device_get(params["encoder"]), 3)}
     assert jax.tree.structure(stacked) == jax.tree.structure(
         init_params(scanned, {"input_ids": batch["input_ids"]}, jax.random.key(0)))
-    np.testing.assert_allclose(scanned.apply({"params": stacked}, batch["input_ids"], segment_ids=batch["segment_ids"],
-                                             deterministic=True),
-                               unrolled.apply({"params": params}, batch["input_ids"], segment_ids=batch["segment_ids"],
-                                              deterministic=True), atol=1e-5)
-    grads = [jax.grad(lambda p, m=m: masked_lm_loss(m.apply, p, batch, rngs={}, deterministic=True)[0])(p)
+    logits = [jax.jit(lambda p, m=m: m.apply({"params": p}, batch["input_ids"], segment_ids=batch["segment_ids"],
+                                             deterministic=True))(p) for m, p in ((scanned, stacked), (unrolled, params))]
+    np.testing.assert_allclose(*logits, atol=1e-5)
+    grads = [jax.jit(jax.grad(lambda p, m=m: masked_lm_loss(m.apply, p, batch, rngs={}, deterministic=True)[0]))(p)
              for m, p in ((unrolled, params), (scanned, stacked))]
     restacked = {**grads[0], "encoder": stack_layers(jax.device_get(grads[0]["encoder"]), 3)}
     # against the gradients' own scale: summation order differs between the scan and the unrolled stack (and CPUs)
@@ -109,7 +108,7 @@ def test_scanned_t5_blocks_compute_generate_and_save_as_the_unrolled_stacks(tmp_
     batch = {k: jnp.asarray(v) for k, v in _batch().items()}
     batch["labels"] = jnp.abs(batch["labels"][:, :8])
     params = init_params(unrolled, {"input_ids": batch["input_ids"]}, jax.random.key(0))
-    params = jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(1), x.shape), params)
+    params = jax.jit(lambda p: jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(1), x.shape), p))(params)
     stacked = jax.tree.map(jnp.asarray, stack_blocks(jax.device_get(params), scanned_config))
     fresh = init_params(scanned, {"input_ids": batch["input_ids"]}, jax.random.key(0))
     assert jax.tree.structure(stacked) == jax.tree.structure(fresh)

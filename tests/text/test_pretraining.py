@@ -70,17 +70,19 @@ def test_a_packed_row_computes_as_its_documents_alone():
     rng = np.random.default_rng(1)
     docs = [rng.integers(5, 50, n).astype(np.int32) for n in (7, 12, 4)]
     params = jax.jit(lambda key: module.init(key, jnp.zeros((1, 8), jnp.int32), deterministic=True))(jax.random.key(0))["params"]
-    params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), params)  # large weights
+    # large weights
+    params = jax.jit(lambda p: jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(1), x.shape), p))(params)
+    apply = jax.jit(module.apply, static_argnames="deterministic")  # one program per shape, not one per op
     ids = np.zeros((1, 26), np.int32)
     segments = np.zeros((1, 26), np.int32)
     start = 0
     for s, doc in enumerate(docs, start=1):
         ids[0, start:start + len(doc)], segments[0, start:start + len(doc)] = doc, s
         start += len(doc)
-    packed = module.apply({"params": params}, jnp.asarray(ids), segment_ids=jnp.asarray(segments), deterministic=True)
+    packed = apply({"params": params}, jnp.asarray(ids), segment_ids=jnp.asarray(segments), deterministic=True)
     start = 0
     for doc in docs:
-        alone = module.apply({"params": params}, jnp.asarray(doc[None]), deterministic=True)
+        alone = apply({"params": params}, jnp.asarray(doc[None]), deterministic=True)
         np.testing.assert_allclose(packed[0, start:start + len(doc)], alone[0], atol=1e-5)
         start += len(doc)
 

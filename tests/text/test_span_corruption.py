@@ -80,20 +80,21 @@ def test_packed_t5_rows_compute_as_their_documents_alone():
     rng = np.random.default_rng(2)
     sources = [rng.integers(3, 60, n).astype(np.int32) for n in (9, 5, 14)]
     targets = [rng.integers(3, 60, n).astype(np.int32) for n in (4, 6, 3)]
-    params = module.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32), jnp.ones((1, 3), jnp.int32),
-                         deterministic=True)["params"]
-    params = jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(3), x.shape), params)
+    params = jax.jit(lambda key: module.init(key, jnp.ones((1, 4), jnp.int32), jnp.ones((1, 3), jnp.int32),
+                                             deterministic=True))(jax.random.key(0))["params"]
+    params = jax.jit(lambda p: jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(3), x.shape), p))(params)
+    apply = jax.jit(module.apply, static_argnames="deterministic")  # one program per shape, not one per op
 
     def packed(rows):
         ids = np.concatenate(rows)[None]
         return ids, np.concatenate([np.full(len(r), s, np.int32) for s, r in enumerate(rows, 1)])[None]
 
     (src, src_seg), (tgt, tgt_seg) = packed(sources), packed(targets)
-    logits = module.apply({"params": params}, jnp.asarray(src), jnp.asarray(tgt), segment_ids=jnp.asarray(src_seg),
+    logits = apply({"params": params}, jnp.asarray(src), jnp.asarray(tgt), segment_ids=jnp.asarray(src_seg),
                           decoder_segment_ids=jnp.asarray(tgt_seg), deterministic=True)
     start = 0
     for source, target in zip(sources, targets):
-        alone = module.apply({"params": params}, jnp.asarray(source[None]), jnp.asarray(target[None]), deterministic=True)
+        alone = apply({"params": params}, jnp.asarray(source[None]), jnp.asarray(target[None]), deterministic=True)
         np.testing.assert_allclose(logits[0, start:start + len(target)], alone[0], atol=1e-5)
         start += len(target)
 
