@@ -136,9 +136,10 @@ def _quick_compiles(request, monkeypatch):
     for name, value in QUICK_OPTIONS.items():
         monkeypatch.setitem(_xla_flags.CPU_OPTIONS, name, value)
     _xla_flags._options.cache_clear()
+    before = jax.config.read("jax_disable_most_optimizations")  # JAX_DISABLE_MOST_OPTIMIZATIONS=1 stays on
     jax.config.update("jax_disable_most_optimizations", True)
     yield
-    jax.config.update("jax_disable_most_optimizations", False)
+    jax.config.update("jax_disable_most_optimizations", before)
     monkeypatch.undo()
     _xla_flags._options.cache_clear()
 
