@@ -91,7 +91,7 @@ def test_packed_t5_rows_compute_as_their_documents_alone():
 
     (src, src_seg), (tgt, tgt_seg) = packed(sources), packed(targets)
     logits = apply({"params": params}, jnp.asarray(src), jnp.asarray(tgt), segment_ids=jnp.asarray(src_seg),
-                          decoder_segment_ids=jnp.asarray(tgt_seg), deterministic=True)
+                   decoder_segment_ids=jnp.asarray(tgt_seg), deterministic=True)
     start = 0
     for source, target in zip(sources, targets):
         alone = apply({"params": params}, jnp.asarray(source[None]), jnp.asarray(target[None]), deterministic=True)
