@@ -131,8 +131,9 @@ def find_traps(facts: dict[str, Any]) -> list[dict[str, str]]:
     if tensorflow is not None and not tensorflow.get("imports"):
         where = "Colab's TPU runtime ships without TensorFlow: " if facts.get("colab") else ""
         trap("no_tensorflow", "warning",
-             f"TensorFlow does not import ({_first_line(tensorflow.get('error', ''))}): the tf.data pipelines "
-             "(load_data, text files, TFDS) need it; numpy batches train without it",
+             f"TensorFlow does not import ({_first_line(tensorflow.get('error', ''))}): streamed corpora "
+             "(lm_from_files), TFDS sets, TensorBoard logs and SavedModel/TFLite export need it; training on "
+             "in-memory texts and arrays does not",
              f"{where}pip install tensorflow-cpu (tf.data only needs the CPU build)")
     if backend == "cpu" and facts.get("glibc") and not facts.get("allocator_tuned"):
         trap("cpu_allocator", "warning",

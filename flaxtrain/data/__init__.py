@@ -1,4 +1,4 @@
-"""Text data: named sets, ktrain loaders, tokenizers and the tf.data pipeline (yields numpy)."""
+"""Text data: named sets, ktrain loaders, tokenizers, batching (numpy for in-memory sets, tf.data for streamed corpora)."""
 
 from flaxtrain.data.dataset import TextDataset
 from flaxtrain.data.entities import (

@@ -1,9 +1,15 @@
-"""tf.data input pipeline: seeded shuffle -> length buckets padded to static shapes -> batches of numpy.
+"""Batches of in-memory examples: seeded shuffle -> length buckets padded to static shapes -> numpy.
 
 Every batch has one of a few shapes ([batch_size, L] for L in the bucket lengths), so the jitted step
 compiles once per bucket and never per batch; a bucket too sparse to pay for its compilation merges into
 the next longer one (`used_buckets`). The last batch of each bucket is filled up with rows
 of weight 0, so no example is dropped and none is counted twice.
+
+The examples are already in memory, so numpy batches them: a seeded permutation, then the batches
+tf.data's `bucket_by_sequence_length` makes (tests/data/test_pipeline.py checks them against tf.data).
+Training on arrays therefore needs no TensorFlow (its import took 7 s of CPU on the 2-core machine, in
+every process that trains; Colab's TPU runtime ships none). Streamed corpora and TFDS sets
+(flaxtrain/data/lm.py, documents.py) read through tf.data.
 """
 
 from __future__ import annotations
@@ -79,7 +85,7 @@ def make_batches(
       batch_size: rows per batch b.
       buckets: increasing padded lengths L; a sequence goes to the smallest that holds it, among those
         `used_buckets` keeps for these lengths.
-      shuffle: shuffle examples (seeded by seed and epoch, so each epoch is reproducible).
+      shuffle: shuffle examples (a permutation seeded by seed and epoch, so each epoch is reproducible).
       seed: shuffle seed.
       epoch: epoch number, mixed into the shuffle seed.
       pad_id: token id for padding.
@@ -130,11 +136,10 @@ def make_batches(
             columns[name][row, : len(values)] = values
     fill = {**{name: pad for name, (_, pad) in fields.items()}, **{name: pad for name, (_, pad, _) in (fixed or {}).items()}}
     if shuffle:
-        batches = _fill_batches(_tf_batches(columns, fields, fixed, labels.dtype, batch_size=batch_size, buckets=buckets,
-                                            seed=seed * 1_000_003 + epoch), batch_size, fill)
-    else:  # in order: numpy does it without building a tf.data graph (predicting one text took 130 ms)
-        batches = _fill_batches(_ordered_batches(columns, fields, lengths, batch_size=batch_size, buckets=buckets),
-                                batch_size, fill)
+        order = shuffled_order(n, seed=seed, epoch=epoch)
+        columns, lengths = {name: values[order] for name, values in columns.items()}, lengths[order]
+    batches = _fill_batches(_ordered_batches(columns, fields, lengths, batch_size=batch_size, buckets=buckets),
+                            batch_size, fill)
     if process_count > 1:
         rows = batch_size // process_count
         start = process_index * rows
@@ -142,9 +147,15 @@ def make_batches(
     return batches, total
 
 
+def shuffled_order(n: int, *, seed: int, epoch: int) -> np.ndarray:
+    """The order `make_batches(..., shuffle=True)` takes n examples in: a permutation drawn from (seed, epoch),
+    the same in every process of a multi-host run."""
+    return np.random.default_rng((seed * 1_000_003 + epoch) % 2**64).permutation(n)
+
+
 def _ordered_batches(columns: dict[str, np.ndarray], fields: dict[str, Any], lengths: np.ndarray, *, batch_size: int,
                      buckets: Sequence[int]) -> Iterator[Batch]:
-    """The batches tf.data's bucket_by_sequence_length makes of examples in order: an example joins the
+    """The batches tf.data's bucket_by_sequence_length makes of examples in the order given: an example joins the
     smallest bucket that holds it, a bucket is emitted when full, and the partial ones follow at the end,
     shortest bucket first (tests/data/test_pipeline.py checks this against tf.data)."""
     which = np.searchsorted(np.asarray(buckets), lengths, side="left")
@@ -175,32 +186,6 @@ def _ordered_batches(columns: dict[str, np.ndarray], fields: dict[str, Any], len
     for bucket in sorted(waiting):
         if waiting[bucket]:
             yield batch(bucket, waiting[bucket])
-
-
-def _tf_batches(columns: dict[str, np.ndarray], fields: dict[str, Any], fixed: dict[str, Any] | None,
-                label_dtype: np.dtype, *, batch_size: int, buckets: Sequence[int], seed: int | None) -> Iterator[Batch]:
-    """tf.data: shuffled (seeded) when `seed` is given, then bucketed by length and padded to the bucket."""
-    tf = import_tensorflow()
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-    if seed is not None:
-        ds = ds.shuffle(len(columns["index"]), seed=seed, reshuffle_each_iteration=False)
-    ds = ds.map(lambda ex: {"label": ex["label"], "index": ex["index"], **{name: ex[name] for name in fixed or {}},
-                            **{name: ex[name][: ex[f"{name}_length"]] for name in fields}})
-    ds = ds.bucket_by_sequence_length(
-        lambda example: tf.shape(example["input_ids"])[0],
-        bucket_boundaries=[length + 1 for length in buckets],  # lengths < boundary go to that bucket
-        bucket_batch_sizes=[batch_size] * (len(buckets) + 1),
-        padding_values={
-            "label": tf.constant(0, tf.float32 if label_dtype == np.float32 else tf.int32),
-            "index": tf.constant(0, tf.int64),
-            **{name: tf.constant(pad, tf.int32) for name, (_, pad) in fields.items()},
-            **{name: tf.constant(pad, tf.int32) for name, (_, pad, _) in (fixed or {}).items()},
-        },
-        pad_to_bucket_boundary=True,
-    )
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
 def _fill_batches(batches: Iterator[Batch], batch_size: int, fill: dict[str, int]) -> Iterator[Batch]:

@@ -91,21 +91,50 @@ def test_each_process_gets_its_block_of_every_global_batch():
         make_batches(ids, labels, batch_size=5, buckets=BUCKETS, process_count=2)
 
 
+def _tf_data_batches(ids, targets, order, *, batch_size, sequences, fixed):
+    """The reference: tf.data's bucket_by_sequence_length over the examples in `order`, padded to the bucket
+    lengths `make_batches` uses, each last partial batch filled with weight-0 rows as `make_batches` fills them."""
+    import tensorflow as tf
+
+    buckets = used_buckets(np.array([len(x) for x in ids]), batch_size=batch_size, buckets=BUCKETS)
+    fields = {"input_ids": (ids, 0), **sequences}
+    rows = []
+    for i in order:
+        row = {"label": targets[i], "index": np.int64(i), **{k: np.asarray(v[0][i], np.int32) for k, v in fields.items()}}
+        row.update({k: np.pad(np.asarray(v[i], np.int32), (0, width - len(v[i])), constant_values=pad)
+                    for k, (v, pad, width) in fixed.items()})
+        rows.append(row)
+    signature = {"label": tf.TensorSpec((), tf.float32), "index": tf.TensorSpec((), tf.int64),
+                 **{k: tf.TensorSpec((None,), tf.int32) for k in fields},
+                 **{k: tf.TensorSpec((width,), tf.int32) for k, (_, _, width) in fixed.items()}}
+    ds = tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature).bucket_by_sequence_length(
+        lambda row: tf.shape(row["input_ids"])[0], bucket_boundaries=[length + 1 for length in buckets],
+        bucket_batch_sizes=[batch_size] * (len(buckets) + 1), pad_to_bucket_boundary=True,
+        padding_values={"label": 0.0, "index": np.int64(0), **{k: pad for k, (_, pad) in fields.items()},
+                        **{k: pad for k, (_, pad, _) in fixed.items()}})
+    pads = {**{k: pad for k, (_, pad) in fields.items()}, **{k: pad for k, (_, pad, _) in fixed.items()}}
+    for batch in ds.as_numpy_iterator():
+        n = len(batch["label"])
+        batch["weight"] = np.ones(n, np.float32)
+        yield {k: np.concatenate([v, np.full((batch_size - n, *v.shape[1:]), pads.get(k, 0), v.dtype)]) for k, v in batch.items()}
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 23, 50])
-def test_batches_in_order_are_the_ones_tf_data_makes(batch_size, every_bucket, monkeypatch):
-    """Unshuffled batching (prediction, evaluation) runs in numpy; it gives tf.data's batches, in its order,
-    for every field kind: input_ids, shorter per-token sequences, fixed-width fields, float labels."""
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_are_the_ones_tf_data_makes(batch_size, shuffle, every_bucket):
+    """Batching runs in numpy; in order (prediction, evaluation) and shuffled (training: the permutation
+    `shuffled_order` draws) it gives the batches tf.data's bucket_by_sequence_length makes of the same
+    order, for every field kind: input_ids, shorter per-token sequences, fixed-width fields, float labels."""
     ids, _ = _examples(n=41, seed=2)
     targets = np.linspace(0.0, 1.0, len(ids)).astype(np.float32)
-    tags = [np.arange(len(x) // 2, dtype=np.int32) for x in ids]
+    sequences = {"tags": ([np.arange(len(x) // 2, dtype=np.int32) for x in ids], -1)}
     fixed = {"target_ids": ([np.arange(k % 4, dtype=np.int32) + 1 for k in range(len(ids))], 0, 4)}
-    kwargs = dict(batch_size=batch_size, buckets=BUCKETS, pad_id=0, sequences={"tags": (tags, -1)}, fixed=fixed)
-    ours, count = make_batches(ids, targets, **kwargs)
+    ours, count = make_batches(ids, targets, batch_size=batch_size, buckets=BUCKETS, pad_id=0, sequences=sequences,
+                               fixed=fixed, shuffle=shuffle, seed=5, epoch=2)
     ours = list(ours)
-    # the tf.data path with the shuffle left out
-    real_shuffle = pipeline._tf_batches
-    monkeypatch.setattr(pipeline, "_tf_batches", lambda *a, **k: real_shuffle(*a, **{**k, "seed": None}))
-    theirs = list(make_batches(ids, targets, shuffle=True, **kwargs)[0])
+    order = pipeline.shuffled_order(len(ids), seed=5, epoch=2) if shuffle else np.arange(len(ids))
+    assert shuffle == (list(order) != list(range(len(ids))))
+    theirs = list(_tf_data_batches(ids, targets, order, batch_size=batch_size, sequences=sequences, fixed=fixed))
     assert len(ours) == len(theirs) == count
     for mine, tfs in zip(ours, theirs):
         assert mine.keys() == tfs.keys()

@@ -37,8 +37,11 @@ def test_attributions_are_complete_and_point_at_the_opinion_words(words, name, t
         explanation = predictor.explain(text)
         assert explanation.target == label == predictor.predict(text)
         assert [token for token, _ in explanation] == text.split()
-        # Completeness: the attributions add up to p(label | text) - p(label | zero embeddings).
-        assert abs(explanation.error) <= 2e-3 * max(abs(explanation.score - explanation.baseline), 1e-3), explanation.error
+        # Completeness: the attributions add up to p(label | text) - p(label | zero embeddings), up to the
+        # quadrature's error. TextCNN's ReLU and max-pooling make the gradient along the path piecewise constant,
+        # which 64 Gauss-Legendre nodes integrate to within a few 1e-3 of the gap (measured on these texts:
+        # 8e-5 to 4e-3 of it at 32-256 nodes, not monotone); fastText's to 2e-7.
+        assert abs(explanation.error) <= 1e-2 * max(abs(explanation.score - explanation.baseline), 1e-3), explanation.error
         top = sorted(explanation, key=lambda pair: -pair[1])[:2]
         assert {token for token, _ in top} <= opinion, explanation
         # Toward the other class the opinion words count against it.
