@@ -135,10 +135,8 @@ def make_batches(
                 raise FlaxtrainError(f"a {name} row of {len(values)} tokens exceeds its length {width}: truncate it")
             columns[name][row, : len(values)] = values
     fill = {**{name: pad for name, (_, pad) in fields.items()}, **{name: pad for name, (_, pad, _) in (fixed or {}).items()}}
-    if shuffle:
-        order = shuffled_order(n, seed=seed, epoch=epoch)
-        columns, lengths = {name: values[order] for name, values in columns.items()}, lengths[order]
-    batches = _fill_batches(_ordered_batches(columns, fields, lengths, batch_size=batch_size, buckets=buckets),
+    order = shuffled_order(n, seed=seed, epoch=epoch) if shuffle else np.arange(n)
+    batches = _fill_batches(_ordered_batches(columns, fields, lengths, order, batch_size=batch_size, buckets=buckets),
                             batch_size, fill)
     if process_count > 1:
         rows = batch_size // process_count
@@ -153,11 +151,12 @@ def shuffled_order(n: int, *, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng((seed * 1_000_003 + epoch) % 2**64).permutation(n)
 
 
-def _ordered_batches(columns: dict[str, np.ndarray], fields: dict[str, Any], lengths: np.ndarray, *, batch_size: int,
-                     buckets: Sequence[int]) -> Iterator[Batch]:
-    """The batches tf.data's bucket_by_sequence_length makes of examples in the order given: an example joins the
-    smallest bucket that holds it, a bucket is emitted when full, and the partial ones follow at the end,
-    shortest bucket first (tests/data/test_pipeline.py checks this against tf.data)."""
+def _ordered_batches(columns: dict[str, np.ndarray], fields: dict[str, Any], lengths: np.ndarray, order: np.ndarray, *,
+                     batch_size: int, buckets: Sequence[int]) -> Iterator[Batch]:
+    """The batches tf.data's bucket_by_sequence_length makes of the examples taken in `order` (indices into the
+    columns, which stay where they are): an example joins the smallest bucket that holds it, a bucket is
+    emitted when full, and the partial ones follow at the end, shortest bucket first
+    (tests/data/test_pipeline.py checks this against tf.data)."""
     which = np.searchsorted(np.asarray(buckets), lengths, side="left")
     waiting: dict[int, list[int]] = {}
 
@@ -177,12 +176,13 @@ def _ordered_batches(columns: dict[str, np.ndarray], fields: dict[str, Any], len
             out[name] = part
         return out
 
-    for i, bucket in enumerate(which):
-        rows = waiting.setdefault(int(bucket), [])
+    for i in order.tolist():
+        bucket = int(which[i])
+        rows = waiting.setdefault(bucket, [])
         rows.append(i)
         if len(rows) == batch_size:
-            yield batch(int(bucket), rows)
-            waiting[int(bucket)] = []
+            yield batch(bucket, rows)
+            waiting[bucket] = []
     for bucket in sorted(waiting):
         if waiting[bucket]:
             yield batch(bucket, waiting[bucket])
