@@ -174,7 +174,11 @@ def _regression_learner(targets, **options):
 
 def test_nonfinite_loss_names_step_and_last_good_checkpoint(tmp_path):
     targets = np.linspace(-1.0, 1.0, 64).astype(np.float32)
-    targets[8] = 3e38  # finite, but its squared error overflows float32: that batch (step 7) has loss inf
+    # An example of the 7th batch the learner draws gets a finite target whose squared error overflows
+    # float32: that batch (step 7) has loss inf.
+    probe = _regression_learner(targets)
+    seventh = list(probe._batches(probe.train_data, train=True)[0])[6]
+    targets[int(seventh["index"][0])] = 3e38
     learner = _regression_learner(targets)
     with pytest.raises(FlaxtrainError) as caught:
         learner.fit(1e-3, 2, verbose=0, checkpoint_dir=tmp_path, checkpoint_every=2)
