@@ -107,16 +107,16 @@ def _tf_data_batches(ids, targets, order, *, batch_size, sequences, fixed):
     signature = {"label": tf.TensorSpec((), tf.float32), "index": tf.TensorSpec((), tf.int64),
                  **{k: tf.TensorSpec((None,), tf.int32) for k in fields},
                  **{k: tf.TensorSpec((width,), tf.int32) for k, (_, _, width) in fixed.items()}}
+    pads = {**{k: pad for k, (_, pad) in fields.items()}, **{k: pad for k, (_, pad, _) in fixed.items()}}
     ds = tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature).bucket_by_sequence_length(
         lambda row: tf.shape(row["input_ids"])[0], bucket_boundaries=[length + 1 for length in buckets],
         bucket_batch_sizes=[batch_size] * (len(buckets) + 1), pad_to_bucket_boundary=True,
-        padding_values={"label": 0.0, "index": np.int64(0), **{k: pad for k, (_, pad) in fields.items()},
-                        **{k: pad for k, (_, pad, _) in fixed.items()}})
-    pads = {**{k: pad for k, (_, pad) in fields.items()}, **{k: pad for k, (_, pad, _) in fixed.items()}}
+        padding_values={"label": 0.0, "index": np.int64(0), **pads})
     for batch in ds.as_numpy_iterator():
         n = len(batch["label"])
         batch["weight"] = np.ones(n, np.float32)
-        yield {k: np.concatenate([v, np.full((batch_size - n, *v.shape[1:]), pads.get(k, 0), v.dtype)]) for k, v in batch.items()}
+        yield {k: np.concatenate([v, np.full((batch_size - n, *v.shape[1:]), pads.get(k, 0), v.dtype)])
+               for k, v in batch.items()}
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 23, 50])
