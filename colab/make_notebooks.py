@@ -30,7 +30,7 @@ SMOKE = os.environ.get('FLAXTRAIN_SMOKE') == '1'  # CI runs every cell at tiny s
 DOCTOR = ("code", """import flaxtrain
 from flaxtrain.machine import format_report
 # Backend, devices, versions, and any known trap with its fix. Whether TensorFlow imports is checked in a child
-# process (about 7 s); the smoke run skips that check (tests/test_doctor.py covers it).
+# process (about 7 s); CI's smoke runs skip that one check.
 print(format_report(flaxtrain.doctor(check_tensorflow=not SMOKE)))""")
 
 NOTEBOOKS = {
