@@ -265,7 +265,8 @@ class Learner(BatchSizing, Reports, Adapters):
         `initial_params(seed + i)` and has the data order and dropout keys of a learner with seed + i, all K
         in one vmapped step. `learner.runs[i]` keeps each run's seed, weights and history; the returned
         history has the mean of every metric over the runs and its standard deviation (`val_acc_std`, ...);
-        the model takes run 0's weights."""
+        the model takes run 0's weights, and the learner goes on as run 0's own learner would (its optimizer
+        state, step, epoch count and learning rates: a next fit call continues run 0)."""
         epochs = self._epochs_for(epochs, max_steps)
         if not lr > 0:
             raise FlaxtrainError(f"lr must be positive, got {lr}")
@@ -285,7 +286,7 @@ class Learner(BatchSizing, Reports, Adapters):
                          max_steps=max_steps, evaluate_every=evaluate_every)
 
     def _fit_seeds(self, count: int, make_schedule: Any, epochs: int, *, verbose: int, unused: dict[str, Any]) -> list[dict[str, float]]:
-        """`count` runs in one vmapped job (train/seeds.py); sets `self.runs` and run 0's weights on the model."""
+        """`count` runs in one vmapped job (train/seeds.py); sets `self.runs`, and run 0's weights and train state."""
         if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
             raise FlaxtrainError(f"seeds must be a whole number of runs (at least 1), got {count!r}")
         given = [name for name, value in unused.items() if value]
@@ -301,15 +302,21 @@ class Learner(BatchSizing, Reports, Adapters):
                                      process_index=0, process_count=1)[0]
 
         val = None if self.val_data is None else (lambda: self._batches(self.val_data, train=False, local=True)[0])
-        runs, summary = seed_runs.fit_seeds(
+        total_steps = epochs * self._steps_per_epoch()
+        schedule = make_schedule(total_steps)
+        runs, summary, first = seed_runs.fit_seeds(
             apply_fn=self.model.module.apply, loss_fn=self.model.loss_fn, tx=self._tx,
             params=[self.model.initial_params(seed) for seed in seeds], seeds=seeds,
-            schedule=make_schedule(epochs * self._steps_per_epoch()), epochs=epochs, train_batches=batches, val_batches=val,
+            schedule=schedule, epochs=epochs, train_batches=batches, val_batches=val,
             pad_values={"input_ids": getattr(self.model.preproc, "pad_id", 0)}, verbose=bool(verbose))
         self.runs = runs
+        # The learner goes on as run 0's learner alone would: its weights, optimizer state and step, its epochs
+        # and learning rates (a next fit call continues them, and shuffles by the next epoch).
         self.progress.history.extend(summary)
+        self.progress.epochs_done += epochs
+        self.progress.lr_trace.extend((step, schedule(step)["learning_rate"]) for step in range(total_steps))
         self.model.params = runs[0].params
-        self._state = None
+        self._state = self.steps.place_state(first.replace(apply_fn=self.steps.apply_fn))
         return summary
 
     def _epochs_for(self, epochs: int | None, max_steps: int | None) -> int:

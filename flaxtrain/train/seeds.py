@@ -79,7 +79,7 @@ def fit_seeds(*, apply_fn: Callable[..., Any], loss_fn: step_lib.LossFn, tx: Any
               schedule: Callable[[int], dict[str, float]], epochs: int,
               train_batches: Callable[[int, int], Iterable[dict[str, np.ndarray]]],
               val_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None, pad_values: dict[str, int],
-              verbose: bool) -> tuple[list[SeedRun], list[dict[str, float]]]:
+              verbose: bool) -> tuple[list[SeedRun], list[dict[str, float]], TrainState]:
     """Trains len(seeds) runs together for `epochs` epochs (see the file's docstring).
 
     Args:
@@ -92,7 +92,8 @@ def fit_seeds(*, apply_fn: Callable[..., Any], loss_fn: step_lib.LossFn, tx: Any
       pad_values: padding value of each token array ('input_ids': the pad id).
 
     Returns:
-      (the runs, one summary record per epoch: mean and `_std` of every metric over the runs).
+      (the runs, one summary record per epoch: mean and `_std` of every metric over the runs, the first
+      run's final train state: params, optimizer state and step, as its learner alone would hold them).
     """
     count = len(seeds)
     states = stack([TrainState.create(apply_fn=apply_fn, params=p, tx=tx, halted=jnp.zeros((), jnp.int32)) for p in params])
@@ -137,4 +138,4 @@ def fit_seeds(*, apply_fn: Callable[..., Any], loss_fn: step_lib.LossFn, tx: Any
     finals = jax.device_get(states.params)
     runs = [SeedRun(seed, jax.tree.map(lambda x, i=i: x[i], finals), history)
             for i, (seed, history) in enumerate(zip(seeds, histories))]
-    return runs, summaries
+    return runs, summaries, jax.tree.map(lambda x: x[0], states)

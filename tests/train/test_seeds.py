@@ -32,7 +32,10 @@ def test_each_vmapped_run_equals_the_run_of_its_seed_alone(data):
     assert [run.seed for run in learner.runs] == [5, 6, 7]
     for i, run in enumerate(learner.runs):
         alone = flaxtrain.get_model("textcnn", trn, val, params=SIZES, seed=5 + i)  # init, data order, dropout: seed 5 + i
-        own = flaxtrain.get_learner(alone, trn, val, batch_size=16, seed=5 + i).fit_onecycle(1e-2, 2, verbose=0)
+        own_learner = flaxtrain.get_learner(alone, trn, val, batch_size=16, seed=5 + i)
+        own = own_learner.fit_onecycle(1e-2, 2, verbose=0)
+        if i == 0:
+            run_zero = own_learner
         for a, b in zip(jax.tree.leaves(run.params), jax.tree.leaves(alone.params)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
         for mine, theirs in zip(run.history, own):
@@ -45,6 +48,12 @@ def test_each_vmapped_run_equals_the_run_of_its_seed_alone(data):
     assert len({round(run.history[-1]["loss"], 6) for run in learner.runs}) == 3  # three different runs
     for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(learner.runs[0].params)):
         np.testing.assert_array_equal(a, b)
+    # The learner goes on as run 0's learner alone: its optimizer state, step, epochs (data order) and lr trace.
+    assert learner.lr_trace == run_zero.lr_trace and len(learner.lr_trace) == 2 * learner._steps_per_epoch()
+    again, theirs = learner.fit(1e-3, 1, verbose=0), run_zero.fit(1e-3, 1, verbose=0)
+    assert again[0]["epoch"] == theirs[0]["epoch"] == 3 and again[0]["loss"] == pytest.approx(theirs[0]["loss"], rel=1e-5)
+    for a, b in zip(jax.tree.leaves(model.params), jax.tree.leaves(run_zero.model.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_seeds_keep_a_pretrained_encoder_and_vary_the_head(sentiment_texts, tmp_path):
