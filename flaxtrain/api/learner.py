@@ -302,19 +302,12 @@ class Learner(BatchSizing, Reports, Adapters):
                                      process_index=0, process_count=1)[0]
 
         val = None if self.val_data is None else (lambda: self._batches(self.val_data, train=False, local=True)[0])
-        total_steps = epochs * self._steps_per_epoch()
-        schedule = make_schedule(total_steps)
         runs, summary, first = seed_runs.fit_seeds(
             apply_fn=self.model.module.apply, loss_fn=self.model.loss_fn, tx=self._tx,
             params=[self.model.initial_params(seed) for seed in seeds], seeds=seeds,
-            schedule=schedule, epochs=epochs, train_batches=batches, val_batches=val,
-            pad_values={"input_ids": getattr(self.model.preproc, "pad_id", 0)}, verbose=bool(verbose))
+            schedule=make_schedule(epochs * self._steps_per_epoch()), epochs=epochs, train_batches=batches, val_batches=val,
+            pad_values={"input_ids": getattr(self.model.preproc, "pad_id", 0)}, progress=self.progress, verbose=bool(verbose))
         self.runs = runs
-        # The learner goes on as run 0's learner alone would: its weights, optimizer state and step, its epochs
-        # and learning rates (a next fit call continues them, and shuffles by the next epoch).
-        self.progress.history.extend(summary)
-        self.progress.epochs_done += epochs
-        self.progress.lr_trace.extend((step, schedule(step)["learning_rate"]) for step in range(total_steps))
         self.model.params = runs[0].params
         self._state = self.steps.place_state(first.replace(apply_fn=self.steps.apply_fn))
         return summary

@@ -22,6 +22,7 @@ import numpy as np
 from flaxtrain._xla_flags import compiler_options
 from flaxtrain.errors import FlaxtrainError
 from flaxtrain.train import step as step_lib
+from flaxtrain.train.fitting import Progress
 from flaxtrain.train.loop import summarize
 from flaxtrain.train.state import TrainState
 
@@ -79,7 +80,7 @@ def fit_seeds(*, apply_fn: Callable[..., Any], loss_fn: step_lib.LossFn, tx: Any
               schedule: Callable[[int], dict[str, float]], epochs: int,
               train_batches: Callable[[int, int], Iterable[dict[str, np.ndarray]]],
               val_batches: Callable[[], Iterable[dict[str, np.ndarray]]] | None, pad_values: dict[str, int],
-              verbose: bool) -> tuple[list[SeedRun], list[dict[str, float]], TrainState]:
+              progress: Progress, verbose: bool) -> tuple[list[SeedRun], list[dict[str, float]], TrainState]:
     """Trains len(seeds) runs together for `epochs` epochs (see the file's docstring).
 
     Args:
@@ -90,6 +91,7 @@ def fit_seeds(*, apply_fn: Callable[..., Any], loss_fn: step_lib.LossFn, tx: Any
       train_batches: (seed, epoch) -> that run's training batches of the epoch.
       val_batches: () -> validation batches (one stream for all runs), or None.
       pad_values: padding value of each token array ('input_ids': the pad id).
+      progress: the learner's; gets the summaries, the epochs and the learning rates, as run 0's own fit would.
 
     Returns:
       (the runs, one summary record per epoch: mean and `_std` of every metric over the runs, the first
@@ -138,4 +140,7 @@ def fit_seeds(*, apply_fn: Callable[..., Any], loss_fn: step_lib.LossFn, tx: Any
     finals = jax.device_get(states.params)
     runs = [SeedRun(seed, jax.tree.map(lambda x, i=i: x[i], finals), history)
             for i, (seed, history) in enumerate(zip(seeds, histories))]
+    progress.history.extend(summaries)
+    progress.epochs_done += epochs
+    progress.lr_trace.extend((step, schedule(step)["learning_rate"]) for step in range(global_step))
     return runs, summaries, jax.tree.map(lambda x: x[0], states)
